@@ -1,0 +1,43 @@
+# kd-lessons: `make app` runs the course, `make test` runs every test. Both set everything up first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kd-installed
+
+.PHONY: setup system-deps data app lab test test-fast bench strip clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# Debian packages: Chromium for the browser test, Fashion-MNIST's offline copy. Skipped without apt.
+system-deps:
+	@bash scripts/system-deps.sh
+
+data: setup
+	$(BIN)/python -m kd_lessons data
+
+app: setup data
+	$(BIN)/streamlit run app.py
+
+lab: setup data
+	$(BIN)/jupyter lab notebooks/
+
+test: setup system-deps data
+	KD_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+test-fast: setup
+	KD_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not browser" -p no:cacheprovider
+
+bench: setup data
+	$(BIN)/python bench/bench_epoch.py
+
+strip: setup
+	$(BIN)/python scripts/strip_notebooks.py notebooks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

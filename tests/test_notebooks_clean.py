@@ -1,0 +1,24 @@
+"""Notebooks are committed clean and each one runs code (nbval runs them; this checks what it cannot)."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted(p for p in (Path(__file__).parents[1] / "notebooks").rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts)
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean_and_runs_code(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert code, f"{path.name} has no code cell: a notebook that runs no code proves nothing"
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name} has outputs in cells {dirty}: run `make strip` before committing"
+    assert path.stat().st_size < 200_000, f"{path.name} is {path.stat().st_size} bytes: keep notebooks small"
+    assert nb.cells[0].cell_type == "markdown", f"{path.name} should open with a title and learning goals"
