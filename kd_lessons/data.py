@@ -1,0 +1,269 @@
+"""Datasets as in-memory tensors, batches with positions, and batched augmentation on tensors.
+
+Introduced in notebook 00_start_here (loading) and 04_distill_mnist (batches whose `idx` lines up
+with cached teacher logits). Raw files come from `kd_lessons.sources`; decoded uint8 tensors are
+cached (checksum-verified) under `config.cache_dir()/tensors/` and normalised on load.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import astuple, dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kd_lessons import config, sources
+from kd_lessons.sources import DataUnavailableError
+from kd_lessons.storage import CorruptFileError, load_verified, save_verified
+
+__all__ = ["DATASETS", "DatasetInfo", "DataUnavailableError", "load_tensors", "class_names", "denormalize",
+           "iterate_batches", "random_crop_flip", "random_shift", "stratified_subset", "prepare_all",
+           "clear_memo"]
+
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Normalisation constants, class names and image shape; works as `info.mean` or `info["mean"]`."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(astuple(self))
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo((0.1307,), (0.3081,), tuple(str(d) for d in range(10)), (1, 28, 28)),
+    "fashion_mnist": DatasetInfo((0.2860,), (0.3530,), (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "Ankle boot"), (1, 28, 28)),
+    "cifar10": DatasetInfo((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), (3, 32, 32)),
+}
+
+_MEMO: dict[tuple, tuple] = {}
+
+
+def _check_name(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)}")
+    return key
+
+
+def class_names(name: str) -> list[str]:
+    """Human-readable labels for plots and the app. Introduced in notebook 00_start_here."""
+    return list(DATASETS[_check_name(name)].classes)
+
+
+def _stats(name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    info = DATASETS[name]
+    shape = (-1, 1, 1)
+    mean = torch.tensor(info.mean, dtype=like.dtype, device=like.device).view(shape)
+    std = torch.tensor(info.std, dtype=like.dtype, device=like.device).view(shape)
+    return mean, std
+
+
+def denormalize(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Undo the normalisation (back to [0, 1] pixels) for showing images. Introduced in notebook 00_start_here."""
+    name = _check_name(name)
+    if not torch.is_tensor(x) or x.dim() < 3 or x.shape[-3] != DATASETS[name].shape[0]:
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"denormalize expects a tensor [..., C, H, W] with C={DATASETS[name].shape[0]} for "
+                         f"{name}, got {got}; pass images from load_tensors({name!r})")
+    x = x.float() if not x.is_floating_point() else x
+    mean, std = _stats(name, x)
+    return x * std + mean
+
+
+def _normalise(x_u8: torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 -> float32 with one allocation: (x / 255 - mean) / std == x * a + b, done in place."""
+    mean, std = _stats(name, torch.empty(0))
+    return x_u8.float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
+
+
+def _cache_path(name: str, split: str):
+    return config.cache_dir() / "tensors" / f"{name}_{split}.pt"
+
+
+def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Verified on-disk cache (memoised per process), rebuilt from the raw files when missing or corrupt."""
+    split = "train" if train else "test"
+    path = _cache_path(name, split)
+    meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": sources.source_fingerprint(name)}
+    key = (name, split, str(path))
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, meta["source"])
+    except FileNotFoundError:
+        stamp = None
+    if stamp is not None and key in _MEMO and _MEMO[key][0] == stamp:
+        return _MEMO[key][1]
+    try:
+        blob = load_verified(path, meta)
+        x, y = blob["x"], blob["y"]
+        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != DATASETS[name].shape or len(x) != len(y):
+            raise CorruptFileError(f"{path} holds x {tuple(x.shape)} {x.dtype}, not {name} images")
+    except FileNotFoundError:
+        x = None
+    except CorruptFileError as exc:
+        warnings.warn(f"tensor cache rejected, rebuilding from the raw files: {exc}", RuntimeWarning, stacklevel=3)
+        x = None
+    if x is None:
+        sources.ensure_raw(name)
+        x_np, y_np = sources.read_raw(name, train)
+        x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+        save_verified({"x": x, "y": y}, path, meta)
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, meta["source"])
+    _MEMO[key] = (stamp, (x, y))
+    return x, y
+
+
+def clear_memo() -> None:
+    """Forget the in-process copies so the next load reads (and verifies) the disk cache again."""
+    _MEMO.clear()
+
+
+def load_tensors(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole dataset as normalised float32 x [N, C, H, W] and int64 y, offline-first and verified.
+
+    Introduced in notebook 00_start_here. Raises DataUnavailableError (naming every source tried and
+    the fix) when no source has the data.
+    """
+    name = _check_name(name)
+    x_u8, y = _load_uint8(name, bool(train))
+    return _normalise(x_u8, name), y.clone()
+
+
+def _check_xy(x, y) -> int:
+    if not (torch.is_tensor(x) and torch.is_tensor(y)) or len(x) != len(y):
+        raise ValueError(f"x and y must be tensors of equal length, got {type(x).__name__} of length "
+                         f"{len(x) if hasattr(x, '__len__') else '?'} and {type(y).__name__} of length "
+                         f"{len(y) if hasattr(y, '__len__') else '?'}")
+    return len(x)
+
+
+def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
+                    generator: torch.Generator | None = None, augment: Callable | None = None,
+                    device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (idx, xb, yb) with idx the positions in x, so cached teacher logits line up when shuffled.
+
+    Introduced in notebook 04_distill_mnist. `augment(xb)` runs on the target device; for a
+    deterministic one pass e.g. functools.partial(random_crop_flip, generator=g).
+    """
+    n = _check_xy(x, y)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    device = torch.device(device) if device is not None else x.device
+    non_blocking = device.type == "cuda"
+    pin = non_blocking and x.device.type == "cpu" and torch.cuda.is_available()
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
+        if pin:
+            xb, yb = xb.pin_memory(), yb.pin_memory()
+        xb, yb = xb.to(device, non_blocking=non_blocking), yb.to(device, non_blocking=non_blocking)
+        if augment is not None:
+            xb = augment(xb)
+        yield idx, xb, yb
+
+
+def _draw(n: int, high: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Random ints in [0, high) drawn on the generator's device, then moved: same seed, same result."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
+
+
+def _crop(xb: torch.Tensor, padding: int, mode: str, flip: bool, generator) -> torch.Tensor:
+    """Pad, then gather one random HxW window per image (optionally mirrored) in a single indexing op."""
+    if not torch.is_tensor(xb) or xb.dim() != 4:
+        got = tuple(xb.shape) if torch.is_tensor(xb) else type(xb).__name__
+        raise ValueError(f"expected a batch [N, C, H, W], got {got}; add a batch dim with x.unsqueeze(0)")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding/max_shift must be an int >= 0, got {padding!r}")
+    n, c, h, w = xb.shape
+    if n == 0 or (padding == 0 and not flip):
+        return xb.clone()
+    padded = F.pad(xb, (padding,) * 4, mode=mode) if padding else xb
+    dy = _draw(n, 2 * padding + 1, generator, xb.device)
+    dx = _draw(n, 2 * padding + 1, generator, xb.device)
+    rows = dy[:, None] + torch.arange(h, device=xb.device)  # [N, H]
+    cols = dx[:, None] + torch.arange(w, device=xb.device)  # [N, W]
+    if flip:
+        mirror = _draw(n, 2, generator, xb.device).bool()
+        cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=xb.device)[:, None, None, None]
+    chan = torch.arange(c, device=xb.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip(xb: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None,
+                     padding_mode: str = "zeros") -> torch.Tensor:
+    """CIFAR augmentation: random crop after padding plus horizontal flip, vectorised over the batch.
+
+    Introduced in notebook 06_cifar10_gpu. "zeros" pads with 0 in normalised space (the dataset's mean
+    colour); "reflect" mirrors the border.
+    """
+    if padding_mode not in {"zeros", "reflect"}:
+        raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
+    return _crop(xb, padding, "constant" if padding_mode == "zeros" else "reflect", True, generator)
+
+
+def random_shift(xb: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MNIST jitter: shift each image by up to max_shift pixels, filling with the border (background).
+
+    Introduced in notebook 04_distill_mnist.
+    """
+    return _crop(xb, max_shift, "replicate", False, generator)
+
+
+def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-balanced random subset of n examples (original order kept), for quick mode.
+
+    Introduced in notebook 04_distill_mnist.
+    """
+    total = _check_xy(x, y)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if n >= total:
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y)
+    quota = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    chosen = []
+    for cls, k in zip(classes.tolist(), quota):
+        members = torch.nonzero(y == cls).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
+    picked = torch.cat(chosen)
+    if len(picked) < n:  # some class was too small: top up from the rest at random
+        rest = torch.ones(total, dtype=torch.bool)
+        rest[picked] = False
+        pool = torch.nonzero(rest).flatten()
+        picked = torch.cat([picked, pool[torch.randperm(len(pool), generator=g)[:n - len(picked)]]])
+    picked = picked.sort().values
+    return x[picked], y[picked]
+
+
+def prepare_all(names: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
+    """Fetch, verify and cache every dataset it can; report per dataset. Used by `python -m kd_lessons data`."""
+    report = {}
+    for name in tqdm(list(names or DATASETS), desc="datasets", disable=not progress):
+        name = _check_name(name)
+        try:
+            source = sources.ensure_raw(name)
+            sizes = {split: len(_load_uint8(name, split == "train")[1]) for split in ("train", "test")}
+            report[name] = {"ok": True, "source": source, **sizes, "error": None}
+        except (DataUnavailableError, CorruptFileError) as exc:
+            report[name] = {"ok": False, "source": None, "train": 0, "test": 0, "error": str(exc)}
+    return report
