@@ -1,0 +1,153 @@
+"""Every figure builds headless (Agg), returns a Figure with the expected panels and rejects bad input."""
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from kd_lessons import plots  # noqa: E402
+
+
+def _renders(fig: Figure) -> None:
+    """A figure is only useful if it draws: save it to PNG in memory."""
+    assert isinstance(fig, Figure)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soft_label_bars_has_hard_and_soft_panels_with_entropy():
+    probs = torch.softmax(torch.tensor([5.0, 1.0, 0.0, 2.0]), dim=0)
+    fig = plots.soft_label_bars(probs, label=0, class_names=list("abcd"), T=4)
+    hard, soft = fig.axes
+    assert len(hard.patches) == 4 and len(soft.patches) == 4
+    assert [bar.get_height() for bar in hard.patches] == [1.0, 0.0, 0.0, 0.0]
+    np.testing.assert_allclose([bar.get_height() for bar in soft.patches], probs.numpy(), rtol=1e-6)
+    assert "0.00 nats" in hard.get_title()
+    expected = float(-(probs * probs.log()).sum())
+    assert f"{expected:.2f} nats" in soft.get_title() and "T = 4" in soft.get_title()
+    _renders(fig)
+
+
+@pytest.mark.parametrize("bad", [dict(label=7), dict(class_names=["a"])])
+def test_soft_label_bars_rejects_bad_input(bad):
+    kwargs = dict(probs=torch.tensor([0.5, 0.5]), label=0) | bad
+    with pytest.raises(ValueError):
+        plots.soft_label_bars(**kwargs)
+
+
+def test_image_grid_has_one_axes_per_image():
+    x = torch.randn(5, 1, 28, 28)
+    fig = plots.image_grid(x, "mnist", labels=list(range(5)), ncols=3)
+    assert len(fig.axes) == 5
+    assert [ax.get_title() for ax in fig.axes] == ["0", "1", "2", "3", "4"]
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (28, 28) and image.min() >= 0 and image.max() <= 1
+    _renders(fig)
+
+
+def test_image_grid_shows_colour_images():
+    fig = plots.image_grid(torch.randn(2, 3, 32, 32), "cifar10")
+    assert len(fig.axes) == 2 and fig.axes[0].images[0].get_array().shape == (32, 32, 3)
+
+
+def test_image_grid_rejects_wrong_shape():
+    with pytest.raises(ValueError):
+        plots.image_grid(torch.randn(28, 28), "mnist")
+
+
+def test_temperature_bars_one_panel_per_T():
+    fig = plots.temperature_bars(torch.tensor([3.0, 1.0, 0.2]), [0.5, 1, 4, 20])
+    assert len(fig.axes) == 4
+    assert all(len(ax.patches) == 3 for ax in fig.axes)
+    assert fig.axes[0].get_title().startswith("T = 0.5")
+    # higher T, flatter bars: the largest bar shrinks
+    tallest = [max(b.get_height() for b in ax.patches) for ax in fig.axes]
+    assert tallest == sorted(tallest, reverse=True)
+    _renders(fig)
+
+
+def test_temperature_curves_one_line_per_class_and_entropy():
+    fig = plots.temperature_curves(torch.tensor([2.0, 1.0, 0.0, -1.0]), mark_T=4)
+    ax_p, ax_h = fig.axes
+    assert len(ax_p.lines) == 4 + 1  # four classes and the marker line
+    entropy_line = ax_h.lines[0].get_ydata()
+    assert np.all(np.diff(entropy_line) >= -1e-12)  # entropy never falls as T grows (distinct logits)
+    _renders(fig)
+
+
+def test_heatmap_marks_the_chosen_cell():
+    values = np.arange(12.0).reshape(3, 4)
+    fig = plots.heatmap(values, ["a", "b", "c"], [1, 2, 4, 8], mark=(1, 2), title="sweep")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # the map and its colour bar
+    assert len(ax.texts) == 12
+    marks = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(marks) == 1 and marks[0].get_xy() == (1.5, 0.5)
+    _renders(fig)
+
+
+def test_heatmap_rejects_mismatched_labels_and_marks():
+    with pytest.raises(ValueError):
+        plots.heatmap(np.zeros((2, 2)), ["a"], ["x", "y"])
+    with pytest.raises(ValueError):
+        plots.heatmap(np.zeros((2, 2)), ["a", "b"], ["x", "y"], mark=(2, 0))
+
+
+def test_similarity_heatmap_is_square_and_annotated():
+    fig = plots.similarity_heatmap(np.eye(3), ["x", "y", "z"])
+    assert len(fig.axes) == 2 and len(fig.axes[0].texts) == 9
+    _renders(fig)
+
+
+def test_entropy_histograms_one_histogram_per_setting():
+    fig = plots.entropy_histograms({"T = 1": torch.rand(100), "T = 4": torch.rand(100) + 1}, bins=10,
+                                   max_entropy=2.3)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.patches) == 2 * 10
+    assert len(ax.get_legend().get_texts()) == 3
+    _renders(fig)
+
+
+def test_line_plot_and_length_check():
+    fig = plots.line_plot([1, 2, 4], {"a": [1, 2, 3], "b": [3, 2, 1]}, logx=True)
+    assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
+    _renders(fig)
+    with pytest.raises(ValueError):
+        plots.line_plot([1, 2], {"a": [1, 2, 3]})
+
+
+def test_training_curves_single_and_many_histories():
+    h = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.3], "val_accuracy": [0.8, 0.9, 0.95]}
+    fig = plots.training_curves(h)
+    assert len(fig.axes) == 2 and all(len(ax.lines) == 1 for ax in fig.axes)
+    fig = plots.training_curves({"student": h, "distilled": h}, keys=("train_loss", "val_accuracy", "nope"))
+    assert len(fig.axes) == 2 and all(len(ax.lines) == 2 for ax in fig.axes)
+    _renders(fig)
+    with pytest.raises(ValueError):
+        plots.training_curves(h, keys=("nope",))
+
+
+def test_attention_maps_side_by_side_with_image():
+    maps = [torch.rand(7, 7), torch.rand(49)]
+    fig = plots.attention_maps(maps, titles=["teacher", "student"], image=torch.randn(1, 28, 28), dataset="mnist")
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["input", "teacher", "student"]
+    assert fig.axes[2].images[0].get_array().shape == (7, 7)
+    _renders(fig)
+    with pytest.raises(ValueError):
+        plots.attention_maps([torch.rand(10)])
+
+
+def test_figures_do_not_touch_pyplot_state():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plots.soft_label_bars(torch.tensor([0.9, 0.1]), 0)
+    assert plt.get_fignums() == before
