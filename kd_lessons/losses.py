@@ -13,30 +13,35 @@ from torch import nn
 
 # ---------------------------------------------------------------- input checks (one per kind)
 
-def _check_T(T) -> float:
-    """Turn T into a float or explain what a temperature must be."""
-    value = T
-    if isinstance(T, torch.Tensor):
-        if T.numel() != 1:
-            raise ValueError(f"T must be a single number, got a tensor of shape {list(T.shape)}; "
-                             "pass a float such as T=4.0 (typical values are 1-20).")
-        value = T.item()
+def _real(name: str, value, hint: str) -> float:
+    """Accept a Python/NumPy real or a one-element tensor (not a bool) and return it as a float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a single number, got a tensor of shape "
+                             f"{list(value.shape)}; {hint}.")
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"T must be a real number, got {T!r} ({type(T).__name__}); "
-                         "pass a float such as T=4.0 (typical values are 1-20).")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"T must be finite and > 0, got T={value!r}; T > 1 softens, T < 1 "
-                         "sharpens (typical values are 1-20).")
+        raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__}); "
+                         f"{hint}.")
     return float(value)
 
 
+def _check_T(T) -> float:
+    """A temperature is a finite real > 0; say so, with typical values, when it is not."""
+    hint = "pass a float such as T=4.0 (typical values are 1-20; T > 1 softens, T < 1 sharpens)"
+    value = _real("T", T, hint)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"T must be finite and > 0, got T={value!r}; {hint}.")
+    return value
+
+
 def _check_alpha(alpha) -> float:
-    """Turn alpha into a float in [0, 1] or explain what it weights."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
-            or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the soft KD term), "
-                         f"got {alpha!r}; e.g. alpha=0.9.")
-    return float(alpha)
+    """alpha weights the soft term, so it must lie in [0, 1]."""
+    hint = "alpha is the weight of the soft KD term, e.g. alpha=0.9"
+    value = _real("alpha", alpha, hint)
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"alpha must be a number in [0, 1], got alpha={value!r}; {hint}.")
+    return value
 
 
 def _check_float(name: str, x, ndim: int | None = None) -> None:
@@ -124,9 +129,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T) -> to
 
     kd_loss = T^2 * KL(p || q) = T^2 * mean_b sum_i p_i (log p_i - log q_i) ("batchmean").
     The teacher is detached, so it gets no gradient even outside torch.no_grad().
+    At high T, with zero-mean logits, kd_loss -> 0.5 * mean_b sum_i (z_i - v_i)^2 / K and its
+    gradient -> (z - v) / (K B): logit matching (Hinton et al. 2015, sec. 2.1).
     """
     _check_logits(student_logits, teacher_logits)
-    T = _check_T(T)
+    return _kd(student_logits, teacher_logits, _check_T(T))
+
+
+def _kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """kd_loss without the input checks, so distillation_loss checks only once."""
     log_q = F.log_softmax(student_logits / T, dim=-1)
     log_p = F.log_softmax(teacher_logits.detach() / T, dim=-1)  # detached: the teacher never learns
     return T * T * F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
@@ -157,7 +168,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     _check_logits(student_logits, teacher_logits)
     T, alpha = _check_T(T), _check_alpha(alpha)
     _check_labels(y, *student_logits.shape)
-    soft = kd_loss(student_logits, teacher_logits, T)
+    soft = _kd(student_logits, teacher_logits, T)
     hard = F.cross_entropy(student_logits, y)
     total = alpha * soft + (1.0 - alpha) * hard
     return {"total": total, "soft": soft, "hard": hard} if return_parts else total
@@ -235,9 +246,10 @@ def attention_transfer_loss(student_features: torch.Tensor, teacher_features: to
 
     attention_transfer_loss = mean_b ||Q_s - Q_t||_2^2, with Q from attention_map.
 
-    Variant: squared L2 distance per sample (range [0, 4]), averaged over the batch; the paper's
-    weight beta (and its 1/2) is left to the caller. Channel counts may differ; if the spatial
-    sizes differ, the larger raw map is bilinearly interpolated to the smaller. Teacher detached.
+    Variant: the squared L2 distance per sample (range [0, 4]), averaged over the batch. The paper
+    writes beta/2 * ||Q_s - Q_t||_2 (not squared); the authors' code takes the mean of the squared
+    difference over batch and positions (ours is H*W times that). beta is left to the caller. Channel counts may differ;
+    if spatial sizes differ, the larger raw map is bilinearly resized to the smaller. Teacher detached.
     """
     _check_features(student_features, teacher_features, ndims=(4,))
     a_s = _raw_attention(student_features, p)

@@ -226,6 +226,8 @@ BAD_CALLS = {
     "T=vector": (lambda: soften(S, torch.tensor([1.0, 2.0])), r"single number.*\[2\]"),
     "alpha>1": (lambda: distillation_loss(S, TT, Y, 4, 1.5), r"alpha must be a number in \[0, 1\]"),
     "alpha<0": (lambda: distillation_loss(S, TT, Y, 4, -0.1), "alpha must be"),
+    "alpha=nan": (lambda: distillation_loss(S, TT, Y, 4, math.nan), "got alpha=nan"),
+    "alpha=None": (lambda: distillation_loss(S, TT, Y, 4, None), "alpha must be a real number"),
     "shape mismatch": (lambda: kd_loss(S, torch.zeros(4, 6), 4), r"\[4, 5\].*\[4, 6\]"),
     "batch mismatch": (lambda: kd_loss(S, torch.zeros(3, 5), 4), r"\[4, 5\].*\[3, 5\]"),
     "1-D logits": (lambda: kd_loss(torch.zeros(5), torch.zeros(5), 4), "2-D tensor"),
@@ -259,6 +261,8 @@ def test_accepted_T_forms():
     ref = kd_loss(s, t, 4.0)
     torch.testing.assert_close(kd_loss(s, t, 4), ref)
     torch.testing.assert_close(kd_loss(s, t, torch.tensor(4.0)), ref)
+    torch.testing.assert_close(distillation_loss(s, t, torch.zeros(4, dtype=torch.long), 4.0,
+                                                 torch.tensor(1.0)), ref)
 
 
 # ---------------------------------------------------------------- FitNets hints
@@ -314,6 +318,8 @@ def test_attention_transfer_loss_range_and_gradients():
     loss = attention_transfer_loss(s, t)
     expected = (attention_map(s) - attention_map(t)).pow(2).sum(1).mean()
     torch.testing.assert_close(loss, expected)
+    # the authors' code variant: mean of the squared difference over batch and positions
+    torch.testing.assert_close(loss / 36, (attention_map(s) - attention_map(t)).pow(2).mean())
     assert 0 < loss.item() <= 4
     g_s, g_t = torch.autograd.grad(loss, (s, t), allow_unused=True)
     assert g_t is None and g_s.abs().sum() > 0
