@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_lessons import data, sources
-from kd_lessons.storage import load_verified
+from kd_lessons.storage import CorruptFileError, load_verified
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -149,9 +149,10 @@ def _write_cifar(folder: Path, per_batch: int = 3, seed: int = 0) -> tuple[np.nd
     for fname in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         xb = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         yb = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        with open(folder / fname, "wb") as f:
-            pickle.dump({b"batch_label": fname.encode(), b"labels": yb, b"data": xb,
-                         b"filenames": [b"img.png"] * per_batch}, f, protocol=2)
+        blob = pickle.dumps({b"batch_label": fname.encode(), b"labels": yb, b"data": xb,
+                             b"filenames": [b"img.png"] * per_batch}, protocol=2)
+        # the official files were pickled by Python 2 with numpy 1, which names numpy.core
+        (folder / fname).write_bytes(blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
         all_x.append(xb)
         all_y.append(yb)
     with open(folder / "batches.meta", "wb") as f:
@@ -193,6 +194,45 @@ def test_cifar10_corrupt_batch_is_rejected(tmp_dirs, monkeypatch):
     with pytest.raises(data.DataUnavailableError, match="test_batch fails its md5 check"):
         data.load_tensors("cifar10", train=False)
     assert not (folder / "test_batch").exists()  # the corrupt file is removed, never decoded
+
+
+class _Evil:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-kd-lessons",))
+
+
+def test_cifar10_pickle_may_not_run_code(tmp_dirs, monkeypatch):
+    folder = tmp_dirs / "data" / "cifar-10-batches-py"
+    _write_cifar(folder)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
+    _pin_md5(monkeypatch, folder)
+    with pytest.raises(CorruptFileError, match="shutil.rmtree, which is not allowed"):
+        data.load_tensors("cifar10", train=False)
+
+
+def test_torchvision_download_is_verified_copied_and_quiet(mnist_raw, tmp_dirs, monkeypatch, capfd):
+    import socket
+
+    import torchvision.datasets as tvd
+
+    class FakeMNIST:  # stands in for torchvision.datasets.MNIST(root, download=True) on a networked machine
+        mirrors = tvd.MNIST.mirrors
+
+        def __init__(self, root, train=True, download=False):
+            assert download and socket.getdefaulttimeout() == sources.DOWNLOAD_TIMEOUT_S
+            print("Downloading ... noisy torchvision output")
+            shutil.copytree(mnist_raw, Path(root) / "MNIST" / "raw")
+
+    before = socket.getdefaulttimeout()
+    monkeypatch.delenv("KD_OFFLINE")
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: type("C", (), {"close": lambda self: None})())
+    monkeypatch.setenv("PATH", str(tmp_dirs))  # no npm: the download must be what provides the files
+    assert sources.ensure_raw("mnist") == "torchvision download"
+    assert "noisy" not in capfd.readouterr().out
+    assert socket.getdefaulttimeout() == before
+    assert not list((tmp_dirs / "data").glob(".download-*"))  # temp folder cleaned up
+    assert torch.bincount(data.load_tensors("mnist", train=False)[1]).tolist() == MNIST_TEST_COUNTS
 
 
 def test_dataset_info_and_names():
