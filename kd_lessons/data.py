@@ -164,7 +164,8 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: 
     n = _check_xy(x, y)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    order = torch.randperm(n, generator=generator, device=gen_device).cpu() if shuffle else torch.arange(n)
     device = torch.device(device) if device is not None else x.device
     non_blocking = device.type == "cuda"
     pin = non_blocking and x.device.type == "cpu" and torch.cuda.is_available()
