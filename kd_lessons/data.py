@@ -130,16 +130,13 @@ def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def clear_memo() -> None:
-    """Forget the in-process copies so the next load reads (and verifies) the disk cache again."""
+    """Forget in-process copies so the next load re-reads and re-verifies the disk cache; notebook 00_start_here."""
     _MEMO.clear()
 
 
 def load_tensors(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole dataset as normalised float32 x [N, C, H, W] and int64 y, offline-first and verified.
-
-    Introduced in notebook 00_start_here. Raises DataUnavailableError (naming every source tried and
-    the fix) when no source has the data.
-    """
+    """Whole dataset as normalised float32 x [N, C, H, W], int64 y, offline-first; notebook 00_start_here."""
+    # Raises DataUnavailableError naming every source tried and the fix when no source has the data.
     name = _check_name(name)
     x_u8, y = _load_uint8(name, bool(train))
     return _normalise(x_u8, name), y.clone()
@@ -156,11 +153,8 @@ def _check_xy(x, y) -> int:
 def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
                     generator: torch.Generator | None = None, augment: Callable | None = None,
                     device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Yield (idx, xb, yb) with idx the positions in x, so cached teacher logits line up when shuffled.
-
-    Introduced in notebook 04_distill_mnist. `augment(xb)` runs on the target device; for a
-    deterministic one pass e.g. functools.partial(random_crop_flip, generator=g).
-    """
+    """Yield (idx, xb, yb), idx = positions in x, so cached teacher logits line up; notebook 04_distill_mnist."""
+    # augment(xb) runs on the target device; for a seeded one pass partial(random_crop_flip, generator=g).
     n = _check_xy(x, y)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -211,29 +205,20 @@ def _crop(xb: torch.Tensor, padding: int, mode: str, flip: bool, generator) -> t
 
 def random_crop_flip(xb: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None,
                      padding_mode: str = "zeros") -> torch.Tensor:
-    """CIFAR augmentation: random crop after padding plus horizontal flip, vectorised over the batch.
-
-    Introduced in notebook 06_cifar10_gpu. "zeros" pads with 0 in normalised space (the dataset's mean
-    colour); "reflect" mirrors the border.
-    """
+    """CIFAR augmentation: padded random crop + horizontal flip, vectorised; notebook 06_cifar10_gpu."""
+    # "zeros" pads with 0 in normalised space (the dataset's mean colour); "reflect" mirrors the border.
     if padding_mode not in {"zeros", "reflect"}:
         raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
     return _crop(xb, padding, "constant" if padding_mode == "zeros" else "reflect", True, generator)
 
 
 def random_shift(xb: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MNIST jitter: shift each image by up to max_shift pixels, filling with the border (background).
-
-    Introduced in notebook 04_distill_mnist.
-    """
+    """MNIST jitter: shift each image up to max_shift pixels, border-filled; notebook 04_distill_mnist."""
     return _crop(xb, max_shift, "replicate", False, generator)
 
 
 def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A class-balanced random subset of n examples (original order kept), for quick mode.
-
-    Introduced in notebook 04_distill_mnist.
-    """
+    """Class-balanced random subset of n examples (order kept) for quick mode; notebook 04_distill_mnist."""
     total = _check_xy(x, y)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -257,7 +242,7 @@ def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -
 
 
 def prepare_all(names: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
-    """Fetch, verify and cache every dataset it can; report per dataset. Used by `python -m kd_lessons data`."""
+    """Fetch, verify and cache every dataset it can, for `python -m kd_lessons data`; notebook 00_start_here."""
     report = {}
     for name in tqdm(list(names or DATASETS), desc="datasets", disable=not progress):
         name = _check_name(name)
