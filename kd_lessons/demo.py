@@ -1,0 +1,172 @@
+"""The classroom app's logic: datasets on offer, temperatures, soft labels, loss anatomy, the heatmap table.
+
+Introduced in notebook 00_start_here (the app tour). `app.py` holds only widgets and layout and calls
+these functions, so everything the app shows is computed here and tested without a browser.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from kd_lessons import config, losses, sources
+from kd_lessons.data import DataUnavailableError, load_tensors, stratified_subset
+from kd_lessons.models import make_student
+from kd_lessons.storage import CorruptFileError
+from kd_lessons.sweep import teacher_logits
+from kd_lessons.train import predict_logits
+
+__all__ = ["DATASET_LABELS", "STUDENT_WIDTHS", "available_datasets", "temperatures", "nearest", "test_pool",
+           "pick_examples", "soft_labels", "loss_anatomy", "loss_vs_alpha", "untrained_student",
+           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error"]
+
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+STUDENT_WIDTHS = (30, 100, 300, 800)
+
+
+def available_datasets() -> list[str]:
+    """MNIST and Fashion-MNIST always (fetched on demand); CIFAR-10 only when its files are already here."""
+    names = ["mnist", "fashion_mnist"]
+    cifar_cached = (config.cache_dir() / "tensors" / "cifar10_test.pt").is_file()
+    if cifar_cached or (sources.raw_folder("cifar10") / "test_batch").is_file():
+        names.append("cifar10")
+    return names
+
+
+def temperatures(low: float = 0.1, high: float = 50.0) -> list[float]:
+    """Round, log-spaced temperatures (1-1.5-2-3-5-7 per decade) for a log-scale slider. Notebook 02_temperature."""
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low!r}, high={high!r}; e.g. temperatures(0.1, 50)")
+    steps = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    values = [round(m * 10.0 ** e, 6) for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+              for m in steps]
+    return [v for v in values if low - 1e-9 <= v <= high + 1e-9]
+
+
+def nearest(value: float, options: Sequence[float], log: bool = True) -> float:
+    """The option closest to value (on a log scale by default), to snap T onto a grid."""
+    if not options:
+        raise ValueError("options is empty; pass the grid values, e.g. temperatures()")
+    if log:
+        return min(options, key=lambda o: abs(math.log(o) - math.log(value)))
+    return min(options, key=lambda o: abs(o - value))
+
+
+def test_pool(dataset: str, teacher: torch.nn.Module, size: int | None = None) -> dict:
+    """A class-balanced pool of test images with the teacher's logits (cached on disk): the soft-label panel's data.
+
+    Returns {"x", "y", "teacher_logits", "teacher_accuracy"}; size defaults to 1000 (200 in quick mode).
+    """
+    size = config.pick(1000, 200) if size is None else size
+    x_test, y_test = load_tensors(dataset, train=False)
+    x, y = stratified_subset(x_test, y_test, size, seed=0)
+    logits = teacher_logits(teacher, x, f"{dataset}_testpool_n{size}")
+    accuracy = float((logits.argmax(1) == y).float().mean())
+    return {"x": x, "y": y, "teacher_logits": logits, "teacher_accuracy": accuracy}
+
+
+def pick_examples(y: torch.Tensor, n: int = 4, seed: int = 0) -> list[int]:
+    """n positions in y with distinct classes where possible, shuffled by seed (the app's 'shuffle' button)."""
+    if n < 1 or len(y) == 0:
+        raise ValueError(f"n={n} and len(y)={len(y)}: need n >= 1 and a non-empty y")
+    g = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(y), generator=g).tolist()
+    picked, seen = [], set()
+    for i in order:  # first one per class, then fill up
+        if int(y[i]) not in seen:
+            picked.append(i)
+            seen.add(int(y[i]))
+        if len(picked) == n:
+            return picked
+    return picked + [i for i in order if i not in picked][:n - len(picked)]
+
+
+def soft_labels(teacher_logits: torch.Tensor, y: torch.Tensor, T: float) -> dict:
+    """Soft targets at T with their entropies, next to the one-hot label's (always 0). Notebook 01_soft_vs_hard_labels.
+
+    Returns {"probs" [n, K], "entropy" [n], "p_true" [n], "predicted" [n], "max_entropy" log K}.
+    """
+    probs = losses.soften(teacher_logits.float(), T)
+    return {"probs": probs, "entropy": losses.entropy(probs), "p_true": probs.gather(1, y.view(-1, 1))[:, 0],
+            "predicted": probs.argmax(1), "max_entropy": math.log(probs.shape[1])}
+
+
+def loss_anatomy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
+                 T: float, alpha: float) -> dict:
+    """The KD objective split into its parts for some examples. Introduced in notebook 03_kl_loss.
+
+    Returns floats: cross_entropy (hard term), kd (T^2 * KL, soft term), their weighted versions
+    (1 - alpha) * cross_entropy and alpha * kd, and total = their sum (== distillation_loss).
+    """
+    parts = losses.distillation_loss(student_logits.float(), teacher_logits.float(), y, T=T, alpha=alpha,
+                                     return_parts=True)
+    ce, kd = float(parts["hard"]), float(parts["soft"])
+    return {"cross_entropy": ce, "kd": kd, "weighted_cross_entropy": (1 - alpha) * ce,
+            "weighted_kd": alpha * kd, "total": float(parts["total"])}
+
+
+def loss_vs_alpha(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, T: float,
+                  alphas: Sequence[float] | None = None) -> pd.DataFrame:
+    """Weighted hard, soft and total loss for alpha from 0 to 1: the trade-off as a curve. Notebook 03_kl_loss."""
+    alphas = list(np.linspace(0, 1, 21)) if alphas is None else list(alphas)
+    rows = [{"alpha": float(a), **loss_anatomy(student_logits, teacher_logits, y, T, float(a))} for a in alphas]
+    return pd.DataFrame(rows)
+
+
+def untrained_student(dataset: str, width: int, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised MLP student (seeded): the loss anatomy's starting point. Notebook 03_kl_loss."""
+    config.seed_everything(seed)
+    return make_student(dataset, "mlp", width).eval()
+
+
+def student_logits(student: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A student's logits on a few images (eval mode, CPU)."""
+    return predict_logits(student, x)
+
+
+def heatmap_table(df: pd.DataFrame, T: float, alpha: float, value: str = "accuracy"):
+    """Pivot a sweep (rows alpha, columns T) and find the cell to mark for the current setting.
+
+    Introduced in notebook 04_distill_mnist. Returns (values [rows, cols], row_labels, col_labels,
+    mark (row, col), exact) where exact says whether (T, alpha) itself was trained or the nearest cell
+    is marked instead.
+    """
+    if df.empty:
+        raise ValueError("the sweep table is empty; run sweep.load_or_run(...) first")
+    table = df.pivot_table(index="alpha", columns="T", values=value, aggfunc="last").sort_index().sort_index(axis=1)
+    Ts, alphas = [float(t) for t in table.columns], [float(a) for a in table.index]
+    col = Ts.index(nearest(T, Ts))
+    row = alphas.index(nearest(alpha, alphas, log=False))
+    exact = math.isclose(Ts[col], T) and math.isclose(alphas[row], alpha) and bool(np.isfinite(table.iat[row, col]))
+    return table.to_numpy(dtype=float), [f"{a:g}" for a in alphas], [f"{t:g}" for t in Ts], (row, col), exact
+
+
+def kd_source() -> str:
+    """The library's own loss code, shown in the app so students see exactly what is optimised."""
+    return inspect.getsource(losses.kd_loss) + "\n\n" + inspect.getsource(losses.distillation_loss)
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes once (cheaper than st.pyplot's 200 dpi, and cacheable)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def explain_error(exc: BaseException) -> str:
+    """One message for the page: what failed and how to fix it, for the app's per-panel guards."""
+    if isinstance(exc, DataUnavailableError):
+        return f"The dataset is not available.\n\n{exc}\n\nFix: run `make data` (or `python -m kd_lessons data`)."
+    if isinstance(exc, CorruptFileError):
+        return (f"A cached file is corrupt: {exc}\n\nFix: reload the page (it is rebuilt), or delete "
+                f"{config.cache_dir()} to start clean.")
+    if isinstance(exc, MemoryError):
+        return "Out of memory. Fix: pick a smaller student, or run with KD_QUICK=1."
+    return (f"{type(exc).__name__}: {exc}\n\nFix: check the message above; run `make test-fast` to check the "
+            f"install, or restart with KD_QUICK=1 for small, fast settings.")
