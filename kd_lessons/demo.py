@@ -23,7 +23,7 @@ from kd_lessons.sweep import teacher_logits
 from kd_lessons.train import predict_logits
 
 __all__ = ["DATASET_LABELS", "STUDENT_WIDTHS", "available_datasets", "temperatures", "nearest", "test_pool",
-           "pick_examples", "soft_labels", "loss_anatomy", "loss_vs_alpha", "untrained_student",
+           "pick_examples", "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
            "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error"]
 
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -40,10 +40,10 @@ def available_datasets() -> list[str]:
 
 
 def temperatures(low: float = 0.1, high: float = 50.0) -> list[float]:
-    """Round, log-spaced temperatures (1-1.5-2-3-5-7 per decade) for a log-scale slider. Notebook 02_temperature."""
+    """Round, log-spaced temperatures (1-1.5-2-3-4-5-6-8 per decade) for a log-scale slider. Notebook 02_temperature."""
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high, got low={low!r}, high={high!r}; e.g. temperatures(0.1, 50)")
-    steps = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    steps = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
     values = [round(m * 10.0 ** e, 6) for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
               for m in steps]
     return [v for v in values if low - 1e-9 <= v <= high + 1e-9]
@@ -95,6 +95,17 @@ def soft_labels(teacher_logits: torch.Tensor, y: torch.Tensor, T: float) -> dict
     probs = losses.soften(teacher_logits.float(), T)
     return {"probs": probs, "entropy": losses.entropy(probs), "p_true": probs.gather(1, y.view(-1, 1))[:, 0],
             "predicted": probs.argmax(1), "max_entropy": math.log(probs.shape[1])}
+
+
+def soft_label_frame(probs: torch.Tensor, label: int, class_names: Sequence[str], T: float) -> pd.DataFrame:
+    """Long table (class, target, probability) of one one-hot label and its soft label, for a bar chart."""
+    p = probs.detach().float().cpu().tolist()
+    if len(p) != len(class_names) or not 0 <= int(label) < len(p):
+        raise ValueError(f"got {len(p)} probabilities, {len(class_names)} class names and label={label}; "
+                         "pass one row of soft_labels(...)['probs'] and its true class")
+    hard = [1.0 if i == int(label) else 0.0 for i in range(len(p))]
+    return pd.DataFrame({"class": list(class_names) * 2, "target": ["one-hot label"] * len(p) +
+                         [f"soft label (T={T:g})"] * len(p), "probability": hard + p})
 
 
 def loss_anatomy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,

@@ -16,7 +16,7 @@ from kd_lessons.storage import CorruptFileError
 
 def test_temperatures_are_log_spaced_round_and_cover_the_range():
     ts = demo.temperatures()
-    assert ts[0] == 0.1 and ts[-1] == 50.0 and 1.0 in ts and 4.0 in ts and 8.0 not in ts
+    assert ts[0] == 0.1 and ts[-1] == 50.0 and 1.0 in ts and 4.0 in ts and 8.0 in ts and 7.0 not in ts
     assert ts == sorted(set(ts))
     ratios = np.diff(np.log10(ts))
     assert ratios.max() < 0.21  # no big jumps on a log axis
@@ -52,6 +52,16 @@ def test_soft_labels_match_torch_softmax():
     torch.testing.assert_close(out["entropy"], -(p * p.log()).sum(1))
     torch.testing.assert_close(out["p_true"], p[torch.arange(5), y])
     assert out["max_entropy"] == pytest.approx(math.log(10))
+
+
+def test_soft_label_frame_pairs_one_hot_and_soft():
+    p = torch.softmax(torch.randn(3), 0)
+    df = demo.soft_label_frame(p, 2, ["a", "b", "c"], 4.0)
+    assert df["probability"].tolist()[:3] == [0.0, 0.0, 1.0]
+    assert df["probability"].tolist()[3:] == pytest.approx(p.tolist())
+    assert set(df["target"]) == {"one-hot label", "soft label (T=4)"}
+    with pytest.raises(ValueError, match="label=5"):
+        demo.soft_label_frame(p, 5, ["a", "b", "c"], 4.0)
 
 
 def test_loss_anatomy_matches_the_definition_and_alpha_trades_the_terms():

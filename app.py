@@ -1,0 +1,241 @@
+"""Knowledge distillation, live: the classroom app (`streamlit run app.py`, or `make app`).
+
+Widgets and layout only; every number comes from kd_lessons (demo, sweep, plots, losses).
+Introduced in notebook 00_start_here. KD_QUICK=1 gives small, fast settings for a first launch.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from kd_lessons import config, demo, plots, sweep
+from kd_lessons.data import class_names, denormalize
+
+st.set_page_config(page_title="Knowledge distillation, live", page_icon="🎓", layout="wide")
+MODE, CACHE = config.pick("full", "quick"), str(config.cache_dir())  # part of every cache key
+
+
+@contextlib.contextmanager
+def guarded(panel: str):
+    """Show a failing panel's error and fix in the page; the other panels keep working."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", sweep.SweepCacheWarning)
+            yield
+        for w in caught:
+            if issubclass(w.category, sweep.SweepCacheWarning):
+                st.warning(f"{w.message}. Nothing to do: the table is rebuilt from scratch.")
+    except Exception as exc:  # Streamlit's rerun/stop signals are BaseExceptions and pass through
+        st.error(f"**{panel} failed.** {demo.explain_error(exc)}")
+
+
+@st.cache_resource(show_spinner="Loading the teacher (the first launch trains it once and caches it)…",
+                   show_time=True)
+def get_teacher(dataset: str, mode: str, cache: str):
+    from kd_lessons.zoo import get_teacher as zoo_teacher
+
+    return zoo_teacher(dataset)
+
+
+@st.cache_data(show_spinner="Computing the teacher's logits on the test images (once)…")
+def get_pool(dataset: str, mode: str, cache: str) -> dict:
+    return demo.test_pool(dataset, get_teacher(dataset, mode, cache))
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def soft_label_png(dataset: str, mode: str, cache: str, index: int, T: float) -> bytes:
+    pool = get_pool(dataset, mode, cache)
+    soft = demo.soft_labels(pool["teacher_logits"][index:index + 1], pool["y"][index:index + 1], T)
+    fig = plots.soft_label_bars(soft["probs"][0], int(pool["y"][index]), class_names(dataset), T=T)
+    return demo.figure_png(fig, dpi=80)
+
+
+@st.cache_data(show_spinner=False, max_entries=200)
+def heatmap_png(values, rows: list[str], cols: list[str], mark: tuple[int, int]) -> bytes:
+    fig = plots.heatmap(values, rows, cols, mark=mark, xlabel="temperature T", ylabel="alpha (soft weight)",
+                        title="student test accuracy", fmt=".3f", colorbar_label="accuracy")
+    return demo.figure_png(fig, dpi=90)
+
+
+def soft_label_chart(probs, label: int, T: float, entropy: float) -> alt.Chart:
+    """Grouped bars, one-hot vs soft (drawn in the browser, so moving T costs the server ~nothing)."""
+    frame = demo.soft_label_frame(probs, label, class_names(dataset), T)
+    targets = ["one-hot label", f"soft label (T={T:g})"]
+    return alt.Chart(frame, title=f"soft label entropy {entropy:.3f} nats (one-hot: 0)").mark_bar().encode(
+        x=alt.X("class:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("target:N", sort=targets),
+        y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("target:N", scale=alt.Scale(domain=targets, range=["#bbbbbb", "#1f77b4"]),
+                        legend=alt.Legend(orient="right", title=None)),
+        tooltip=["class", "target", alt.Tooltip("probability:Q", format=".4f")]).properties(height=240)
+
+
+def show_image(pool: dict, dataset: str, index: int, width: int = 84) -> None:
+    pixels = denormalize(pool["x"][index], dataset).clamp(0, 1).permute(1, 2, 0).numpy()
+    st.image(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, width=width,
+             caption=f"#{index}: {class_names(dataset)[int(pool['y'][index])]}")
+
+
+# ---------------------------------------------------------------- sidebar
+st.title("Knowledge distillation, live")
+side = st.sidebar
+side.header("Settings")
+datasets = demo.available_datasets()
+dataset = side.selectbox("Dataset", datasets, format_func=demo.DATASET_LABELS.get, key="dataset")
+T = side.select_slider("Temperature T (log scale)", options=demo.temperatures(), value=4.0,
+                       format_func=lambda t: f"{t:g}", key="T")
+alpha = side.slider("alpha (weight of the soft, teacher term)", 0.0, 1.0, 0.9, 0.05, key="alpha")
+width = side.select_slider("Student size (hidden units per layer)", options=demo.STUDENT_WIDTHS, value=100,
+                           format_func=lambda w: f"784-{w}-{w}-10" if dataset != "cifar10" else f"3072-{w}-{w}-10",
+                           key="width")
+n_images = side.slider("Images shown", 1, 8, 4, key="n_images")
+if side.button("Shuffle images", key="shuffle"):
+    st.session_state["image_seed"] = st.session_state.get("image_seed", 0) + 1
+side.caption(config.describe())
+if "cifar10" not in datasets:
+    side.caption("CIFAR-10 appears here once its files are in the data folder (`python -m kd_lessons data`).")
+
+
+def soft_panel() -> tuple[dict, list[int]]:
+    pool = get_pool(dataset, MODE, CACHE)
+    shown = demo.pick_examples(pool["y"], n_images, seed=st.session_state.get("image_seed", 0))
+    soft = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], T)
+    st.subheader(f"The teacher's soft labels at T = {T:g}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Mean entropy of the soft labels", f"{float(soft['entropy'].mean()):.3f} nats",
+              help=f"0 = one-hot; log K = {soft['max_entropy']:.3f} nats = uniform")
+    c2.metric("Entropy of the one-hot labels", "0.000 nats")
+    c3.metric("Teacher accuracy on these test images", f"{pool['teacher_accuracy']:.1%}")
+    for row, (index, h, p) in enumerate(zip(shown, soft["entropy"].tolist(), soft["p_true"].tolist())):
+        left, right = st.columns([1, 6], vertical_alignment="center")
+        with left:
+            show_image(pool, dataset, index)
+            st.caption(f"p(true class) = {p:.3f}")
+        right.altair_chart(soft_label_chart(soft["probs"][row], int(pool["y"][index]), T, h))
+    return pool, shown
+
+
+def accuracy_panel() -> None:
+    st.subheader(f"Student test accuracy over T and alpha ({demo.DATASET_LABELS[dataset]}, width {width})")
+    s = sweep.settings(dataset, width)
+    Ts, alphas = sweep.default_grid()
+    st.caption(f"Each cell: a {s.student_width}-wide MLP student distilled for {s.num_epochs} epochs on "
+               f"{s.n_train} training images ({MODE} mode), tested on the full test set. Cached in "
+               f"`{sweep.sweep_path(s).parent}`.")
+    table = sweep.load(dataset, width)
+    if st.button(f"Compute the sweep ({len(Ts)} × {len(alphas)} grid; trains only missing cells)", key="run_sweep"):
+        bar = st.progress(0.0, text="sweep: starting…")
+        table = sweep.load_or_run(dataset, Ts, alphas, width, progress=False, include_extra=True,
+                                  callback=lambda i, n, row: bar.progress(
+                                      i / n, text=f"sweep: {i}/{n} cells (T={row['T']:g}, alpha={row['alpha']:g})"))
+        bar.empty()
+    if table.empty:
+        st.info("No accuracies cached for this setting yet: press **Compute the sweep** (or train one student below).")
+    else:
+        values, rows, cols, mark, exact = demo.heatmap_table(table, T, alpha)
+        st.image(heatmap_png(values, rows, cols, mark))
+        st.caption("Red box: the current (T, alpha)." if exact else
+                   "Red box: the trained cell nearest to the current (T, alpha); train it below to add it.")
+    st.divider()
+    if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary"):
+        bar, curve = st.progress(0.0, text="training…"), st.empty()
+        base = table[(table["alpha"] == 0.0)] if not table.empty else table
+        base_hist = sweep.history_for(dataset, float(base["T"].iloc[0]), 0.0, width) if len(base) else None
+        if base_hist is None or not len(base):
+            bar.progress(0.0, text="from-scratch baseline (alpha = 0)…")
+            _, base_row, base_hist = sweep.run_one(dataset, 1.0, 0.0, width)
+            sweep.add_result(dataset, **{k: base_row[k] for k in ("T", "alpha", "accuracy", "errors", "seconds")},
+                             student_width=width, history=base_hist)
+        else:
+            base_row = base.iloc[0].to_dict()
+        curves = {"baseline (alpha = 0)": base_hist}
+
+        def on_epoch(epoch, history):
+            bar.progress(epoch / s.num_epochs, text=f"distilling: epoch {epoch}/{s.num_epochs}")
+            curve.image(demo.figure_png(plots.training_curves({**curves, f"KD T={T:g}, alpha={alpha:g}": history})))
+
+        student, row, history = sweep.run_one(dataset, T, alpha, width, callback=on_epoch)
+        table = sweep.add_result(dataset, **{k: row[k] for k in ("T", "alpha", "accuracy", "errors", "seconds")},
+                                 student_width=width, history=history)
+        bar.empty()
+        st.session_state["live"] = {"key": (dataset, width, T, alpha, MODE), "row": row,
+                                    "base": base_row, "student": student}
+        st.rerun()  # redraw the heatmap with the new cell
+    live = st.session_state.get("live")
+    if live and live["key"][:2] == (dataset, width) and live["key"][4] == MODE:
+        k1, k2, k3 = st.columns(3)
+        k1.metric(f"Distilled student (T={live['key'][2]:g}, alpha={live['key'][3]:g})",
+                  f"{live['row']['accuracy']:.2%}", f"{live['row']['accuracy'] - live['base']['accuracy']:+.2%}")
+        k2.metric("From-scratch baseline (alpha = 0)", f"{live['base']['accuracy']:.2%}")
+        k3.metric("Training time (s)", f"{live['row']['seconds']:.1f}")
+        hist = sweep.history_for(dataset, live["key"][2], live["key"][3], width)
+        base_hist = sweep.history_for(dataset, live["base"]["T"], 0.0, width)
+        if hist and base_hist:
+            st.image(demo.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist, "distilled": hist})))
+
+def loss_panel(pool: dict, shown: list[int]) -> None:
+    st.subheader(f"Loss anatomy at T = {T:g}, alpha = {alpha:g}")
+    index = st.selectbox("Example", shown, format_func=lambda i: f"#{i} ({class_names(dataset)[int(pool['y'][i])]})",
+                         key="anatomy_example")
+    live = st.session_state.get("live")
+    choices = ["untrained student"] + (["last trained student"] if live and live["key"][0] == dataset else [])
+    who = st.radio("Student", choices, horizontal=True, key="anatomy_student")
+    student = live["student"] if who == "last trained student" else demo.untrained_student(dataset, width)
+    xb, yb, tb = pool["x"][index:index + 1], pool["y"][index:index + 1], pool["teacher_logits"][index:index + 1]
+    zb = demo.student_logits(student, xb)
+    parts = demo.loss_anatomy(zb, tb, yb, T, alpha)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Cross-entropy with the label (hard)", f"{parts['cross_entropy']:.4f}",
+              f"× (1 - alpha) = {parts['weighted_cross_entropy']:.4f}", delta_color="off")
+    m2.metric("T² · KL(teacher ‖ student) (soft)", f"{parts['kd']:.4f}",
+              f"× alpha = {parts['weighted_kd']:.4f}", delta_color="off")
+    m3.metric("Total loss", f"{parts['total']:.4f}")
+    curves = demo.loss_vs_alpha(zb, tb, yb, T).rename(columns={
+        "weighted_cross_entropy": "(1 - alpha) · CE", "weighted_kd": "alpha · T²·KL", "total": "total"})
+    long = curves.melt("alpha", ["(1 - alpha) · CE", "alpha · T²·KL", "total"], var_name="term", value_name="loss")
+    lines = alt.Chart(long).mark_line().encode(x="alpha:Q", y="loss:Q", color="term:N")
+    rule = alt.Chart(pd.DataFrame({"alpha": [alpha]})).mark_rule(color="red").encode(x="alpha:Q")
+    st.altair_chart(lines + rule)
+    st.caption("alpha moves weight from the label's cross-entropy to the teacher's soft term; the red line is "
+               "the current alpha. Raising T changes the soft term itself (T² keeps its gradients comparable).")
+
+def compare_panel(pool: dict, shown: list[int]) -> None:
+    st.subheader("Two temperatures side by side, same images")
+    a, b = st.columns(2)
+    settings = [(a, a.select_slider("Left T", demo.temperatures(), 1.0, key="cmp_T_left")),
+                (b, b.select_slider("Right T", demo.temperatures(), 8.0, key="cmp_T_right"))]
+    for col, t in settings:
+        soft_t = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
+        col.metric(f"Mean entropy at T = {t:g}", f"{float(soft_t['entropy'].mean()):.3f} nats")
+        for index in shown:
+            col.image(soft_label_png(dataset, MODE, CACHE, index, t))
+
+def code_panel() -> None:
+    st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")
+    st.code(demo.kd_source(), language="python")
+
+
+tab_soft, tab_acc, tab_loss, tab_cmp, tab_code = st.tabs(["Soft labels", "Accuracy", "Loss anatomy", "Compare",
+                                                          "Code"])
+NO_POOL = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
+pool, shown = None, []
+with tab_soft, guarded("Soft labels"):
+    pool, shown = soft_panel()
+with tab_acc, guarded("Accuracy"):
+    accuracy_panel()
+with tab_loss, guarded("Loss anatomy"):
+    if pool is None:
+        st.info(NO_POOL)
+    else:
+        loss_panel(pool, shown)
+with tab_cmp, guarded("Compare"):
+    if pool is None:
+        st.info(NO_POOL)
+    else:
+        compare_panel(pool, shown)
+with tab_code, guarded("Code"):
+    code_panel()

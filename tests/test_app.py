@@ -1,0 +1,140 @@
+"""The Streamlit app under AppTest (quick mode): it runs, its widgets move the numbers, failures stay local.
+
+The default cache is used where possible so the quick teacher is trained once and reused; the tests
+that break things get a private KD_CACHE_DIR.
+"""
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kd_lessons import sweep
+from kd_lessons.data import DataUnavailableError
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 300  # the first run may train the quick teacher
+
+
+def _metric(at: AppTest, label_start: str) -> str:
+    found = [m.value for m in at.metric if m.label.startswith(label_start)]
+    assert found, f"no metric starting with {label_start!r}; have {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def _number(at: AppTest, label_start: str) -> float:
+    return float(_metric(at, label_start).split()[0].rstrip("%"))
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture
+def app(monkeypatch):
+    monkeypatch.setenv("KD_QUICK", "1")
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+
+
+def test_app_runs_with_every_panel(app):
+    _clean(app)
+    assert app.title[0].value == "Knowledge distillation, live"
+    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Code"]
+    assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
+    assert "def kd_loss" in app.code[0].value
+    assert app.selectbox(key="dataset").value == "mnist"
+
+
+def test_raising_T_raises_the_shown_entropy(app):
+    app.select_slider(key="T").set_value(1.0).run()
+    low = _number(app, "Mean entropy of the soft labels")
+    app.select_slider(key="T").set_value(20.0).run()
+    high = _number(app, "Mean entropy of the soft labels")
+    _clean(app)
+    assert high > low
+    assert app.subheader[0].value.endswith("T = 20")
+
+
+def test_alpha_trades_the_loss_terms(app):
+    app.slider(key="alpha").set_value(0.1).run()
+    ce, kd, total_low = (_number(app, s) for s in ("Cross-entropy", "T² · KL", "Total loss"))
+    app.slider(key="alpha").set_value(0.9).run()
+    _clean(app)
+    assert _number(app, "Cross-entropy") == ce and _number(app, "T² · KL") == kd  # alpha only reweights
+    total_high = _number(app, "Total loss")
+    assert total_low == pytest.approx(0.1 * kd + 0.9 * ce, abs=2e-3)
+    assert total_high == pytest.approx(0.9 * kd + 0.1 * ce, abs=2e-3)
+    assert total_high != total_low
+
+
+def test_compare_shows_two_temperatures(app):
+    app.select_slider(key="cmp_T_left").set_value(1.0)
+    app.select_slider(key="cmp_T_right").set_value(8.0).run()
+    _clean(app)
+    assert _number(app, "Mean entropy at T = 8") > _number(app, "Mean entropy at T = 1")
+
+
+def test_train_button_yields_an_accuracy_that_joins_the_sweep(app):
+    app.select_slider(key="T").set_value(3.0)
+    app.slider(key="alpha").set_value(0.7).run()
+    app.button(key="train_now").click().run()
+    _clean(app)
+    student = _number(app, "Distilled student (T=3, alpha=0.7)")
+    baseline = _number(app, "From-scratch baseline")
+    assert 10 < student <= 100 and 10 < baseline <= 100  # percent, better than chance
+    table = sweep.load("mnist", 100)
+    row = table[(table["T"] == 3.0) & (table["alpha"] == 0.7)]
+    assert len(row) == 1 and row["accuracy"].iloc[0] == pytest.approx(student / 100, abs=1e-4)
+    assert app.image  # the heatmap and the training curves
+    radio = app.radio(key="anatomy_student")
+    assert "last trained student" in radio.options
+    radio.set_value("last trained student").run()
+    _clean(app)
+
+
+def test_corrupt_sweep_cache_is_reported_and_the_app_keeps_working(app, tmp_path):
+    path = sweep.sweep_path(sweep.settings("mnist", 100))
+    backup = tmp_path / "backup.pt"
+    existed = path.exists()
+    if existed:
+        shutil.copy(path, backup)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"garbage")
+        path.with_name(path.name + ".sha256.json").write_text('{"sha256": "0"}')
+        app.run()
+        assert not app.exception and not app.error
+        assert any("recomputed" in w.value for w in app.warning)
+        assert _number(app, "Mean entropy of the soft labels") > 0
+    finally:
+        if existed:
+            shutil.copy(backup, path)
+
+
+def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # a fresh cache key, so nothing cached is reused
+
+    def offline(dataset):
+        raise DataUnavailableError(f"Could not load dataset {dataset!r} (simulated: offline, no copy)")
+
+    monkeypatch.setattr("kd_lessons.zoo.get_teacher", offline)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "Soft labels failed" in messages and "make data" in messages
+    assert any("No accuracies cached" in i.value for i in at.info)  # the Accuracy panel still renders
+    assert "def kd_loss" in at.code[0].value
+
+
+def test_failed_training_run_is_reported(app, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated: training diverged")
+
+    monkeypatch.setattr(sweep, "run_one", boom)
+    app.button(key="train_now").click().run()
+    assert not app.exception
+    assert any("Accuracy failed" in e.value and "diverged" in e.value for e in app.error)
+    assert _number(app, "Mean entropy of the soft labels") > 0
+    assert _number(app, "Total loss") > 0

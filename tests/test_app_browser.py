@@ -1,0 +1,114 @@
+"""The real thing: `streamlit run app.py` (quick mode) driven by headless Chromium through selenium.
+
+Checks that the page renders its title and the soft-label panel with no exception or error box,
+and saves artifacts/app_screenshot.png. Skips (with the install command) without Chromium.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+WAIT_S = 300  # the first launch may train the quick teacher
+BAD = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A quick-mode Streamlit server on a free port; always killed, its log kept for failures."""
+    port = _free_port()
+    log = open(tmp_path / "streamlit.log", "w+")
+    env = {**os.environ, "KD_QUICK": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                             "--server.headless", "true", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.3)
+        else:
+            pytest.fail("streamlit did not open its port within 60 s")
+        yield {"url": f"http://127.0.0.1:{port}", "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed; run `make system-deps` "
+                    f"(sudo apt-get install -y chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--window-size=1400,1800", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_app_renders_in_a_real_browser(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    start = time.monotonic()
+    browser.get(server["url"])
+    wait = WebDriverWait(browser, WAIT_S)
+    title = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "h1")))
+    assert "Knowledge distillation" in title.text
+
+    def ready_or_broken(driver):
+        if driver.find_elements(By.CSS_SELECTOR, BAD):
+            return "broken"
+        metrics = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
+        charts = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')
+        if any("Mean entropy of the soft labels" in m.text for m in metrics) and charts:
+            return "ready"
+        return False
+
+    state = wait.until(ready_or_broken)
+    seconds = time.monotonic() - start
+    time.sleep(2)  # let the charts finish drawing for the screenshot
+    out = ROOT / "artifacts"
+    out.mkdir(exist_ok=True)
+    browser.save_screenshot(str(out / "app_screenshot.png"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
+    if state == "broken" or errors:
+        server["log"].seek(0)
+        pytest.fail(f"the page shows an exception or error: {errors}\nserver log:\n{server['log'].read()[-3000:]}")
+    print(f"soft-label panel ready {seconds:.1f} s after opening the page")
