@@ -1,0 +1,81 @@
+"""The interview question bank, machine-readable: which question comes from which source article.
+
+Introduced in notebook 08_interview_questions, whose "### Qnn." headings follow this list
+(tests/test_exercises.py checks that). `source` names the Chinese article in /work/shared/seeds/
+("000 Q3" = article 000, question 3; "000 C1" = its first coding exercise; "001 FAQ Q2" = the
+FAQ appendix) or is None for questions real interviews ask beyond the articles.
+"""
+
+QUESTIONS = [
+    # ---- basics
+    {"id": "Q01", "source": "000 Q1; 004 Q1", "zh": "什么是知识蒸馏？知识蒸馏的基本原理是什么？",
+     "en": "What is knowledge distillation and how does it work?"},
+    {"id": "Q02", "source": "000 Q2", "zh": "知识蒸馏的目标是什么？", "en": "What is the goal of knowledge distillation?"},
+    {"id": "Q03", "source": "000 Q3; 004 Q2", "zh": "软标签（软目标）和硬标签（硬目标）有什么区别？",
+     "en": "What are soft and hard labels (targets), and how do they differ?"},
+    {"id": "Q04", "source": "004 Q3; 002", "zh": "蒸馏温度是什么？", "en": "What is the distillation temperature?"},
+    {"id": "Q05", "source": None, "zh": None, "en": "Why use T > 1, and why multiply the soft loss by T^2?"},
+    {"id": "Q06", "source": None, "zh": None, "en": "What is dark knowledge?"},
+    {"id": "Q07", "source": "000 Q4; 002; 003 section 3.2", "zh": "知识蒸馏的训练过程是怎样的？",
+     "en": "What are the steps of the distillation training procedure?"},
+    {"id": "Q08", "source": "004 Q4", "zh": "如何设计一个知识蒸馏模型？", "en": "How do you design a distillation setup?"},
+    {"id": "Q09", "source": "001 (references); 004 (references)", "zh": "知识蒸馏是谁提出的？",
+     "en": "Who introduced knowledge distillation, and what came before?"},
+    # ---- the loss
+    {"id": "Q10", "source": "003 section 4.2 (ERRATA: 1/K)", "zh": None, "en": "KL divergence or cross-entropy for the soft term?"},
+    {"id": "Q11", "source": "000 C1-C3 (ERRATA)", "zh": None,
+     "en": "Why reduction='batchmean' and not the default 'mean' in nn.KLDivLoss?"},
+    {"id": "Q12", "source": None, "zh": None, "en": "What does alpha weight, and which conventions exist?"},
+    {"id": "Q13", "source": None, "zh": None, "en": "How do you choose T and alpha?"},
+    {"id": "Q14", "source": None, "zh": None, "en": "What happens in the high-temperature limit?"},
+    {"id": "Q15", "source": "003 section 4.2 (label smoothing)", "zh": None, "en": "How does KD relate to label smoothing?"},
+    {"id": "Q16", "source": None, "zh": None, "en": "Why is the teacher in eval mode (and under no_grad) during distillation?"},
+    # ---- kinds of distillation
+    {"id": "Q17", "source": "001 (feature vs output distillation)", "zh": "特征蒸馏和输出蒸馏有什么区别？",
+     "en": "Response-based vs feature-based vs relation-based distillation?"},
+    {"id": "Q18", "source": None, "zh": None, "en": "Offline vs online (mutual learning) vs self-distillation?"},
+    {"id": "Q19", "source": "003 section 3.3 (模型差距)", "zh": "学生模型与教师模型差距太大怎么办？",
+     "en": "What is the capacity gap, and what do teacher assistants do?"},
+    {"id": "Q20", "source": "003 FAQ Q2", "zh": "如何进行无监督蒸馏？",
+     "en": "Can you distill without labels, or without the training data (data-free KD)?"},
+    {"id": "Q21", "source": "001 FAQ Q3; 002 FAQ Q3", "zh": "如何选择教师网络和学生网络？",
+     "en": "How do you choose the teacher and the student?"},
+    {"id": "Q22", "source": "003 section 1.2 (ERRATA)", "zh": "教师模型必须用大规模无标签数据预训练吗？",
+     "en": "Where does the teacher come from? Must it be pre-trained on unlabeled data?"},
+    {"id": "Q23", "source": None, "zh": None, "en": "How does DistilBERT combine its losses?"},
+    {"id": "Q24", "source": None, "zh": None, "en": "Can the student beat the teacher?"},
+    # ---- evaluation and practice
+    {"id": "Q25", "source": "000 Q5", "zh": "如何评估知识蒸馏的效果？", "en": "How do you evaluate a distilled model?"},
+    {"id": "Q26", "source": "000 Q6; 002 FAQ Q1; 003 section 3.3", "zh": "知识蒸馏的优势是什么？",
+     "en": "What are the advantages of knowledge distillation?"},
+    {"id": "Q27", "source": "000 Q7; 002 FAQ Q2; 003 section 3.3", "zh": "知识蒸馏的局限性是什么？",
+     "en": "What are the limitations of knowledge distillation?"},
+    {"id": "Q28", "source": "000 Q8; 003 section 3.4; 001 (应用场景)", "zh": "知识蒸馏在哪些领域有应用？",
+     "en": "Where is knowledge distillation used?"},
+    {"id": "Q29", "source": "004 Q5", "zh": "知识蒸馏适用于哪些场景？", "en": "When is distillation the right tool?"},
+    {"id": "Q30", "source": "003 FAQ Q1", "zh": "知识蒸馏是否适用于所有深度学习任务？",
+     "en": "Does distillation work for every task?"},
+    {"id": "Q31", "source": "000 Q9", "zh": "如何优化知识蒸馏过程？", "en": "How can you improve a distillation run?"},
+    {"id": "Q32", "source": "003 FAQ Q3", "zh": "如何缓解知识蒸馏过程中的过拟合问题？",
+     "en": "How do you fight overfitting when distilling?"},
+    {"id": "Q33", "source": "000 Q10", "zh": "知识蒸馏在工业界的应用有哪些挑战？",
+     "en": "What challenges does distillation face in industry?"},
+    {"id": "Q34", "source": "001 FAQ Q1; 003 FAQ Q4", "zh": "知识蒸馏与传统的模型压缩方法（剪枝、量化）有什么区别？",
+     "en": "How does KD differ from pruning and quantisation, and where does it fit in compression?"},
+    {"id": "Q35", "source": "001 FAQ Q2; 001 (迁移学习)", "zh": "知识蒸馏在迁移学习中的应用有哪些？",
+     "en": "How does distillation relate to transfer learning?"},
+    {"id": "Q36", "source": "001 FAQ Q4", "zh": "知识蒸馏如何处理多标签分类任务？",
+     "en": "How do you distill a multi-label classifier?"},
+    {"id": "Q37", "source": None, "zh": None, "en": "How do cached teacher logits interact with shuffling and augmentation?"},
+    # ---- the articles' coding exercises
+    {"id": "Q38", "source": "000 C1; 004 C1", "zh": "实现一个简单的知识蒸馏模型",
+     "en": "Coding: implement a simple distillation model (MLP teacher and student)."},
+    {"id": "Q39", "source": "004 C2; 002 (code)", "zh": "实现一个带蒸馏温度的知识蒸馏模型",
+     "en": "Coding: implement distillation with a temperature."},
+    {"id": "Q40", "source": "000 C2", "zh": "实现一个基于知识蒸馏的文本分类模型",
+     "en": "Coding: distill a text classifier."},
+    {"id": "Q41", "source": "000 C3; 001 (ResNet-18 example)", "zh": "实现一个基于知识蒸馏的图像识别模型",
+     "en": "Coding: distill an image classifier (CNN)."},
+    {"id": "Q42", "source": "003 sections 4.3 and 5.2 (Keras code)", "zh": "用TensorFlow/Keras实现知识蒸馏",
+     "en": "Coding: what is wrong with a Keras distillation loop that stops the student's gradient?"},
+]
