@@ -45,6 +45,7 @@ class Exercise:
     key = ""
     title = ""
     fn_name = ""
+    mistakes: tuple[str, ...] = ()  # names of the known mistakes this checker recognises
     bug: str | None = None  # find-and-fix only: the mistake the broken code must be recognised as
 
     def check(self, fn) -> Result:
@@ -99,7 +100,14 @@ def _logit_trials(shapes=((4, 10, 4.0), (6, 5, 2.0), (3, 7, 3.0))):
     return [(torch.randn(B, C) * 3, torch.randn(B, C) * 3, T) for B, C, T in shapes]
 
 
+_STEP_MISTAKES = ("no_teacher", "teacher_updated", "teacher_train_mode", "teacher_grad", "student_not_updated",
+                  "no_zero_grad", "return_type", "return_value") + tuple(v.name for v in DISTILL_VARIANTS)
+
+
 class SoftmaxWithTemperature(Exercise):
+    """Exercise 1 of notebook 09_coding_exercises: softmax(logits / T)."""
+
+    mistakes = tuple(v.name for v in SOFTMAX_VARIANTS) + ("detached",)
     key, title, fn_name = "softmax_T", "Softmax with temperature", "softmax_with_temperature"
 
     def _check(self, fn):
@@ -108,6 +116,9 @@ class SoftmaxWithTemperature(Exercise):
 
 
 class KDLoss(Exercise):
+    """Exercise 2 of notebook 09_coding_exercises: T^2 * KL(teacher || student), batchmean."""
+
+    mistakes = tuple(v.name for v in KD_VARIANTS) + ("detached",)
     key, title, fn_name = "kd_loss", "KD loss", "my_kd_loss"
 
     def _check(self, fn):
@@ -117,6 +128,9 @@ class KDLoss(Exercise):
 
 
 class DistillationLoss(Exercise):
+    """Exercise 3 of notebook 09_coding_exercises: alpha * KD + (1 - alpha) * CE."""
+
+    mistakes = tuple(v.name for v in DISTILL_VARIANTS) + ("detached",)
     key, title, fn_name = "distillation_loss", "Distillation loss with alpha", "my_distillation_loss"
 
     def _check(self, fn):
@@ -126,6 +140,9 @@ class DistillationLoss(Exercise):
 
 
 class MakeHintRegressor(Exercise):
+    """Exercise 4 of notebook 09_coding_exercises: the FitNets regressor (student -> teacher width)."""
+
+    mistakes = ("no_params", "linear_on_maps", "spatial_changed")
     key, title, fn_name = "hint_regressor", "FitNets regressor", "make_regressor"
 
     def _check(self, fn):
@@ -133,6 +150,9 @@ class MakeHintRegressor(Exercise):
 
 
 class HintLoss(Exercise):
+    """Exercise 5 of notebook 09_coding_exercises: MSE(regressor(student_features), teacher_features)."""
+
+    mistakes = tuple(v.name for v in HINT_VARIANTS) + ("detached",)
     key, title, fn_name = "hint_loss", "FitNets hint loss", "my_hint_loss"
 
     def _check(self, fn):
@@ -142,6 +162,9 @@ class HintLoss(Exercise):
 
 
 class DistillationStep(Exercise):
+    """Exercise 6 of notebook 09_coding_exercises: one step, teacher in eval mode without gradients."""
+
+    mistakes = _STEP_MISTAKES
     key, title, fn_name = "distillation_step", "One distillation training step", "distillation_step"
 
     def _check(self, fn):
@@ -150,8 +173,9 @@ class DistillationStep(Exercise):
 
 def _fix(base, key, title, fn_name, bug):
     """A find-and-fix exercise: the base exercise's checker, a broken starting point, the bug it must name."""
+    doc = f"Find-and-fix exercise of notebook 09_coding_exercises: {title[5:]} (base checker: {base.__name__})."
     return type(title.replace(" ", "").replace("-", ""), (base,),
-                {"key": key, "title": title, "fn_name": fn_name, "bug": bug, "__doc__": HINTS[key]})
+                {"key": key, "title": title, "fn_name": fn_name, "bug": bug, "__doc__": doc})
 
 
 FixReduction = _fix(KDLoss, "fix_reduction", "Fix: KL reduction", "kd_loss_fixed", "reduction_mean")
@@ -170,6 +194,9 @@ FixTeacherMode = _fix(DistillationStep, "fix_teacher_mode", "Fix: the teacher's 
 
 
 class FixSofteningT(Exercise):
+    """Find-and-fix exercise of notebook 09_coding_exercises: T < 1 used to "soften" (source 004)."""
+
+    mistakes = ("not_probabilities", "T_equals_1", "sharpened", "not_temperature")
     key, title, fn_name, bug = "fix_softening_T", "Fix: softening temperature", "soft_targets", "sharpened"
 
     def _check(self, fn):
@@ -177,6 +204,9 @@ class FixSofteningT(Exercise):
 
 
 class FixCachedLogits(Exercise):
+    """Find-and-fix exercise of notebook 09_coding_exercises: cached logits vs shuffled batches."""
+
+    mistakes = ("misaligned", "not_shuffled")
     key, title, fn_name, bug = "fix_cached_logits", "Fix: cached teacher logits", "aligned_batches", "misaligned"
 
     def _check(self, fn):

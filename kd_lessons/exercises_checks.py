@@ -94,10 +94,11 @@ def _fresh(args, grad_index):
 
 
 def _grad(out, leaf):
-    """d sum(out) / d leaf, or None when no gradient path exists."""
+    """d (w * out).sum() / d leaf for a fixed random w (a plain sum would hide softmax gradients)."""
     if not out.requires_grad:
         return None
-    (g,) = torch.autograd.grad(out.sum(), leaf, allow_unused=True)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    (g,) = torch.autograd.grad((out.double() * w).sum(), leaf, allow_unused=True)
     return g
 
 

@@ -19,7 +19,7 @@ QUESTIONS = [
     {"id": "Q07", "source": "000 Q4; 002; 003 section 3.2", "zh": "知识蒸馏的训练过程是怎样的？",
      "en": "What are the steps of the distillation training procedure?"},
     {"id": "Q08", "source": "004 Q4", "zh": "如何设计一个知识蒸馏模型？", "en": "How do you design a distillation setup?"},
-    {"id": "Q09", "source": "001 (references); 004 (references)", "zh": "知识蒸馏是谁提出的？",
+    {"id": "Q09", "source": "001 (references); 003 section 7.3; 004 (references)", "zh": "知识蒸馏是谁提出的？",
      "en": "Who introduced knowledge distillation, and what came before?"},
     # ---- the loss
     {"id": "Q10", "source": "003 section 4.2 (ERRATA: 1/K)", "zh": None, "en": "KL divergence or cross-entropy for the soft term?"},

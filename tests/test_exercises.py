@@ -55,6 +55,14 @@ def test_stub_is_not_attempted(key):
     assert check(key, None).outcome == "not_attempted"
 
 
+@pytest.mark.parametrize("key", KEYS)
+def test_every_exercise_lists_its_mistakes(key):
+    ex = exercises.EXERCISES[key]()
+    assert ex.mistakes and len(set(ex.mistakes)) == len(ex.mistakes)
+    assert ex.bug is None or ex.bug in ex.mistakes
+    assert key in BROKEN or ex.bug is None
+
+
 @pytest.mark.parametrize("key", sorted(BROKEN))
 def test_broken_snippet_is_named(key):
     ex = exercises.EXERCISES[key]()
@@ -116,17 +124,19 @@ def test_detached_student_gradient_is_named():
     result = check("kd_loss", detached)
     assert result.mistake == "detached" and "stop-gradient" in result.message
     assert check("softmax_T", lambda z, T: torch.softmax(z.detach() / T, -1)).mistake == "detached"
+    detached_hint = check("hint_loss", lambda s, t, r: F.mse_loss(r(s.detach()), t))
+    assert detached_hint.mistake == "detached"  # the regressor still trains, the student would not
 
 
 # ---------------------------------------------------------------- the training step
 
 
 def _step(teacher_mode="eval", no_grad=True, zero_grad=True, detach=False, loss_fn=distillation_loss,
-          update_teacher=False, as_tensor=False):
+          update_teacher=False, as_tensor=False, use_teacher=True, scale_return=1.0):
     def step(student, teacher, optimizer, x, y, T, alpha):
         teacher.train() if teacher_mode == "train" else teacher.eval()
         with torch.set_grad_enabled(not no_grad):
-            teacher_logits = teacher(x)
+            teacher_logits = teacher(x) if use_teacher else student(x).detach()
         student_logits = student(x)
         loss = loss_fn(student_logits.detach() if detach else student_logits, teacher_logits, y, T, alpha)
         if zero_grad:
@@ -138,7 +148,7 @@ def _step(teacher_mode="eval", no_grad=True, zero_grad=True, detach=False, loss_
             with torch.no_grad():
                 for p in teacher.parameters():
                     p.add_(0.01)
-        return loss if as_tensor else loss.item()
+        return loss if as_tensor else scale_return * loss.item()
     return step
 
 
@@ -150,6 +160,8 @@ def _step(teacher_mode="eval", no_grad=True, zero_grad=True, detach=False, loss_
     ({"detach": True}, "student_not_updated"),
     ({"update_teacher": True}, "teacher_updated"),
     ({"as_tensor": True}, "return_type"),
+    ({"scale_return": 2.0}, "return_value"),
+    ({"use_teacher": False}, "no_teacher"),
     ({"loss_fn": next(v.fn for v in DISTILL_VARIANTS if v.name == "alpha_swapped")}, "alpha_swapped"),
     ({"loss_fn": next(v.fn for v in DISTILL_VARIANTS if v.name == "no_T_squared")}, "no_T_squared"),
 ])
