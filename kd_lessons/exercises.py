@@ -73,6 +73,7 @@ class Exercise:
         return result
 
     def _check(self, fn) -> None:
+        """Raise Incorrect or NotAttempted, or return None when fn is right (each subclass's checker)."""
         raise NotImplementedError
 
     def hint(self) -> None:
@@ -85,6 +86,7 @@ class Exercise:
 
     @property
     def solution_code(self) -> str:
+        """The reference answer as the solved notebook shows it (self-contained, setup imports only)."""
         return SOLUTIONS[self.key]
 
     def starter_code(self) -> str:
@@ -97,6 +99,7 @@ class Exercise:
 
 
 def _logit_trials(shapes=((4, 10, 4.0), (6, 5, 2.0), (3, 7, 3.0))):
+    """Random (student_logits, teacher_logits, T); class counts and T differ so scale mistakes show."""
     return [(torch.randn(B, C) * 3, torch.randn(B, C) * 3, T) for B, C, T in shapes]
 
 
@@ -249,9 +252,17 @@ def build_solutions(nb):
     solved = copy.deepcopy(nb)
     for cell in solved.cells:
         if "solution" in cell.metadata.get("tags", []):
-            cell.source = EXERCISES[cell.metadata["kd_exercise"]]().solution_code.rstrip("\n")
+            key = cell.metadata.get("kd_exercise")
+            if key not in EXERCISES:
+                raise ValueError(f"a cell tagged 'solution' has kd_exercise={key!r}; set its metadata "
+                                 f"'kd_exercise' to one of {sorted(EXERCISES)}.")
+            cell.source = EXERCISES[key]().solution_code.rstrip("\n")
     solved.cells[0].source = solved.cells[0].source.rstrip("\n") + "\n\n" + SOLVED_NOTE
-    at = next(i for i, c in enumerate(solved.cells) if "summary" in c.metadata.get("tags", [])) + 1
+    summary = [i for i, c in enumerate(solved.cells) if "summary" in c.metadata.get("tags", [])]
+    if len(summary) != 1:
+        raise ValueError(f"the learner notebook needs exactly one cell tagged 'summary' (found "
+                         f"{len(summary)}); the all-correct assertion goes right after it.")
+    at = summary[0] + 1
     solved.cells.insert(at, nbformat.v4.new_code_cell(ASSERT_ALL, id="solved-assert-all",
                                                      metadata={"tags": ["solved-only"]}))
     return solved

@@ -83,7 +83,8 @@ def close(a, b, rtol=1e-4, atol=1e-6) -> bool:
     """Same shape and values (float64; NaN equals NaN, for NaN-producing variants); False for non-tensors."""
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
         return False
-    return bool(torch.allclose(a.detach().double(), b.detach().double(), rtol=rtol, atol=atol, equal_nan=True))
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 
 def _fresh(args, grad_index):
@@ -104,7 +105,7 @@ def _grad(out, leaf):
 
 def check_function(fn, reference, trials, variants, grad_index=0, detach_hint=""):
     """Compare fn to reference on every trial (values, then gradients); raise Incorrect if they differ."""
-    outs, problems = [], []
+    outs, problems, grad_problems = [], [], []
     for args in trials:
         mine, ref = _fresh(args, grad_index), _fresh(args, grad_index)
         expected = reference(*ref)
@@ -127,11 +128,15 @@ def check_function(fn, reference, trials, variants, grad_index=0, detach_hint=""
         else:
             g, g_ref = _grad(out, mine[grad_index]), _grad(expected, ref[grad_index])
             if g is None:
-                raise Incorrect("the values are right but no gradient reaches the student: "
-                                + (detach_hint or "remove the .detach() on the student's side."), "detached")
-            if not close(g, g_ref):
-                raise Incorrect("the values are right but the gradients differ from the reference.", None)
+                grad_problems.append(Incorrect("the values are right but no gradient reaches the student: "
+                                               + (detach_hint or "remove the .detach() on the student's side."),
+                                               "detached"))
+            elif not close(g, g_ref):
+                grad_problems.append(Incorrect("the values are right but the gradients differ from the "
+                                               "reference.", None))
     if not problems:
+        if grad_problems:
+            raise grad_problems[0]
         return
     variant = matching_variant(variants, outs, trials, close)
     if variant is not None:

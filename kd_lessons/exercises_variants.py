@@ -113,6 +113,7 @@ KD_VARIANTS = [
 
 
 def _ce(z, y):
+    """The hard-label term: cross-entropy of the plain logits with the true labels."""
     return F.cross_entropy(z, y)
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
@@ -205,6 +207,34 @@ def test_regressor_mistakes(make, mistake):
 def test_soft_target_mistakes(fn, mistake):
     result = check("fix_softening_T", fn)
     assert result.mistake == mistake and result.outcome == ("correct" if mistake is None else "incorrect")
+
+
+@settings(max_examples=15, deadline=None)
+@given(T=st.floats(1.2, 30.0), sharp=st.floats(0.1, 0.9))
+def test_soft_targets_any_T_above_one_passes_and_below_one_is_named(T, sharp):
+    assert check("fix_softening_T", lambda z: F.softmax(z / T, dim=1)).outcome == "correct"
+    assert check("fix_softening_T", lambda z: F.softmax(z / sharp, dim=1)).mistake == "sharpened"
+
+
+@settings(max_examples=10, deadline=None)
+@given(scale=st.floats(0.05, 20.0).filter(lambda s: abs(s - 1) > 1e-2))
+def test_any_rescaled_kd_loss_is_incorrect(scale):
+    """A loss off by any constant factor is never accepted (T**2, K and B are special cases)."""
+    result = check("kd_loss", lambda z, v, T: scale * exercises.losses.kd_loss(z, v, T))
+    assert result.outcome == "incorrect"
+
+
+def test_cli(capsys):
+    assert exercises.main(["build-solutions", "--check"]) == 0
+    assert exercises.main([]) == 2
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_build_solutions_rejects_a_notebook_without_summary():
+    nb = _learner()
+    nb.cells = [c for c in nb.cells if "summary" not in c.metadata.get("tags", [])]
+    with pytest.raises(ValueError, match="summary"):
+        exercises.build_solutions(nb)
 
 
 def test_cached_batches_unshuffled_is_named():
