@@ -6,6 +6,7 @@ Streamlit takes it with `st.pyplot(fig)`, and tests run headless.
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Mapping, Sequence
 
@@ -16,6 +17,20 @@ from matplotlib.patches import Rectangle
 
 __all__ = ["soft_label_bars", "image_grid", "temperature_bars", "temperature_curves", "heatmap",
            "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps"]
+
+
+class _NotebookFigure(Figure):
+    """A Figure that Jupyter shows as a PNG even when pyplot (and its inline backend) was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A new pyplot-free figure with constrained layout."""
+    return _NotebookFigure(figsize=(width, height), layout="constrained")
 
 
 def _np(a) -> np.ndarray:
@@ -64,7 +79,7 @@ def soft_label_bars(probs, label: int, class_names: Sequence[str] | None = None,
         raise ValueError(f"label={label} is not a class index in [0, {k}); pass the true class of this image.")
     names = _names(class_names, k)
     one_hot = np.eye(k)[int(label)]
-    fig = Figure(figsize=(9, 3), layout="constrained")
+    fig = _figure(9, 3)
     ax_hard, ax_soft = fig.subplots(1, 2, sharey=True)
     colours = ["tab:red" if i == int(label) else "tab:blue" for i in range(k)]
     ax_hard.bar(names, one_hot, color=colours)
@@ -93,8 +108,7 @@ def image_grid(x, dataset: str, labels: Sequence | None = None, ncols: int = 8, 
     pixels = denormalize(x.detach().cpu(), dataset).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     n, ncols = len(x), max(1, min(ncols, len(x)))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(size * ncols, size * nrows + (0.3 * nrows if labels is not None else 0)),
-                 layout="constrained")
+    fig = _figure(size * ncols, size * nrows + (0.3 * nrows if labels is not None else 0))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
         if i >= n:
@@ -114,7 +128,7 @@ def temperature_bars(logits, temperatures: Sequence[float], class_names: Sequenc
     if len(temperatures) == 0 or min(temperatures) <= 0:
         raise ValueError(f"temperatures must be a non-empty list of T > 0, got {list(temperatures)}.")
     names = _names(class_names, z.size)
-    fig = Figure(figsize=(2.6 * len(temperatures), 2.8), layout="constrained")
+    fig = _figure(2.6 * len(temperatures), 2.8)
     axes = np.atleast_1d(fig.subplots(1, len(temperatures), sharey=True))
     for ax, T in zip(axes, temperatures):
         p = _softmax(z, float(T))
@@ -138,7 +152,7 @@ def temperature_curves(logits, temperatures: Sequence[float] | None = None,
         raise ValueError(f"temperatures must hold >= 2 values T > 0, got {temps.tolist()}.")
     names = _names(class_names, z.size)
     probs = np.stack([_softmax(z, float(T)) for T in temps])
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    fig = _figure(10, 3.5)
     ax_p, ax_h = fig.subplots(1, 2)
     for i, name in enumerate(names):
         ax_p.plot(temps, probs[:, i], label=name)
@@ -165,7 +179,7 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, mark: tuple[int,
     if v.ndim != 2 or v.shape != (len(row_labels), len(col_labels)):
         raise ValueError(f"values has shape {list(v.shape)} but there are {len(row_labels)} row labels and "
                          f"{len(col_labels)} column labels; pass a [rows, cols] matrix matching both.")
-    fig = Figure(figsize=(1.0 + 0.6 * v.shape[1] + 1.5, 1.0 + 0.5 * v.shape[0]), layout="constrained")
+    fig = _figure(1.0 + 0.6 * v.shape[1] + 1.5, 1.0 + 0.5 * v.shape[0])
     ax = fig.subplots()
     im = ax.imshow(v, cmap=cmap, aspect="auto")
     fig.colorbar(im, ax=ax, label=colorbar_label)
@@ -196,7 +210,7 @@ def entropy_histograms(entropies: Mapping[str, object], bins: int = 40, max_entr
     """Overlaid histograms of per-sample entropies, one per setting. Introduced in notebook 01_soft_vs_hard_labels."""
     if not entropies:
         raise ValueError("entropies is empty; pass e.g. {'T = 1': h1, 'T = 4': h4}.")
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    fig = _figure(7, 3.2)
     ax = fig.subplots()
     top = max_entropy or max(float(_np(h).max()) for h in entropies.values())
     edges = np.linspace(0, top, bins + 1)
@@ -213,7 +227,7 @@ def line_plot(x, ys: Mapping[str, object], xlabel: str = "", ylabel: str = "", t
               logx: bool = False, logy: bool = False) -> Figure:
     """Several named curves over one x (e.g. gradient norm vs T). Introduced in notebook 02_temperature."""
     xs = _np(x)
-    fig = Figure(figsize=(6.5, 3.5), layout="constrained")
+    fig = _figure(6.5, 3.5)
     ax = fig.subplots()
     for name, y in ys.items():
         yv = _np(y)
@@ -236,7 +250,7 @@ def training_curves(histories, keys: Sequence[str] = ("train_loss", "val_accurac
     if not shown:
         raise ValueError(f"none of {list(keys)} has values in these histories; keys present: "
                          f"{sorted(next(iter(histories.values())))}.")
-    fig = Figure(figsize=(4.5 * len(shown), 3.2), layout="constrained")
+    fig = _figure(4.5 * len(shown), 3.2)
     axes = np.atleast_1d(fig.subplots(1, len(shown)))
     for ax, key in zip(axes, shown):
         for name, h in histories.items():
@@ -272,7 +286,7 @@ def attention_maps(maps: Sequence, titles: Sequence[str] | None = None, image=No
             raise ValueError(f"each map must be [H, W] or [H*W], got shape {list(a.shape)}.")
         panels.append(a)
     n = len(panels) + (image is not None)
-    fig = Figure(figsize=(2.6 * n, 2.8), layout="constrained")
+    fig = _figure(2.6 * n, 2.8)
     axes = list(np.atleast_1d(fig.subplots(1, n)))
     if image is not None:
         from kd_lessons.data import denormalize

@@ -151,3 +151,9 @@ def test_figures_do_not_touch_pyplot_state():
     before = plt.get_fignums()
     plots.soft_label_bars(torch.tensor([0.9, 0.1]), 0)
     assert plt.get_fignums() == before
+
+
+def test_figures_show_in_jupyter_without_pyplot():
+    """IPython looks for _repr_png_; without it a pyplot-free Figure shows as '<Figure ...>' text."""
+    fig = plots.temperature_bars(torch.tensor([1.0, 0.0]), [1, 4])
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
