@@ -174,25 +174,28 @@ class DistillationStep(Exercise):
         check_step(fn)
 
 
-def _fix(base, key, title, fn_name, bug):
+def _fix(name, base, key, title, fn_name, bug):
     """A find-and-fix exercise: the base exercise's checker, a broken starting point, the bug it must name."""
     doc = f"Find-and-fix exercise of notebook 09_coding_exercises: {title[5:]} (base checker: {base.__name__})."
-    return type(title.replace(" ", "").replace("-", ""), (base,),
+    return type(name, (base,),
                 {"key": key, "title": title, "fn_name": fn_name, "bug": bug, "__doc__": doc})
 
 
-FixReduction = _fix(KDLoss, "fix_reduction", "Fix: KL reduction", "kd_loss_fixed", "reduction_mean")
-FixTSquared = _fix(KDLoss, "fix_T_squared", "Fix: the T squared factor", "kd_loss_fixed", "no_T_squared")
-FixLogProbs = _fix(KDLoss, "fix_log_probs", "Fix: KL input", "kd_loss_fixed", "probs_as_input")
-FixSwapped = _fix(KDLoss, "fix_swapped", "Fix: KL direction", "kd_loss_fixed", "swapped")
-FixOneSided = _fix(KDLoss, "fix_one_sided_T", "Fix: one-sided temperature", "kd_loss_fixed",
+FixReduction = _fix("FixReduction", KDLoss, "fix_reduction", "Fix: KL reduction", "kd_loss_fixed",
+                    "reduction_mean")
+FixTSquared = _fix("FixTSquared", KDLoss, "fix_T_squared", "Fix: the T squared factor", "kd_loss_fixed",
+                   "no_T_squared")
+FixLogProbs = _fix("FixLogProbs", KDLoss, "fix_log_probs", "Fix: KL input", "kd_loss_fixed", "probs_as_input")
+FixSwapped = _fix("FixSwapped", KDLoss, "fix_swapped", "Fix: KL direction", "kd_loss_fixed", "swapped")
+FixOneSided = _fix("FixOneSided", KDLoss, "fix_one_sided_T", "Fix: one-sided temperature", "kd_loss_fixed",
                    "teacher_not_softened")
-FixStopGradient = _fix(KDLoss, "fix_stop_gradient", "Fix: stop-gradient", "kd_loss_fixed", "detached")
-FixRawTargets = _fix(KDLoss, "fix_raw_targets", "Fix: logits as targets", "kd_loss_fixed",
+FixStopGradient = _fix("FixStopGradient", KDLoss, "fix_stop_gradient", "Fix: stop-gradient", "kd_loss_fixed",
+                       "detached")
+FixRawTargets = _fix("FixRawTargets", KDLoss, "fix_raw_targets", "Fix: logits as targets", "kd_loss_fixed",
                      "raw_logits_as_targets")
-FixHardTarget = _fix(DistillationLoss, "fix_hard_target", "Fix: the hard target", "distillation_loss_fixed",
-                     "teacher_argmax_as_label")
-FixTeacherMode = _fix(DistillationStep, "fix_teacher_mode", "Fix: the teacher's mode",
+FixHardTarget = _fix("FixHardTarget", DistillationLoss, "fix_hard_target", "Fix: the hard target",
+                     "distillation_loss_fixed", "teacher_argmax_as_label")
+FixTeacherMode = _fix("FixTeacherMode", DistillationStep, "fix_teacher_mode", "Fix: the teacher's mode",
                       "distillation_step_fixed", "teacher_train_mode")
 
 
