@@ -43,7 +43,7 @@ def _np(a) -> np.ndarray:
 def _entropy(p: np.ndarray) -> float:
     """Entropy in nats with 0 log 0 = 0 (numpy twin of losses.entropy, for titles)."""
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
+    return max(0.0, float(-(p * np.log(p)).sum()))  # max: no "-0.00" for one-hot
 
 
 def _softmax(z: np.ndarray, T: float) -> np.ndarray:
