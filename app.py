@@ -74,6 +74,11 @@ def soft_label_chart(probs, label: int, T: float, entropy: float) -> alt.Chart:
         tooltip=["class", "target", alt.Tooltip("probability:Q", format=".4f")]).properties(height=240)
 
 
+@st.cache_resource(show_spinner=False)
+def untrained_student(dataset: str, width: int):
+    return demo.untrained_student(dataset, width)
+
+
 def show_image(pool: dict, dataset: str, index: int, width: int = 84) -> None:
     pixels = denormalize(pool["x"][index], dataset).clamp(0, 1).permute(1, 2, 0).numpy()
     st.image(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, width=width,
@@ -184,23 +189,23 @@ def loss_panel(pool: dict, shown: list[int]) -> None:
     live = st.session_state.get("live")
     choices = ["untrained student"] + (["last trained student"] if live and live["key"][0] == dataset else [])
     who = st.radio("Student", choices, horizontal=True, key="anatomy_student")
-    student = live["student"] if who == "last trained student" else demo.untrained_student(dataset, width)
+    student = live["student"] if who == "last trained student" else untrained_student(dataset, width)
     xb, yb, tb = pool["x"][index:index + 1], pool["y"][index:index + 1], pool["teacher_logits"][index:index + 1]
     zb = demo.student_logits(student, xb)
     parts = demo.loss_anatomy(zb, tb, yb, T, alpha)
     m1, m2, m3 = st.columns(3)
     m1.metric("Cross-entropy with the label (hard)", f"{parts['cross_entropy']:.4f}",
-              f"× (1 - alpha) = {parts['weighted_cross_entropy']:.4f}", delta_color="off")
+              f"× (1 - alpha) = {parts['weighted_cross_entropy']:.4f}", delta_color="off", delta_arrow="off")
     m2.metric("T² · KL(teacher ‖ student) (soft)", f"{parts['kd']:.4f}",
-              f"× alpha = {parts['weighted_kd']:.4f}", delta_color="off")
+              f"× alpha = {parts['weighted_kd']:.4f}", delta_color="off", delta_arrow="off")
     m3.metric("Total loss", f"{parts['total']:.4f}")
     curves = demo.loss_vs_alpha(zb, tb, yb, T).rename(columns={
         "weighted_cross_entropy": "(1 - alpha) · CE", "weighted_kd": "alpha · T²·KL", "total": "total"})
     long = curves.melt("alpha", ["(1 - alpha) · CE", "alpha · T²·KL", "total"], var_name="term", value_name="loss")
     lines = alt.Chart(long).mark_line().encode(x="alpha:Q", y="loss:Q", color="term:N")
-    rule = alt.Chart(pd.DataFrame({"alpha": [alpha]})).mark_rule(color="red").encode(x="alpha:Q")
+    rule = alt.Chart(pd.DataFrame({"alpha": [alpha]})).mark_rule(color="black", strokeDash=[4, 4]).encode(x="alpha:Q")
     st.altair_chart(lines + rule)
-    st.caption("alpha moves weight from the label's cross-entropy to the teacher's soft term; the red line is "
+    st.caption("alpha moves weight from the label's cross-entropy to the teacher's soft term; the dashed line is "
                "the current alpha. Raising T changes the soft term itself (T² keeps its gradients comparable).")
 
 def compare_panel(pool: dict, shown: list[int]) -> None:
