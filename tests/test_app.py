@@ -138,3 +138,14 @@ def test_failed_training_run_is_reported(app, monkeypatch):
     assert any("Accuracy failed" in e.value and "diverged" in e.value for e in app.error)
     assert _number(app, "Mean entropy of the soft labels") > 0
     assert _number(app, "Total loss") > 0
+
+
+def test_sweep_button_fills_the_heatmap_with_the_current_cell_marked(app):
+    app.select_slider(key="T").set_value(4.0)
+    app.slider(key="alpha").set_value(0.9).run()
+    app.button(key="run_sweep").click().run()
+    _clean(app)
+    Ts, alphas = sweep.default_grid()
+    table = sweep.load_or_run("mnist", Ts, alphas, 100, progress=False)  # all cached now: no training
+    assert len(table) == len(Ts) * len(alphas) and table["accuracy"].between(0, 1).all()
+    assert any(c.value == "Red box: the current (T, alpha)." for c in app.caption)

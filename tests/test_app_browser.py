@@ -112,3 +112,18 @@ def test_app_renders_in_a_real_browser(server, browser):
         server["log"].seek(0)
         pytest.fail(f"the page shows an exception or error: {errors}\nserver log:\n{server['log'].read()[-3000:]}")
     print(f"soft-label panel ready {seconds:.1f} s after opening the page")
+
+    # move T one notch with the keyboard; the panel's heading follows (the latency an instructor feels)
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    heading = browser.find_element(By.CSS_SELECTOR, "h3").text
+    slider = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')[0]
+    browser.execute_script("arguments[0].focus()", slider)
+    start = time.monotonic()
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "h3").text != heading)
+    print(f"T slider step -> '{browser.find_element(By.CSS_SELECTOR, 'h3').text}' in {time.monotonic() - start:.2f} s")
+    assert "T = 5" in browser.find_element(By.CSS_SELECTOR, "h3").text  # 4 -> 5 on the log-spaced scale
+    time.sleep(1)
+    assert not browser.find_elements(By.CSS_SELECTOR, BAD)
