@@ -143,7 +143,9 @@ def _run(model, x, y, batch_loss, *, num_epochs, lr, batch_size, augment, x_val,
         raise ValueError(f"optimizer={optimizer!r}: use 'adamw' or 'sgd'")
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = num_epochs * steps_per_epoch if max_steps is None else min(max_steps, num_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 2), pct_start=0.25)
+    sched = None  # OneCycle needs a few steps to warm up and anneal; tiny runs keep lr constant
+    if total >= 10:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
     autocast, scaler = _amp(device)
     x, y = _to_device(x, device), _to_device(y, device)
     history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_errors": [],
@@ -168,7 +170,7 @@ def _run(model, x, y, batch_loss, *, num_epochs, lr, batch_size, augment, x_val,
             else:
                 loss.backward()
                 opt.step()
-            if sched.last_epoch < sched.total_steps - 1:
+            if sched is not None and sched.last_epoch < sched.total_steps - 1:
                 sched.step()
             losses.append(loss.detach().float())
             n_correct += (logits.detach().argmax(1) == yb).sum()

@@ -1,0 +1,95 @@
+"""Shapes, feature lists, parameter counts and the size/latency helpers of kd_lessons.models."""
+import pytest
+import torch
+
+from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, MLPStudent, TeacherCNN, count_params,
+                               make_student, make_teacher, measure_latency, size_on_disk)
+
+# Random tensors with image shapes: enough to check shapes, never a stand-in for real data.
+MNIST_LIKE = (1, 28, 28)
+CIFAR_SHAPED = (3, 32, 32)
+
+CASES = [
+    (TeacherCNN(), MNIST_LIKE, [(32, 14, 14), (64, 7, 7), (128, 7, 7)]),
+    (CNNStudent(width=8), MNIST_LIKE, [(8, 14, 14), (16, 7, 7), (32, 7, 7)]),
+    (MLPStudent((800, 800)), MNIST_LIKE, [(800,), (800,)]),
+    (MLPStudent((30, 30), dropout=0.1), MNIST_LIKE, [(30,), (30,)]),
+    (CifarResNet(depth=20, width=16), CIFAR_SHAPED, [(16, 32, 32), (32, 16, 16), (64, 8, 8)]),
+    (CifarResNet(depth=8, width=8), CIFAR_SHAPED, [(8, 32, 32), (16, 16, 16), (32, 8, 8)]),
+    (CifarStudent(width=8), CIFAR_SHAPED, [(8, 32, 32), (16, 16, 16), (32, 8, 8)]),
+]
+
+
+@pytest.mark.parametrize("model, shape, feature_shapes", CASES, ids=lambda c: type(c).__name__)
+def test_logits_and_features(model, shape, feature_shapes):
+    torch.manual_seed(0)
+    x = torch.randn(3, *shape)
+    model.eval()
+    logits = model(x)
+    again, features = model(x, return_features=True)
+    assert logits.shape == (3, 10)
+    torch.testing.assert_close(logits, again)
+    assert [tuple(f.shape[1:]) for f in features] == feature_shapes
+    assert all(f.shape[0] == 3 for f in features)
+
+
+def test_teacher_and_cnn_student_stages_line_up():
+    x = torch.randn(2, *MNIST_LIKE)
+    _, t_feats = TeacherCNN().eval()(x, return_features=True)
+    _, s_feats = CNNStudent().eval()(x, return_features=True)
+    assert len(t_feats) == len(s_feats)
+    assert [f.shape[2:] for f in t_feats] == [f.shape[2:] for f in s_feats]
+
+
+def test_count_params_matches_hand_count():
+    # 784 -> 30 -> 20 -> 10: (784*30 + 30) + (30*20 + 20) + (20*10 + 10)
+    assert count_params(MLPStudent((30, 20))) == 784 * 30 + 30 + 30 * 20 + 20 + 20 * 10 + 10
+    assert count_params(MLPStudent((800, 800))) == 784 * 800 + 800 + 800 * 800 + 800 + 800 * 10 + 10
+    tiny = MLPStudent((3,), in_features=4, num_classes=2)
+    assert count_params(tiny) == 4 * 3 + 3 + 3 * 2 + 2
+
+
+def test_teacher_is_bigger_than_students():
+    assert count_params(make_teacher("mnist")) > count_params(make_student("mnist", "cnn", width=8))
+    assert count_params(make_teacher("cifar10")) > count_params(make_student("cifar10", "cnn", width=8))
+
+
+def test_size_on_disk_covers_the_float32_weights():
+    model = MLPStudent((30, 30))
+    assert size_on_disk(model) >= 4 * count_params(model)
+
+
+@pytest.mark.parametrize("batch_size", [1, 256])
+def test_latency_is_positive(batch_size):
+    model = MLPStudent((30, 30))
+    ms = measure_latency(model, MNIST_LIKE, batch_size=batch_size, device="cpu", repeats=3, warmup=1)
+    assert ms > 0
+    assert model.training  # measured on a copy; the caller's model is untouched
+
+
+def test_latency_of_a_cnn():
+    assert measure_latency(CNNStudent(), MNIST_LIKE, batch_size=4, device="cpu", repeats=2) > 0
+
+
+def test_make_student_kinds():
+    mlp = make_student("mnist", "mlp", width=30)
+    assert isinstance(mlp, MLPStudent) and mlp.hidden == (30, 30)
+    assert isinstance(make_student("fashion_mnist", "cnn", width=4), CNNStudent)
+    assert isinstance(make_student("cifar10", "cnn", width=4), CifarStudent)
+    assert make_student("cifar10", "mlp", width=10)(torch.randn(2, *CIFAR_SHAPED)).shape == (2, 10)
+    assert isinstance(make_teacher("fashion_mnist"), TeacherCNN)
+    assert isinstance(make_teacher("cifar10"), CifarResNet)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: make_teacher("imagenet"),
+    lambda: make_student("mnist", kind="transformer"),
+    lambda: make_student("mnist", width=0),
+    lambda: MLPStudent((0,)),
+    lambda: CifarResNet(depth=21),
+    lambda: MLPStudent((30,))(torch.randn(2, 3, 32, 32)),
+    lambda: measure_latency(MLPStudent((3,)), MNIST_LIKE, batch_size=0, device="cpu"),
+])
+def test_bad_input_raises_value_error(call):
+    with pytest.raises(ValueError):
+        call()
