@@ -31,6 +31,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    """Train (or load from the verified cache) a dataset's teacher and print its measured test accuracy."""
+    from kd_lessons import config, zoo
+
+    print(config.describe())
+    teacher = zoo.get_teacher(args.dataset, retrain=args.retrain, progress=not args.quiet)
+    info = teacher.info
+    print(f"{args.dataset} teacher: {info['test_accuracy']:.2%} test accuracy ({info['test_errors']} errors of "
+          f"{info['n_test']}), {info['params']} parameters, trained in {info['train_seconds']} s on "
+          f"{info['device']}\ncheckpoint: {zoo.checkpoint_path(args.dataset)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; add a subparser and a `_cmd_*` function for each new command."""
     parser = argparse.ArgumentParser(prog="python -m kd_lessons", description="kd-lessons utilities")
@@ -40,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="skip torchvision downloads (same as KD_OFFLINE=1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data)
+    p = sub.add_parser("teacher", help="train (once) and cache a teacher; prints its test accuracy")
+    p.add_argument("dataset", choices=["mnist", "fashion_mnist", "cifar10"])
+    p.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_teacher)
     return parser
 
 
