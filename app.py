@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import altair as alt
 import pandas as pd
@@ -33,24 +34,38 @@ def guarded(panel: str):
         st.error(f"**{panel} failed.** {demo.explain_error(exc)}")
 
 
-@st.cache_resource(show_spinner="Loading the teacher (the first launch trains it once and caches it)…",
-                   show_time=True)
-def get_teacher(dataset: str, mode: str, cache: str):
+@st.cache_resource(show_spinner=False)
+def teacher_jobs() -> dict:
+    return {}  # one background job per (dataset, mode, cache): shared by sessions, survives reruns
+
+
+def get_teacher(dataset: str):
+    """The cached teacher; on the first launch its training runs in the background with a progress bar."""
     from kd_lessons.zoo import get_teacher as zoo_teacher
 
-    return zoo_teacher(dataset)
+    jobs, key = teacher_jobs(), (dataset, MODE, CACHE)
+    job = jobs.get(key)
+    if job is None or (job.done() and job.exception() is not None):  # first time, or retry after a failure
+        job = jobs[key] = demo.submit(zoo_teacher, dataset)
+    with contextlib.suppress(FutureTimeout):
+        return job.result(timeout=1.0)  # cached on disk: loads in well under a second
+    with st.status(f"Training the {demo.DATASET_LABELS[dataset]} teacher: only on the first launch, "
+                   f"then it is loaded from `{CACHE}`", expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+        teacher = demo.wait_with_progress(job, lambda frac, text: bar.progress(frac or 0.0, text=text))
+        status.update(label="Teacher trained and cached", state="complete", expanded=False)
+    return teacher
 
 
 @st.cache_data(show_spinner="Computing the teacher's logits on the test images (once)…")
-def get_pool(dataset: str, mode: str, cache: str) -> dict:
-    return demo.test_pool(dataset, get_teacher(dataset, mode, cache))
+def get_pool(dataset: str, mode: str, cache: str, _teacher) -> dict:
+    return demo.test_pool(dataset, _teacher)
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
-def soft_label_png(dataset: str, mode: str, cache: str, index: int, T: float) -> bytes:
-    pool = get_pool(dataset, mode, cache)
-    soft = demo.soft_labels(pool["teacher_logits"][index:index + 1], pool["y"][index:index + 1], T)
-    fig = plots.soft_label_bars(soft["probs"][0], int(pool["y"][index]), class_names(dataset), T=T)
+def soft_label_png(dataset: str, mode: str, cache: str, index: int, T: float, _pool: dict) -> bytes:
+    soft = demo.soft_labels(_pool["teacher_logits"][index:index + 1], _pool["y"][index:index + 1], T)
+    fig = plots.soft_label_bars(soft["probs"][0], int(_pool["y"][index]), class_names(dataset), T=T)
     return demo.figure_png(fig, dpi=80)
 
 
@@ -106,7 +121,8 @@ if "cifar10" not in datasets:
 
 
 def soft_panel() -> tuple[dict, list[int]]:
-    pool = get_pool(dataset, MODE, CACHE)
+    teacher = get_teacher(dataset)
+    pool = get_pool(dataset, MODE, CACHE, teacher)
     shown = demo.pick_examples(pool["y"], n_images, seed=st.session_state.get("image_seed", 0))
     soft = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], T)
     st.subheader(f"The teacher's soft labels at T = {T:g}")
@@ -114,7 +130,9 @@ def soft_panel() -> tuple[dict, list[int]]:
     c1.metric("Mean entropy of the soft labels", f"{float(soft['entropy'].mean()):.3f} nats",
               help=f"0 = one-hot; log K = {soft['max_entropy']:.3f} nats = uniform")
     c2.metric("Entropy of the one-hot labels", "0.000 nats")
-    c3.metric("Teacher accuracy on these test images", f"{pool['teacher_accuracy']:.1%}")
+    info = getattr(teacher, "info", {})
+    c3.metric("Teacher test accuracy", f"{info.get('test_accuracy', pool['teacher_accuracy']):.2%}",
+              help=f"on the {info.get('n_test', len(pool['y']))} test images")
     for row, (index, h, p) in enumerate(zip(shown, soft["entropy"].tolist(), soft["p_true"].tolist())):
         left, right = st.columns([1, 6], vertical_alignment="center")
         with left:
@@ -217,7 +235,7 @@ def compare_panel(pool: dict, shown: list[int]) -> None:
         soft_t = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
         col.metric(f"Mean entropy at T = {t:g}", f"{float(soft_t['entropy'].mean()):.3f} nats")
         for index in shown:
-            col.image(soft_label_png(dataset, MODE, CACHE, index, t))
+            col.image(soft_label_png(dataset, MODE, CACHE, index, t, pool))
 
 def code_panel() -> None:
     st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")

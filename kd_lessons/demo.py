@@ -8,12 +8,17 @@ from __future__ import annotations
 import inspect
 import io
 import math
-from typing import Sequence
+import time
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from tqdm import std as tqdm_std
 
 from kd_lessons import config, losses, sources
 from kd_lessons.data import DataUnavailableError, load_tensors, stratified_subset
@@ -24,7 +29,8 @@ from kd_lessons.train import predict_logits
 
 __all__ = ["DATASET_LABELS", "STUDENT_WIDTHS", "available_datasets", "temperatures", "nearest", "test_pool",
            "pick_examples", "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
-           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error"]
+           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error", "submit",
+           "wait_with_progress"]
 
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 STUDENT_WIDTHS = (30, 100, 300, 800)
@@ -181,3 +187,47 @@ def explain_error(exc: BaseException) -> str:
         return "Out of memory. Fix: pick a smaller student, or run with KD_QUICK=1."
     return (f"{type(exc).__name__}: {exc}\n\nFix: check the message above; run `make test-fast` to check the "
             f"install, or restart with KD_QUICK=1 for small, fast settings.")
+
+
+def submit(fn: Callable, *args, **kwargs) -> Future:
+    """Run fn in a daemon thread, so a page rerun can re-attach to a teacher still training instead of restarting it.
+
+    Daemon: stopping the server never waits for a training run (checkpoints are written atomically).
+    """
+    future: Future = Future()
+
+    def work():
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    threading.Thread(target=work, name="kd-demo-job", daemon=True).start()
+    return future
+
+
+def _running_bar(desc: str | None):
+    """The newest live tqdm bar (e.g. train.fit's "fit" bar), read from tqdm's own registry of open bars."""
+    bars = [b for b in list(tqdm_std.tqdm._instances) if b.total and (desc is None or b.desc.startswith(desc))]
+    return max(bars, key=lambda b: b.start_t, default=None)
+
+
+def wait_with_progress(job: Future, on_progress: Callable[[float | None, str], None], desc: str | None = "fit",
+                       poll_s: float = 0.5):
+    """Wait for a job, calling on_progress(fraction or None, text) from this thread; return its result.
+
+    The fraction comes from the job's tqdm bar (steps done / total), so long training shows real
+    progress in the app without the library knowing about Streamlit; None while no bar is open.
+    """
+    start = time.perf_counter()
+    while True:
+        try:
+            return job.result(timeout=poll_s)
+        except FutureTimeout:
+            pass
+        bar, elapsed = _running_bar(desc), time.perf_counter() - start
+        if bar is None:
+            on_progress(None, f"{elapsed:.0f} s")
+        else:
+            on_progress(min(bar.n / bar.total, 1.0), f"{bar.desc}: step {bar.n}/{bar.total}, {elapsed:.0f} s")

@@ -160,3 +160,30 @@ def test_figure_png_renders():
 
     png = demo.figure_png(soft_label_bars(losses.soften(torch.randn(10), 2.0), 3, T=2.0))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_submit_runs_in_the_background_and_hands_back_errors():
+    assert demo.submit(lambda a, b: a + b, 2, b=3).result(timeout=10) == 5
+    job = demo.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        job.result(timeout=10)
+
+
+def test_wait_with_progress_reads_the_jobs_tqdm_bar():
+    import time
+
+    from tqdm.auto import tqdm
+
+    def train():
+        with tqdm(total=4, desc="fit", disable=False) as bar:
+            for _ in range(4):
+                time.sleep(0.15)
+                bar.update(1)
+        return "teacher"
+
+    seen = []
+    result = demo.wait_with_progress(demo.submit(train), lambda frac, text: seen.append((frac, text)), poll_s=0.05)
+    assert result == "teacher"
+    fractions = [f for f, _ in seen if f is not None]
+    assert fractions and all(0 <= f <= 1 for f in fractions) and fractions == sorted(fractions)
+    assert any("fit: step" in text for _, text in seen)
