@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kd-installed
 
-.PHONY: setup system-deps data app lab test test-fast bench strip clean
+.PHONY: setup system-deps data app lab test test-fast bench strip solutions clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ bench: setup data
 
 strip: setup
 	$(BIN)/python scripts/strip_notebooks.py notebooks
+
+# Regenerate notebooks/solutions/ from the learner copy after editing 09_coding_exercises.ipynb.
+solutions: setup
+	$(BIN)/python -m kd_lessons.exercises build-solutions
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
