@@ -40,30 +40,43 @@ def teacher_jobs() -> dict:
 
 
 def get_teacher(dataset: str):
-    """The cached teacher; on the first launch its training runs in the background with a progress bar."""
+    """(teacher, kind): the cached teacher ("full"), or on a CPU's first full-mode launch a small "starter"
+    teacher while the full one trains in the background. Training shows a progress bar."""
     from kd_lessons.zoo import get_teacher as zoo_teacher
 
     jobs, key = teacher_jobs(), (dataset, MODE, CACHE)
     job = jobs.get(key)
-    if job is None or (job.done() and job.exception() is not None):  # first time, or retry after a failure
-        job = jobs[key] = demo.submit(zoo_teacher, dataset)
+    if job is None or any(f is not None and f.done() and f.exception() is not None for f in job.values()):
+        job = jobs[key] = demo.start_teachers(dataset, zoo_teacher, starter=demo.needs_starter(dataset))
+    kind = "starter" if job["starter"] is not None and not job["full"].done() else "full"
     with contextlib.suppress(FutureTimeout):
-        return job.result(timeout=1.0)  # cached on disk: loads in well under a second
-    with st.status(f"Training the {demo.DATASET_LABELS[dataset]} teacher: only on the first launch, "
-                   f"then it is loaded from `{CACHE}`", expanded=True) as status:
+        return job[kind].result(timeout=1.0), kind  # cached on disk: loads in well under a second
+    what = "a small starter teacher (the full one follows in the background)" if kind == "starter" else "the teacher"
+    with st.status(f"First launch: training {what}; afterwards it is loaded from `{CACHE}`", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")
-        teacher = demo.wait_with_progress(job, lambda frac, text: bar.progress(frac or 0.0, text=text))
+        teacher = demo.wait_with_progress(job[kind], lambda frac, text: bar.progress(frac or 0.0, text=text))
         status.update(label="Teacher trained and cached", state="complete", expanded=False)
-    return teacher
+    return teacher, kind
+
+
+@st.fragment(run_every=5)
+def full_teacher_watch(dataset: str) -> None:
+    """While the starter teacher is shown: report the full teacher's training and switch when it is done."""
+    job = teacher_jobs().get((dataset, MODE, CACHE))
+    if job is None or job["full"].done():
+        st.rerun(scope="app")
+    st.info(f"Showing a **starter teacher** (1-2 epochs) so the class can begin. The full teacher is training "
+            f"in the background ({demo.progress_text() or 'starting'}); the page switches to it when it is done. "
+            f"Tip: `python -m kd_lessons teacher {dataset}` before class, or KD_QUICK=1 for small settings.")
 
 
 @st.cache_data(show_spinner="Computing the teacher's logits on the test images (once)…")
-def get_pool(dataset: str, mode: str, cache: str, _teacher) -> dict:
+def get_pool(dataset: str, mode: str, cache: str, kind: str, _teacher) -> dict:
     return demo.test_pool(dataset, _teacher)
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
-def soft_label_png(dataset: str, mode: str, cache: str, index: int, T: float, _pool: dict) -> bytes:
+def soft_label_png(dataset: str, mode: str, cache: str, kind: str, index: int, T: float, _pool: dict) -> bytes:
     soft = demo.soft_labels(_pool["teacher_logits"][index:index + 1], _pool["y"][index:index + 1], T)
     fig = plots.soft_label_bars(soft["probs"][0], int(_pool["y"][index]), class_names(dataset), T=T)
     return demo.figure_png(fig, dpi=80)
@@ -121,8 +134,11 @@ if "cifar10" not in datasets:
 
 
 def soft_panel() -> tuple[dict, list[int]]:
-    teacher = get_teacher(dataset)
-    pool = get_pool(dataset, MODE, CACHE, teacher)
+    teacher, kind = get_teacher(dataset)
+    st.session_state["teacher_kind"] = kind
+    if kind == "starter":
+        full_teacher_watch(dataset)
+    pool = get_pool(dataset, MODE, CACHE, kind, teacher)
     shown = demo.pick_examples(pool["y"], n_images, seed=st.session_state.get("image_seed", 0))
     soft = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], T)
     st.subheader(f"The teacher's soft labels at T = {T:g}")
@@ -131,7 +147,8 @@ def soft_panel() -> tuple[dict, list[int]]:
               help=f"0 = one-hot; log K = {soft['max_entropy']:.3f} nats = uniform")
     c2.metric("Entropy of the one-hot labels", "0.000 nats")
     info = getattr(teacher, "info", {})
-    c3.metric("Teacher test accuracy", f"{info.get('test_accuracy', pool['teacher_accuracy']):.2%}",
+    c3.metric("Teacher test accuracy" + (" (starter teacher)" if kind == "starter" else ""),
+              f"{info.get('test_accuracy', pool['teacher_accuracy']):.2%}",
               help=f"on the {info.get('n_test', len(pool['y']))} test images")
     for row, (index, h, p) in enumerate(zip(shown, soft["entropy"].tolist(), soft["p_true"].tolist())):
         left, right = st.columns([1, 6], vertical_alignment="center")
@@ -150,7 +167,12 @@ def accuracy_panel() -> None:
                f"{s.n_train} training images ({MODE} mode), tested on the full test set. Cached in "
                f"`{sweep.sweep_path(s).parent}`.")
     table = sweep.load(dataset, width)
-    if st.button(f"Compute the sweep ({len(Ts)} × {len(alphas)} grid; trains only missing cells)", key="run_sweep"):
+    busy = st.session_state.get("teacher_kind") == "starter"
+    if busy:
+        st.info("Training students needs the full teacher, which is still training in the background "
+                "(see the Soft labels tab); the buttons below unlock when it is ready.")
+    if st.button(f"Compute the sweep ({len(Ts)} × {len(alphas)} grid; trains only missing cells)", key="run_sweep",
+                 disabled=busy):
         bar = st.progress(0.0, text="sweep: starting…")
         table = sweep.load_or_run(dataset, Ts, alphas, width, progress=False, include_extra=True,
                                   callback=lambda i, n, row: bar.progress(
@@ -164,7 +186,8 @@ def accuracy_panel() -> None:
         st.caption("Red box: the current (T, alpha)." if exact else
                    "Red box: the trained cell nearest to the current (T, alpha); train it below to add it.")
     st.divider()
-    if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary"):
+    if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary",
+                 disabled=busy):
         bar, curve = st.progress(0.0, text="training…"), st.empty()
         base = table[(table["alpha"] == 0.0)] if not table.empty else table
         base_hist = sweep.history_for(dataset, float(base["T"].iloc[0]), 0.0, width) if len(base) else None
@@ -235,7 +258,7 @@ def compare_panel(pool: dict, shown: list[int]) -> None:
         soft_t = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
         col.metric(f"Mean entropy at T = {t:g}", f"{float(soft_t['entropy'].mean()):.3f} nats")
         for index in shown:
-            col.image(soft_label_png(dataset, MODE, CACHE, index, t, pool))
+            col.image(soft_label_png(dataset, MODE, CACHE, st.session_state.get('teacher_kind', 'full'), index, t, pool))
 
 def code_panel() -> None:
     st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")

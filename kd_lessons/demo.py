@@ -30,7 +30,7 @@ from kd_lessons.train import predict_logits
 __all__ = ["DATASET_LABELS", "STUDENT_WIDTHS", "available_datasets", "temperatures", "nearest", "test_pool",
            "pick_examples", "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
            "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error", "submit",
-           "wait_with_progress"]
+           "wait_with_progress", "STARTER_RECIPES", "needs_starter", "start_teachers", "progress_text"]
 
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 STUDENT_WIDTHS = (30, 100, 300, 800)
@@ -205,6 +205,49 @@ def submit(fn: Callable, *args, **kwargs) -> Future:
 
     threading.Thread(target=work, name="kd-demo-job", daemon=True).start()
     return future
+
+
+# Small teacher recipes (zoo.recipe overrides) for a fast first launch in full mode on a CPU: the app shows
+# soft labels from this "starter" teacher while the full teacher trains in the background.
+STARTER_RECIPES = {"mnist": {"width": 16, "num_epochs": 1, "augment": "none"},
+                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none"},
+                   "cifar10": {"num_epochs": 2, "n_train": 5000}}
+
+
+def needs_starter(dataset: str) -> bool:
+    """True in full mode on a CPU while the full teacher is not cached: training it would take many minutes."""
+    from kd_lessons.zoo import teacher_info
+
+    return not config.is_quick() and config.get_device().type == "cpu" and teacher_info(dataset) is None
+
+
+def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[str, Future | None]:
+    """One daemon thread: the starter teacher first (if asked), then the full one; a future for each.
+
+    get_teacher is zoo.get_teacher (passed in so tests can use a stand-in). Returns {"full": Future,
+    "starter": Future or None}.
+    """
+    jobs = {"starter": Future() if starter else None, "full": Future()}
+
+    def work():
+        for kind in ("starter", "full"):
+            future = jobs[kind]
+            if future is None or not future.set_running_or_notify_cancel():
+                continue
+            try:
+                kwargs = {"recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
+                future.set_result(get_teacher(dataset, **kwargs))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    threading.Thread(target=work, name=f"kd-teachers-{dataset}", daemon=True).start()
+    return jobs
+
+
+def progress_text(desc: str | None = "fit") -> str:
+    """'fit: step 120/469' for the newest open tqdm bar, or '' when none is running."""
+    bar = _running_bar(desc)
+    return "" if bar is None else f"{bar.desc}: step {bar.n}/{bar.total}"
 
 
 def _running_bar(desc: str | None):

@@ -4,6 +4,7 @@ The default cache is used where possible so the quick teacher is trained once an
 that break things get a private KD_CACHE_DIR.
 """
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,40 @@ def test_sweep_button_fills_the_heatmap_with_the_current_cell_marked(app):
     table = sweep.load_or_run("mnist", Ts, alphas, 100, progress=False)  # all cached now: no training
     assert len(table) == len(Ts) * len(alphas) and table["accuracy"].between(0, 1).all()
     assert any(c.value == "Red box: the current (T, alpha)." for c in app.caption)
+
+
+def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_trains(monkeypatch, tmp_path):
+    import threading
+
+    import torch
+
+    import kd_lessons.demo as demo
+
+    monkeypatch.setenv("KD_QUICK", "0")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    release = threading.Event()
+
+    def stand_in(dataset, recipe_override=None):  # a linear 'teacher': instant; the full one waits for release
+        if recipe_override is None:
+            release.wait(60)
+        torch.manual_seed(0)
+        teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+        teacher.info = {"test_accuracy": 0.5, "n_test": 10000}
+        return teacher
+
+    monkeypatch.setattr("kd_lessons.zoo.get_teacher", stand_in)
+    monkeypatch.setattr(demo, "needs_starter", lambda dataset: True)
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        _clean(at)
+        assert any(m.label.endswith("(starter teacher)") for m in at.metric)
+        assert any("starter teacher" in i.value for i in at.info)
+        assert at.button(key="train_now").disabled and at.button(key="run_sweep").disabled
+        release.set()
+        time.sleep(1)
+        at.run()
+        _clean(at)
+        assert not any(m.label.endswith("(starter teacher)") for m in at.metric)
+        assert not at.button(key="train_now").disabled
+    finally:
+        release.set()

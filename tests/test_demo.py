@@ -187,3 +187,38 @@ def test_wait_with_progress_reads_the_jobs_tqdm_bar():
     fractions = [f for f, _ in seen if f is not None]
     assert fractions and all(0 <= f <= 1 for f in fractions) and fractions == sorted(fractions)
     assert any("fit: step" in text for _, text in seen)
+
+
+def test_start_teachers_trains_the_starter_first_then_the_full_teacher():
+    import threading
+
+    calls, release = [], threading.Event()
+
+    def get_teacher(dataset, recipe_override=None):
+        calls.append(recipe_override)
+        if recipe_override is None:
+            release.wait(10)
+            return "full"
+        return "starter"
+
+    jobs = demo.start_teachers("mnist", get_teacher, starter=True)
+    assert jobs["starter"].result(timeout=10) == "starter"
+    assert not jobs["full"].done()
+    release.set()
+    assert jobs["full"].result(timeout=10) == "full"
+    assert calls == [demo.STARTER_RECIPES["mnist"], None]
+    only_full = demo.start_teachers("mnist", lambda d, **kw: "full", starter=False)
+    assert only_full["starter"] is None and only_full["full"].result(timeout=10) == "full"
+
+
+def test_needs_starter_only_in_full_mode_without_a_cached_teacher(monkeypatch):
+    import kd_lessons.zoo as zoo
+
+    monkeypatch.setenv("KD_DEVICE", "cpu")
+    monkeypatch.setattr(zoo, "teacher_info", lambda dataset: None)
+    monkeypatch.setenv("KD_QUICK", "1")
+    assert not demo.needs_starter("mnist")
+    monkeypatch.setenv("KD_QUICK", "0")
+    assert demo.needs_starter("mnist")
+    monkeypatch.setattr(zoo, "teacher_info", lambda dataset: {"test_accuracy": 0.99})
+    assert not demo.needs_starter("mnist")
