@@ -29,7 +29,7 @@ def test_soft_label_bars_has_hard_and_soft_panels_with_entropy():
     assert len(hard.patches) == 4 and len(soft.patches) == 4
     assert [bar.get_height() for bar in hard.patches] == [1.0, 0.0, 0.0, 0.0]
     np.testing.assert_allclose([bar.get_height() for bar in soft.patches], probs.numpy(), rtol=1e-6)
-    assert "0.00 nats" in hard.get_title()
+    assert "= 0.00 nats" in hard.get_title()  # not "-0.00"
     expected = float(-(probs * probs.log()).sum())
     assert f"{expected:.2f} nats" in soft.get_title() and "T = 4" in soft.get_title()
     _renders(fig)
