@@ -30,8 +30,8 @@ _AUGMENT = {"none": None, "shift": random_shift, "crop_flip": random_crop_flip}
 def recipe(dataset: str) -> dict:
     """The teacher recipe (architecture + training) for a dataset in the current mode. Notebook 04_distill_mnist."""
     if dataset in ("mnist", "fashion_mnist"):
-        return {"dataset": dataset, "arch": "TeacherCNN", "width": config.pick(32, 16), "dropout": 0.2,
-                "num_epochs": config.pick(6, 1), "lr": 4e-3, "batch_size": 128, "optimizer": "adamw",
+        return {"dataset": dataset, "arch": "TeacherCNN", "width": config.pick(24, 16), "dropout": 0.2,
+                "num_epochs": config.pick(5, 1), "lr": 4e-3, "batch_size": 128, "optimizer": "adamw",
                 "weight_decay": 5e-4, "augment": config.pick("shift", "none"), "n_train": None, "seed": 0}
     if dataset == "cifar10":
         return {"dataset": dataset, "arch": "CifarResNet", "depth": 20, "width": 16,
