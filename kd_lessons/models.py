@@ -57,7 +57,7 @@ class TeacherCNN(_StagedCNN):
     [B, 2w, 7, 7] and [B, 4w, 7, 7], the spatial sizes of `CNNStudent` so attention maps line up.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, dropout: float = 0.2):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 24, dropout: float = 0.2):
         super().__init__()
         if width < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"width={width}, dropout={dropout}: width must be positive, dropout in [0, 1)")

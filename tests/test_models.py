@@ -10,7 +10,8 @@ MNIST_LIKE = (1, 28, 28)
 CIFAR_SHAPED = (3, 32, 32)
 
 CASES = [
-    (TeacherCNN(), MNIST_LIKE, [(32, 14, 14), (64, 7, 7), (128, 7, 7)]),
+    (TeacherCNN(), MNIST_LIKE, [(24, 14, 14), (48, 7, 7), (96, 7, 7)]),
+    (TeacherCNN(width=32), MNIST_LIKE, [(32, 14, 14), (64, 7, 7), (128, 7, 7)]),
     (CNNStudent(width=8), MNIST_LIKE, [(8, 14, 14), (16, 7, 7), (32, 7, 7)]),
     (MLPStudent((800, 800)), MNIST_LIKE, [(800,), (800,)]),
     (MLPStudent((30, 30), dropout=0.1), MNIST_LIKE, [(30,), (30,)]),
