@@ -40,8 +40,8 @@ def teacher_jobs() -> dict:
 
 
 def get_teacher(dataset: str):
-    """(teacher, kind): the cached teacher ("full"), or on a CPU's first full-mode launch a small "starter"
-    teacher while the full one trains in the background. Training shows a progress bar."""
+    """(teacher, kind): the cached teacher ("full"), or on a CPU's first launch a small "starter" teacher
+    while the mode's own teacher trains in the background. Training shows a progress bar."""
     from kd_lessons.zoo import get_teacher as zoo_teacher
 
     jobs, key = teacher_jobs(), (dataset, MODE, CACHE)
@@ -65,7 +65,7 @@ def full_teacher_watch(dataset: str) -> None:
     job = teacher_jobs().get((dataset, MODE, CACHE))
     if job is None or job["full"].done():
         st.rerun(scope="app")
-    st.info(f"Showing a **starter teacher** (1-2 epochs) so the class can begin. The full teacher is training "
+    st.info(f"Showing a **starter teacher** (1 epoch on a subset) so the class can begin. The full teacher is training "
             f"in the background ({demo.progress_text() or 'starting'}); the page switches to it when it is done. "
             f"Tip: `python -m kd_lessons teacher {dataset}` before class, or KD_QUICK=1 for small settings.")
 

@@ -211,14 +211,11 @@ def test_start_teachers_trains_the_starter_first_then_the_full_teacher():
     assert only_full["starter"] is None and only_full["full"].result(timeout=10) == "full"
 
 
-def test_needs_starter_only_in_full_mode_without_a_cached_teacher(monkeypatch):
+def test_needs_starter_only_on_a_cpu_without_a_cached_teacher(monkeypatch):
     import kd_lessons.zoo as zoo
 
     monkeypatch.setenv("KD_DEVICE", "cpu")
     monkeypatch.setattr(zoo, "teacher_info", lambda dataset: None)
-    monkeypatch.setenv("KD_QUICK", "1")
-    assert not demo.needs_starter("mnist")
-    monkeypatch.setenv("KD_QUICK", "0")
     assert demo.needs_starter("mnist")
     monkeypatch.setattr(zoo, "teacher_info", lambda dataset: {"test_accuracy": 0.99})
     assert not demo.needs_starter("mnist")
