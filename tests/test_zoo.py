@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from kd_lessons import zoo
+from kd_lessons import config, zoo
 from kd_lessons.data import DataUnavailableError, load_tensors, stratified_subset
 from kd_lessons.storage import save_verified
 from kd_lessons.train import evaluate
@@ -52,7 +52,7 @@ def test_trains_once_then_loads_the_same_weights(tiny_zoo):
     assert 0.0 <= second.info["test_accuracy"] <= 1.0
     assert zoo.teacher_info("mnist", recipe_override=TINY)["n_test"] == 100
     path = zoo.checkpoint_path("mnist", {**zoo.recipe("mnist"), **TINY})
-    assert path.parent.name == "teachers" and path.name.startswith("mnist-full-")
+    assert path.parent.name == "teachers" and path.name.startswith("mnist-quick-" if config.is_quick() else "mnist-full-")
 
 
 def test_corrupt_checkpoint_is_reported_and_retrained(tiny_zoo):
