@@ -55,7 +55,7 @@ def get_teacher(dataset: str):
     with st.status(f"First launch: training {what}; afterwards it is loaded from `{CACHE}`", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")
         teacher = demo.wait_with_progress(job[kind], lambda frac, text: bar.progress(frac or 0.0, text=text))
-        status.update(label="Teacher trained and cached", state="complete", expanded=False)
+        status.update(label=f"{kind.capitalize()} teacher trained and cached", state="complete", expanded=False)
     return teacher, kind
 
 
@@ -65,8 +65,9 @@ def full_teacher_watch(dataset: str) -> None:
     job = teacher_jobs().get((dataset, MODE, CACHE))
     if job is None or job["full"].done():
         st.rerun(scope="app")
-    st.info(f"Showing a **starter teacher** (1 epoch on a subset) so the class can begin. The full teacher is training "
-            f"in the background ({demo.progress_text() or 'starting'}); the page switches to it when it is done. "
+    main = "quick-mode" if MODE == "quick" else "full"
+    st.info(f"Showing a **starter teacher** (1 epoch on a subset) so the class can begin. The {main} teacher is "
+            f"training in the background ({demo.progress_text() or 'starting'}); the page switches to it when it is done. "
             f"Tip: `python -m kd_lessons teacher {dataset}` before class, or KD_QUICK=1 for small settings.")
 
 
