@@ -32,6 +32,16 @@ def _clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_teacher():
+    """Train (once, then cached) the quick teacher up front, so the app does not start with a starter teacher."""
+    from kd_lessons.zoo import get_teacher
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KD_QUICK", "1")
+        get_teacher("mnist", progress=False)
+
+
 @pytest.fixture
 def app(monkeypatch):
     monkeypatch.setenv("KD_QUICK", "1")
