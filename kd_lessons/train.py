@@ -91,10 +91,14 @@ def _seeded(augment, generator):
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None,
                    device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits for every row of x (eval mode, on the CPU): cache a teacher once. Notebook 04_distill_mnist."""
+    """Logits for every row of x (eval mode, on the CPU): cache a teacher once. Notebook 04_distill_mnist.
+
+    batch_size=None: 256 on the CPU (measured faster than 1024 there: activations stay in cache), 1024 on GPUs.
+    """
     device = torch.device(device) if device is not None else get_device()
+    batch_size = batch_size or (256 if device.type == "cpu" else 1024)
     was_training = model.training
     cl = _prepare(model, device)
     model.eval()
@@ -110,7 +114,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
     return torch.cat(out)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None,
              device: torch.device | str | None = None) -> dict:
     """Accuracy, error count and per-class accuracy as plain numbers. Notebook 04_distill_mnist."""
     _check_xy(x, y)
