@@ -41,8 +41,9 @@ N_TEST_3S = 1010  # the test set's 3s
 def settings() -> dict:
     """Run sizes for the current mode (full: the whole transfer set, 3 seeds). Notebook 07_hinton_2015_reproduction."""
     return {"n_val": 5000, "n_train": config.pick(None, 5000), "n_val_used": config.pick(5000, 1000),
-            "seeds": config.pick((0, 1, 2), (0,)), "num_epochs": config.pick(12, 4), "lr": 1e-3,
-            "batch_size": 128, "T": 20.0, "alpha": 0.9, "temperatures": config.pick((1.0, 2.0, 5.0, 10.0, 20.0), (1.0, 20.0)),
+            "seeds": config.pick((0, 1, 2), (0,)), "num_epochs": config.pick(10, 4), "lr": 3e-3,
+            "batch_size": config.pick(256, 128), "T": 20.0, "alpha": 0.9,
+            "temperatures": config.pick((1.0, 3.0, 8.0, 20.0), (1.0, 20.0)),
             "shifts": tuple(np.round(np.arange(-20.0, 20.001, 0.1), 2).tolist())}
 
 
