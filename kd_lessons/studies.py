@@ -95,15 +95,18 @@ def error_ratio(runs: pd.DataFrame) -> float:
 
 
 def model_table(models: Mapping[str, nn.Module], data: Mapping, input_shape: Sequence[int],
-                device: torch.device | str | None = None, repeats: int = 20,
+                device: torch.device | str | None = None, repeats: int = 20, rounds: int = 5,
                 batch_sizes: Sequence[int] = (1, 256), reference: str | None = None) -> pd.DataFrame:
     """Parameters, size on disk, test accuracy/errors and measured latency per model. Notebook 04_distill_mnist.
 
-    Latency is the median ms per batch (models.measure_latency); `speedup_b{n}` divides the
-    `reference` model's latency (default: the first model) by each model's.
+    Latency (ms per batch) is the fastest of `rounds` interleaved medians of `repeats` calls
+    (models.measure_latency), so a burst of load from other programs hits every model alike.
+    `speedup_b{n}` divides the `reference` model's latency (default: the first model) by each model's.
     """
     if not models:
         raise ValueError("models is empty; pass e.g. {'teacher': teacher, 'student': student}")
+    if rounds < 1 or repeats < 1:
+        raise ValueError(f"rounds={rounds}, repeats={repeats}: both must be >= 1")
     device = torch.device(device) if device is not None else get_device()
     reference = reference or next(iter(models))
     if reference not in models:
@@ -111,12 +114,16 @@ def model_table(models: Mapping[str, nn.Module], data: Mapping, input_shape: Seq
     rows = {}
     for name, model in models.items():
         result = evaluate(model, data["x_test"], data["y_test"], device=device)
-        row = {"params": count_params(model), "size_MB": size_on_disk(model) / 1e6,
-               "test_accuracy": result["accuracy"], "test_errors": result["errors"]}
-        for b in batch_sizes:
-            row[f"latency_ms_b{b}"] = measure_latency(model, input_shape, batch_size=b, device=device,
-                                                      repeats=repeats)
-        rows[name] = row
+        rows[name] = {"params": count_params(model), "size_MB": size_on_disk(model) / 1e6,
+                      "test_accuracy": result["accuracy"], "test_errors": result["errors"]}
+    for b in batch_sizes:
+        times = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, model in models.items():
+                times[name].append(measure_latency(model, input_shape, batch_size=b, device=device,
+                                                   repeats=repeats, warmup=2))
+        for name in models:
+            rows[name][f"latency_ms_b{b}"] = min(times[name])
     table = pd.DataFrame.from_dict(rows, orient="index")
     for b in batch_sizes:
         table[f"speedup_b{b}"] = table.loc[reference, f"latency_ms_b{b}"] / table[f"latency_ms_b{b}"]

@@ -68,12 +68,14 @@ def test_model_table_counts_and_times_each_model(tiny):
     teacher, data = tiny
     student = MLPStudent(hidden=(8,))
     table = model_table({"teacher": teacher, "student": student}, data, (1, 28, 28), device="cpu", repeats=2,
-                        batch_sizes=(1, 4))
+                        rounds=2, batch_sizes=(1, 4))
     assert table.loc["student", "params"] == count_params(student) == 784 * 8 + 8 + 8 * 10 + 10
     assert table.loc["teacher", "size_MB"] == size_on_disk(teacher) / 1e6
     assert table.loc["teacher", "speedup_b1"] == 1.0 and (table["latency_ms_b4"] > 0).all()
     with pytest.raises(ValueError, match="reference"):
         model_table({"a": student}, data, (1, 28, 28), reference="b")
+    with pytest.raises(ValueError, match="rounds"):
+        model_table({"a": student}, data, (1, 28, 28), rounds=0)
 
 
 def test_any_student_with_augmentation_runs_the_teacher_per_batch(tiny, tmp_path):
