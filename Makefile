@@ -28,7 +28,7 @@ lab: setup data
 	$(BIN)/jupyter lab notebooks/
 
 test: setup system-deps data
-	KD_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	KD_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 test-fast: setup
 	KD_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not browser" -p no:cacheprovider
