@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = list(exercises.EXERCISES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add overhead on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def define(code: str, name: str):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kd_lessons.config import seed_everything
-from kd_lessons.data import DataUnavailableError, iterate_batches, load_tensors, random_shift, stratified_subset
+from conftest import mnist_subset
+from kd_lessons.data import iterate_batches, random_shift
 from kd_lessons.losses import distillation_loss
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
 from kd_lessons.train import distill, evaluate, fit, predict_logits
@@ -14,14 +15,7 @@ from kd_lessons.train import distill, evaluate, fit, predict_logits
 
 @pytest.fixture(scope="module")
 def mnist_small():
-    try:
-        x, y = load_tensors("mnist", train=True)
-        x_test, y_test = load_tensors("mnist", train=False)
-    except DataUnavailableError as exc:
-        pytest.skip(f"MNIST not available: {exc}")
-    x, y = stratified_subset(x, y, 2000, seed=0)
-    x_test, y_test = stratified_subset(x_test, y_test, 500, seed=0)
-    return x, y, x_test, y_test
+    return mnist_subset(2000, 500)
 
 
 def test_fit_decreases_the_loss_and_history_is_plain_data(mnist_small):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kd_lessons import config, zoo
-from kd_lessons.data import DataUnavailableError, load_tensors, stratified_subset
+from conftest import mnist_subset
+from kd_lessons.data import DataUnavailableError, load_tensors
 from kd_lessons.storage import save_verified
 from kd_lessons.train import evaluate
 
@@ -15,12 +16,7 @@ TINY = {"width": 2, "num_epochs": 1, "batch_size": 64, "augment": "none"}
 
 @pytest.fixture(scope="module")
 def mnist_tiny():
-    try:
-        x, y = load_tensors("mnist", train=True)
-        x_test, y_test = load_tensors("mnist", train=False)
-    except DataUnavailableError as exc:
-        pytest.skip(f"MNIST not available: {exc}")
-    return stratified_subset(x, y, 300, seed=0) + stratified_subset(x_test, y_test, 100, seed=0)
+    return mnist_subset(300, 100)
 
 
 @pytest.fixture
