@@ -77,9 +77,11 @@ def default_grid() -> tuple[list[float], list[float]]:
 
 
 def sweep_path(s: SweepSettings) -> Path:
-    """The cache file of one setting, under config.cache_dir()/sweeps/."""
+    """The cache file of one setting, under config.cache_dir()/sweeps/; a new teacher recipe starts a new table."""
+    from kd_lessons.zoo import checkpoint_path  # late, as in _data: the recipe hash names the teacher
+    teacher = checkpoint_path(s.dataset).stem.rsplit("-", 1)[-1]
     return (config.cache_dir() / "sweeps" /
-            f"{s.dataset}_w{s.student_width}_e{s.num_epochs}_n{s.n_train}_s{s.seed}_{s.mode}.pt")
+            f"{s.dataset}_w{s.student_width}_e{s.num_epochs}_n{s.n_train}_s{s.seed}_{s.mode}_t{teacher}.pt")
 
 
 def _meta(s: SweepSettings) -> dict:
