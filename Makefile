@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
-.PHONY: setup system-deps data app lab test test-fast bench strip solutions clean
+.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ strip: setup
 # Regenerate notebooks/solutions/ from the learner copy after editing 09_coding_exercises.ipynb.
 solutions: setup
 	$(BIN)/python -m kd_lessons.exercises build-solutions
+
+# Real JupyterLab in headless Chromium: notebook 02 runs and its T slider redraws the plot.
+check-lab: setup system-deps
+	$(BIN)/python scripts/check_lab.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
