@@ -2,8 +2,11 @@
 
 (a) distilling the 784-800-800-10 MLP from TeacherCNN; (b) training TeacherCNN with labels.
 Tutorial way: torchvision datasets.MNIST + ToTensor/Normalize + DataLoader(batch_size=64), teacher
-forward under no_grad at every step. kd_lessons way: in-memory normalised tensors, cached teacher
-logits indexed per batch, channels_last CNNs, batch size 128 (kd_lessons' default).
+forward under no_grad at every step, fp32, torch.optim.Adam. kd_lessons way: in-memory normalised
+tensors, cached teacher logits indexed per batch, fused AdamW, autocast as `config.amp_dtype` picks
+(bf16 on CPUs with AMX), channels_last CNNs; the MLP at the batch size of the Hinton reproduction
+(`kd_lessons.experiments.settings()`), the CNN at the teacher recipe's (`kd_lessons.zoo.recipe`).
+Extra rows take one ingredient away at a time, so you can see where the speed-up comes from.
 
     python bench/bench_epoch.py            # full 60k-image epochs
     python bench/bench_epoch.py --quick    # a 6k-image subset
@@ -11,6 +14,7 @@ logits indexed per batch, channels_last CNNs, batch size 128 (kd_lessons' defaul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -23,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
-from kd_lessons import config  # noqa: E402
+from kd_lessons import config, experiments, zoo  # noqa: E402
 from kd_lessons.data import DATASETS, load_tensors  # noqa: E402
 from kd_lessons.losses import distillation_loss  # noqa: E402
 from kd_lessons.models import MLPStudent, TeacherCNN  # noqa: E402
@@ -34,14 +38,28 @@ KD_BATCH = 128
 T, ALPHA, LR = 4.0, 0.9, 1e-3
 
 
-def tutorial_loader(n: int | None) -> DataLoader:
+@contextlib.contextmanager
+def precision(name: str):
+    """Run kd_lessons with KD_PRECISION=name for a moment (it is read at every training call)."""
+    old = os.environ.get("KD_PRECISION")
+    os.environ["KD_PRECISION"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("KD_PRECISION")
+        else:
+            os.environ["KD_PRECISION"] = old
+
+
+def tutorial_loader(n: int | None, batch_size: int = TUTORIAL_BATCH) -> DataLoader:
     """The PyTorch MNIST example's input pipeline (PIL images decoded and transformed per sample)."""
     mean, std = DATASETS["mnist"].mean, DATASETS["mnist"].std
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     ds = datasets.MNIST(str(config.data_dir()), train=True, download=False, transform=tf)
     if n is not None:
         ds = Subset(ds, range(n))
-    return DataLoader(ds, batch_size=TUTORIAL_BATCH, shuffle=True)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True)
 
 
 def tutorial_distill_epoch(student, teacher, loader) -> float:
@@ -79,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 6000 if args.quick else None
     device = torch.device("cpu")  # the tutorial pipeline is timed on the CPU; compare like with like
-    print(config.describe(), f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(config.describe(device), f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 
     start = time.perf_counter()
     x, y = load_tensors("mnist", train=True)
@@ -87,40 +105,49 @@ def main() -> None:
     if n is not None:
         x, y = x[:n], y[:n]
     loader = tutorial_loader(n)
-    print(f"images per epoch: {len(x)}; tutorial batch {TUTORIAL_BATCH}, kd_lessons batch {KD_BATCH}; "
-          f"kd_lessons load_tensors (verified cache): {load_s:.2f} s (once per process, not in the epochs)")
+    mlp_batch, cnn_batch = experiments.settings()["batch_size"], zoo.recipe("mnist")["batch_size"]
+    print(f"images per epoch: {len(x)}; tutorial batch {TUTORIAL_BATCH}; kd_lessons batch {mlp_batch} (MLP), "
+          f"{cnn_batch} (CNN); kd_lessons load_tensors (verified cache): {load_s:.2f} s (once per process)")
 
     torch.manual_seed(0)
     teacher = TeacherCNN().eval()  # untrained weights time the same as trained ones
     student0 = MLPStudent((800, 800))
     rows = []
 
+    def kd_epoch(batch_size: int) -> float:
+        h = distill(_copy(student0), x, y, teacher_logits=cached, T=T, alpha=ALPHA, num_epochs=1, lr=LR,
+                    batch_size=batch_size, device=device, progress=False)
+        return h["seconds"][0]
+
     # (a) distillation epoch
     tut = tutorial_distill_epoch(_copy(student0), teacher, loader)
     start = time.perf_counter()
     cached = predict_logits(teacher, x, device=device)
     cache_s = time.perf_counter() - start
-    h = distill(_copy(student0), x, y, teacher_logits=cached, T=T, alpha=ALPHA, num_epochs=1, lr=LR,
-                batch_size=KD_BATCH, device=device, progress=False)
-    kd = h["seconds"][0]
-    rows.append(("distill epoch, 784-800-800-10 MLP (logits cached)", tut, kd))
-    rows.append(("distill first epoch incl. caching teacher logits", tut, kd + cache_s))
-    h = distill(_copy(student0), x, y, teacher_logits=cached, T=T, alpha=ALPHA, num_epochs=1, lr=LR,
-                batch_size=2 * KD_BATCH, device=device, progress=False)
-    rows.append((f"  same, kd_lessons at batch {2 * KD_BATCH} (not the default)", tut, h["seconds"][0]))
+    kd = kd_epoch(mlp_batch)
+    rows.append(("distill epoch, 784-800-800-10 MLP, logits cached", tut, kd))
+    rows.append(("  first epoch incl. caching teacher logits", tut, kd + cache_s))
+    rows.append((f"  kd_lessons at batch {KD_BATCH} (fit/distill default)", tut, kd_epoch(KD_BATCH)))
+    with precision("fp32"):
+        rows.append(("  kd_lessons in fp32 (KD_PRECISION=fp32)", tut, kd_epoch(mlp_batch)))
+    tut_same = tutorial_distill_epoch(_copy(student0), teacher, tutorial_loader(n, mlp_batch))
+    rows.append((f"  both at batch {mlp_batch}", tut_same, kd))
 
     # (b) teacher training epoch (no augmentation either way)
     torch.manual_seed(0)
     t0 = TeacherCNN()
     tut = tutorial_fit_epoch(_copy(t0), loader)
-    h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=KD_BATCH, device=device, progress=False)
+    h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device, progress=False)
     rows.append(("TeacherCNN training epoch", tut, h["seconds"][0]))
+    with precision("fp32"):
+        h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device, progress=False)
+    rows.append(("  kd_lessons in fp32 (KD_PRECISION=fp32)", tut, h["seconds"][0]))
 
     print(f"\n{'what':52s} {'tutorial s':>11s} {'kd_lessons s':>13s} {'speed-up':>9s}")
     for what, a, b in rows:
         print(f"{what:52s} {a:11.2f} {b:13.2f} {a / b:8.1f}x")
-    print("\nTargets: distillation epoch >= 10x, teacher epoch >= 1.3x. Wall times on a shared machine "
-          "vary with load; compare the ratios from one run.")
+    print("\nTargets (first row of each part): distillation epoch >= 10x, teacher epoch >= 1.3x. Wall times "
+          "on a shared machine vary with load; compare the ratios from one run.")
 
 
 def _copy(model):

@@ -51,3 +51,22 @@ def test_describe_mentions_device_and_mode(monkeypatch):
     monkeypatch.setenv("KD_QUICK", "1")
     text = config.describe()
     assert "device=" in text and "quick" in text
+
+
+def test_precision_override_and_auto(monkeypatch):
+    monkeypatch.setenv("KD_PRECISION", "fp32")
+    assert config.amp_dtype("cpu") is None
+    monkeypatch.setenv("KD_PRECISION", "bf16")
+    assert config.amp_dtype("cpu") == torch.bfloat16
+    assert config.amp_dtype("mps") is None            # MPS trains in fp32 whatever is asked
+    monkeypatch.delenv("KD_PRECISION")
+    for amx, expected in [(True, torch.bfloat16), (False, None)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert config.amp_dtype("cpu") == expected   # auto: bf16 only where the CPU has AMX units
+        assert ("bfloat16 autocast" in config.describe("cpu")) == amx
+
+
+def test_precision_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv("KD_PRECISION", "half")
+    with pytest.raises(ValueError, match="KD_PRECISION='half'.*'auto', 'fp32' or 'bf16'"):
+        config.amp_dtype("cpu")

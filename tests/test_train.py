@@ -10,7 +10,7 @@ from conftest import mnist_subset
 from kd_lessons.data import iterate_batches, random_shift
 from kd_lessons.losses import distillation_loss
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
-from kd_lessons.train import distill, evaluate, fit, predict_logits
+from kd_lessons.train import _optimizer, distill, evaluate, fit, predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_fit_with_augment_and_callback_stop(mnist_small):
     assert seen == [1, 2] and history["epoch"] == [1, 2]
 
 
-def test_cached_teacher_logits_match_the_teacher_model(mnist_small):
+def test_cached_teacher_logits_match_the_teacher_model(mnist_small, monkeypatch):
+    monkeypatch.setenv("KD_PRECISION", "fp32")  # exact arithmetic; the bf16 path is checked below
     x, y, _, _ = mnist_small
     torch.manual_seed(0)
     teacher = TeacherCNN(width=4).eval()
@@ -139,3 +140,36 @@ def test_predict_logits_keeps_the_mode_and_matches_the_model():
     assert model.training
     with torch.no_grad():
         torch.testing.assert_close(logits, model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_learns_as_well_as_fp32(mnist_small, monkeypatch):
+    x, y, x_test, y_test = mnist_small
+    accuracy, first_loss = {}, {}
+    for precision in ("fp32", "bf16"):
+        monkeypatch.setenv("KD_PRECISION", precision)
+        torch.manual_seed(0)
+        model = MLPStudent((128,))
+        h = fit(model, x, y, num_epochs=3, lr=3e-3, device="cpu", progress=False)
+        accuracy[precision], first_loss[precision] = evaluate(model, x_test, y_test, device="cpu")["accuracy"], \
+            h["step_loss"][0]
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert first_loss["bf16"] == pytest.approx(first_loss["fp32"], rel=2e-2)  # same step, bf16 rounding
+    assert first_loss["bf16"] != first_loss["fp32"]                         # ... so autocast really ran
+    assert accuracy["bf16"] > accuracy["fp32"] - 0.02
+
+
+def test_optimizer_is_fused_where_torch_has_it(monkeypatch):
+    params = list(torch.nn.Linear(3, 2).parameters())
+    for name in ("adamw", "sgd"):
+        assert _optimizer(name, params, 1e-3, 0.0).defaults["fused"] is True
+    real = torch.optim.AdamW
+
+    def no_fused(*args, fused=None, **kwargs):  # an older torch: no fused kernels
+        if fused:
+            raise RuntimeError("fused=True is not supported")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    assert not _optimizer("adamw", params, 1e-3, 0.0).defaults.get("fused")
+    with pytest.raises(ValueError, match="use 'adamw' or 'sgd'"):
+        _optimizer("lbfgs", params, 1e-3, 0.0)
