@@ -94,6 +94,7 @@ def _train(rec: dict, device, progress: bool) -> tuple[nn.Module, dict]:
             "n_test": result["n"], "train_seconds": round(seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "n_train": len(x),
             "params": count_params(teacher), "device": str(device), "threads": torch.get_num_threads(),
+            "precision": str(config.amp_dtype(device) or torch.float32).replace("torch.", ""),
             "train_loss": history["train_loss"], "recipe": rec}
     return teacher, info
 

@@ -46,6 +46,7 @@ def test_trains_once_then_loads_the_same_weights(tiny_zoo):
         torch.testing.assert_close(second.state_dict()[key].cpu(), value.cpu())
     assert second.info["test_errors"] == first.info["test_errors"]
     assert 0.0 <= second.info["test_accuracy"] <= 1.0
+    assert second.info["precision"] in {"bfloat16", "float32"}   # how it was trained is on record
     assert zoo.teacher_info("mnist", recipe_override=TINY)["n_test"] == 100
     path = zoo.checkpoint_path("mnist", {**zoo.recipe("mnist"), **TINY})
     assert path.parent.name == "teachers" and path.name.startswith("mnist-quick-" if config.is_quick() else "mnist-full-")
