@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Passive OpenMP waiting: far faster when the cores are shared (see kd_lessons/__init__.py).
+# Passive OpenMP waiting: training steps ran ~10x slower with spinning threads when the cores were shared
+# (README, Settings). It must be in the environment before torch starts, so it is set here, not in code.
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
@@ -43,7 +44,7 @@ strip: setup
 
 # Regenerate notebooks/solutions/ from the learner copy after editing 09_coding_exercises.ipynb.
 solutions: setup
-	$(BIN)/python -m kd_lessons.exercises build-solutions
+	$(BIN)/python scripts/build_solutions.py
 
 # Real JupyterLab in headless Chromium: notebook 02 runs and its T slider redraws the plot.
 check-lab: setup system-deps

@@ -1,6 +1,6 @@
 """Knowledge distillation, live: the classroom app (`streamlit run app.py`, or `make app`).
 
-Widgets and layout only; every number comes from kd_lessons (demo, sweep, plots, losses).
+Widgets and layout only; every number comes from kd_lessons (app.panels, app.jobs, runs.grid, plots).
 Introduced in notebook 00_start_here. KD_QUICK=1 gives small, fast settings for a first launch.
 """
 from __future__ import annotations
@@ -13,11 +13,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from kd_lessons import config, demo, plots, sweep
+from kd_lessons import config, plots
+from kd_lessons.app import jobs, panels
+from kd_lessons.cache import CacheWarning
 from kd_lessons.data import class_names, denormalize
+from kd_lessons.runs import grid
 
 st.set_page_config(page_title="Knowledge distillation, live", page_icon="🎓", layout="wide")
-MODE, CACHE = config.pick("full", "quick"), str(config.cache_dir())  # part of every cache key
+MODE, CACHE = config.mode(), str(config.cache_dir())  # part of every cache key
 
 
 @contextlib.contextmanager
@@ -25,13 +28,13 @@ def guarded(panel: str):
     """Show a failing panel's error and fix in the page; the other panels keep working."""
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", sweep.SweepCacheWarning)
+            warnings.simplefilter("always", CacheWarning)
             yield
         for w in caught:
-            if issubclass(w.category, sweep.SweepCacheWarning):
-                st.warning(f"{w.message}. Nothing to do: the table is rebuilt from scratch.")
+            if issubclass(w.category, CacheWarning):
+                st.warning(f"{w.message}. Nothing to do: it is rebuilt from scratch.")
     except Exception as exc:  # Streamlit's rerun/stop signals are BaseExceptions and pass through
-        st.error(f"**{panel} failed.** {demo.explain_error(exc)}")
+        st.error(f"**{panel} failed.** {panels.explain_error(exc)}")
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,21 +43,22 @@ def teacher_jobs() -> dict:
 
 
 def get_teacher(dataset: str):
-    """(teacher, kind): the cached teacher ("full"), or on a CPU's first launch a small "starter" teacher
-    while the mode's own teacher trains in the background. Training shows a progress bar."""
-    from kd_lessons.zoo import get_teacher as zoo_teacher
+    """((teacher, info), kind): the cached teacher ("full"), or on a CPU's first launch a small "starter"
+    teacher while the mode's own teacher trains in the background. Training shows a progress bar."""
+    from kd_lessons.teachers import get_teacher as train_or_load
 
-    jobs, key = teacher_jobs(), (dataset, MODE, CACHE)
-    job = jobs.get(key)
-    if job is None or any(f is not None and f.done() and f.exception() is not None for f in job.values()):
-        job = jobs[key] = demo.start_teachers(dataset, zoo_teacher, starter=demo.needs_starter(dataset))
-    kind = "starter" if job["starter"] is not None and not job["full"].done() else "full"
+    running, key = teacher_jobs(), (dataset, MODE, CACHE)
+    job = running.get(key)
+    if job is None or any(j is not None and j.future.done() and j.future.exception() is not None
+                          for j in job.values()):
+        job = running[key] = jobs.start_teachers(dataset, train_or_load, starter=jobs.needs_starter(dataset))
+    kind = "starter" if job["starter"] is not None and not job["full"].future.done() else "full"
     with contextlib.suppress(FutureTimeout):
-        return job[kind].result(timeout=1.0), kind  # cached on disk: loads in well under a second
+        return job[kind].future.result(timeout=1.0), kind  # cached on disk: loads in well under a second
     what = "a small starter teacher (the full one follows in the background)" if kind == "starter" else "the teacher"
     with st.status(f"First launch: training {what}; afterwards it is loaded from `{CACHE}`", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")
-        teacher = demo.wait_with_progress(job[kind], lambda frac, text: bar.progress(frac or 0.0, text=text))
+        teacher = jobs.wait_with_progress(job[kind], lambda frac, text: bar.progress(frac or 0.0, text=text))
         status.update(label=f"{kind.capitalize()} teacher trained and cached", state="complete", expanded=False)
     return teacher, kind
 
@@ -63,36 +67,36 @@ def get_teacher(dataset: str):
 def full_teacher_watch(dataset: str) -> None:
     """While the starter teacher is shown: report the full teacher's training and switch when it is done."""
     job = teacher_jobs().get((dataset, MODE, CACHE))
-    if job is None or job["full"].done():
+    if job is None or job["full"].future.done():
         st.rerun(scope="app")
     main = "quick-mode" if MODE == "quick" else "full"
     st.info(f"Showing a **starter teacher** (1 epoch on a subset) so the class can begin. The {main} teacher is "
-            f"training in the background ({demo.progress_text() or 'starting'}); the page switches to it when it is done. "
+            f"training in the background ({job['full'].text() or 'starting'}); the page switches to it when it is done. "
             f"Tip: `python -m kd_lessons teacher {dataset}` before class, or KD_QUICK=1 for small settings.")
 
 
 @st.cache_data(show_spinner="Computing the teacher's logits on the test images (once)…")
 def get_pool(dataset: str, mode: str, cache: str, kind: str, _teacher) -> dict:
-    return demo.test_pool(dataset, _teacher)
+    return panels.test_pool(dataset, _teacher)
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
 def soft_label_png(dataset: str, mode: str, cache: str, kind: str, index: int, T: float, _pool: dict) -> bytes:
-    soft = demo.soft_labels(_pool["teacher_logits"][index:index + 1], _pool["y"][index:index + 1], T)
+    soft = panels.soft_labels(_pool["teacher_logits"][index:index + 1], _pool["y"][index:index + 1], T)
     fig = plots.soft_label_bars(soft["probs"][0], int(_pool["y"][index]), class_names(dataset), T=T)
-    return demo.figure_png(fig, dpi=80)
+    return panels.figure_png(fig, dpi=80)
 
 
 @st.cache_data(show_spinner=False, max_entries=200)
 def heatmap_png(values, rows: list[str], cols: list[str], mark: tuple[int, int]) -> bytes:
     fig = plots.heatmap(values, rows, cols, mark=mark, xlabel="temperature T", ylabel="alpha (soft weight)",
                         title="student test accuracy", fmt=".3f", colorbar_label="accuracy")
-    return demo.figure_png(fig, dpi=90)
+    return panels.figure_png(fig, dpi=90)
 
 
 def soft_label_chart(probs, label: int, T: float, entropy: float) -> alt.Chart:
     """Grouped bars, one-hot vs soft (drawn in the browser, so moving T costs the server ~nothing)."""
-    frame = demo.soft_label_frame(probs, label, class_names(dataset), T)
+    frame = panels.soft_label_frame(probs, label, class_names(dataset), T)
     targets = ["one-hot label", f"soft label (T={T:g})"]
     return alt.Chart(frame, title=f"soft label entropy {entropy:.3f} nats (one-hot: 0)").mark_bar().encode(
         x=alt.X("class:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
@@ -105,7 +109,7 @@ def soft_label_chart(probs, label: int, T: float, entropy: float) -> alt.Chart:
 
 @st.cache_resource(show_spinner=False)
 def untrained_student(dataset: str, width: int):
-    return demo.untrained_student(dataset, width)
+    return panels.untrained_student(dataset, width)
 
 
 def show_image(pool: dict, dataset: str, index: int, width: int = 84) -> None:
@@ -118,12 +122,12 @@ def show_image(pool: dict, dataset: str, index: int, width: int = 84) -> None:
 st.title("Knowledge distillation, live")
 side = st.sidebar
 side.header("Settings")
-datasets = demo.available_datasets()
-dataset = side.selectbox("Dataset", datasets, format_func=demo.DATASET_LABELS.get, key="dataset")
-T = side.select_slider("Temperature T (log scale)", options=demo.temperatures(), value=4.0,
+datasets = panels.available_datasets()
+dataset = side.selectbox("Dataset", datasets, format_func=panels.label, key="dataset")
+T = side.select_slider("Temperature T (log scale)", options=panels.temperatures(), value=4.0,
                        format_func=lambda t: f"{t:g}", key="T")
 alpha = side.slider("alpha (weight of the soft, teacher term)", 0.0, 1.0, 0.9, 0.05, key="alpha")
-width = side.select_slider("Student size (hidden units per layer)", options=demo.STUDENT_WIDTHS, value=100,
+width = side.select_slider("Student size (hidden units per layer)", options=panels.STUDENT_WIDTHS, value=100,
                            format_func=lambda w: f"784-{w}-{w}-10" if dataset != "cifar10" else f"3072-{w}-{w}-10",
                            key="width")
 n_images = side.slider("Images shown", 1, 8, 4, key="n_images")
@@ -135,19 +139,18 @@ if "cifar10" not in datasets:
 
 
 def soft_panel() -> tuple[dict, list[int]]:
-    teacher, kind = get_teacher(dataset)
+    (teacher, info), kind = get_teacher(dataset)
     st.session_state["teacher_kind"] = kind
     if kind == "starter":
         full_teacher_watch(dataset)
     pool = get_pool(dataset, MODE, CACHE, kind, teacher)
-    shown = demo.pick_examples(pool["y"], n_images, seed=st.session_state.get("image_seed", 0))
-    soft = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], T)
+    shown = panels.pick_examples(pool["y"], n_images, seed=st.session_state.get("image_seed", 0))
+    soft = panels.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], T)
     st.subheader(f"The teacher's soft labels at T = {T:g}")
     c1, c2, c3 = st.columns(3)
     c1.metric("Mean entropy of the soft labels", f"{float(soft['entropy'].mean()):.3f} nats",
               help=f"0 = one-hot; log K = {soft['max_entropy']:.3f} nats = uniform")
     c2.metric("Entropy of the one-hot labels", "0.000 nats")
-    info = getattr(teacher, "info", {})
     c3.metric("Teacher test accuracy" + (" (starter teacher)" if kind == "starter" else ""),
               f"{info.get('test_accuracy', pool['teacher_accuracy']):.2%}",
               help=f"on the {info.get('n_test', len(pool['y']))} test images")
@@ -161,13 +164,13 @@ def soft_panel() -> tuple[dict, list[int]]:
 
 
 def accuracy_panel() -> None:
-    st.subheader(f"Student test accuracy over T and alpha ({demo.DATASET_LABELS[dataset]}, width {width})")
-    s = sweep.settings(dataset, width)
-    Ts, alphas = sweep.default_grid()
-    st.caption(f"Each cell: a {s.student_width}-wide MLP student distilled for {s.num_epochs} epochs on "
-               f"{s.n_train} training images ({MODE} mode), tested on the full test set. Cached in "
-               f"`{sweep.sweep_path(s).parent}`.")
-    table = sweep.load(dataset, width)
+    st.subheader(f"Student test accuracy over T and alpha ({panels.label(dataset)}, width {width})")
+    rec = grid.recipe(dataset, width)
+    Ts, alphas = grid.default_grid()
+    st.caption(f"Each cell: a {width}-wide MLP student distilled for {rec['num_epochs']} epochs on "
+               f"{rec['n_train']} training images ({MODE} mode), tested on the full test set. Cached in "
+               f"`{grid.path(rec).parent}`.")
+    table = grid.load(rec)
     busy = st.session_state.get("teacher_kind") == "starter"
     if busy:
         st.info("Training students needs the full teacher, which is still training in the background "
@@ -175,39 +178,30 @@ def accuracy_panel() -> None:
     if st.button(f"Compute the sweep ({len(Ts)} × {len(alphas)} grid; trains only missing cells)", key="run_sweep",
                  disabled=busy):
         bar = st.progress(0.0, text="sweep: starting…")
-        table = sweep.load_or_run(dataset, Ts, alphas, width, progress=False, include_extra=True,
-                                  callback=lambda i, n, row: bar.progress(
-                                      i / n, text=f"sweep: {i}/{n} cells (T={row['T']:g}, alpha={row['alpha']:g})"))
+        table = grid.load_or_run(rec, Ts, alphas, progress=False, include_extra=True,
+                                 callback=lambda i, n, row: bar.progress(
+                                     i / n, text=f"sweep: {i}/{n} cells (T={row['T']:g}, alpha={row['alpha']:g})"))
         bar.empty()
     if table.empty:
         st.info("No accuracies cached for this setting yet: press **Compute the sweep** (or train one student below).")
     else:
-        values, rows, cols, mark, exact = demo.heatmap_table(table, T, alpha)
+        values, rows, cols, mark, exact = panels.heatmap_table(table, T, alpha)
         st.image(heatmap_png(values, rows, cols, mark))
         st.caption("Red box: the current (T, alpha)." if exact else
                    "Red box: the trained cell nearest to the current (T, alpha); train it below to add it.")
     st.divider()
     if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary",
                  disabled=busy):
-        bar, curve = st.progress(0.0, text="training…"), st.empty()
-        base = table[(table["alpha"] == 0.0)] if not table.empty else table
-        base_hist = sweep.history_for(dataset, float(base["T"].iloc[0]), 0.0, width) if len(base) else None
-        if base_hist is None or not len(base):
-            bar.progress(0.0, text="from-scratch baseline (alpha = 0)…")
-            _, base_row, base_hist = sweep.run_one(dataset, 1.0, 0.0, width)
-            sweep.add_result(dataset, **{k: base_row[k] for k in ("T", "alpha", "accuracy", "errors", "seconds")},
-                             student_width=width, history=base_hist)
-        else:
-            base_row = base.iloc[0].to_dict()
-        curves = {"baseline (alpha = 0)": base_hist}
+        bar, curve = st.progress(0.0, text="from-scratch baseline (alpha = 0)…"), st.empty()
+        base_row, base_hist = grid.baseline(rec)
 
         def on_epoch(epoch, history):
-            bar.progress(epoch / s.num_epochs, text=f"distilling: epoch {epoch}/{s.num_epochs}")
-            curve.image(demo.figure_png(plots.training_curves({**curves, f"KD T={T:g}, alpha={alpha:g}": history})))
+            bar.progress(epoch / rec["num_epochs"], text=f"distilling: epoch {epoch}/{rec['num_epochs']}")
+            curve.image(panels.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist,
+                                                                 f"KD T={T:g}, alpha={alpha:g}": history})))
 
-        student, row, history = sweep.run_one(dataset, T, alpha, width, callback=on_epoch)
-        table = sweep.add_result(dataset, **{k: row[k] for k in ("T", "alpha", "accuracy", "errors", "seconds")},
-                                 student_width=width, history=history)
+        student, row, history = grid.run_one(rec, T, alpha, callback=on_epoch)
+        grid.add_result(rec, row, history)
         bar.empty()
         st.session_state["live"] = {"key": (dataset, width, T, alpha, MODE), "row": row,
                                     "base": base_row, "student": student}
@@ -219,10 +213,10 @@ def accuracy_panel() -> None:
                   f"{live['row']['accuracy']:.2%}", f"{live['row']['accuracy'] - live['base']['accuracy']:+.2%}")
         k2.metric("From-scratch baseline (alpha = 0)", f"{live['base']['accuracy']:.2%}")
         k3.metric("Training time (s)", f"{live['row']['seconds']:.1f}")
-        hist = sweep.history_for(dataset, live["key"][2], live["key"][3], width)
-        base_hist = sweep.history_for(dataset, live["base"]["T"], 0.0, width)
+        hist = grid.history_for(rec, live["key"][2], live["key"][3])
+        base_hist = grid.history_for(rec, live["base"]["T"], 0.0)
         if hist and base_hist:
-            st.image(demo.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist, "distilled": hist})))
+            st.image(panels.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist, "distilled": hist})))
 
 def loss_panel(pool: dict, shown: list[int]) -> None:
     st.subheader(f"Loss anatomy at T = {T:g}, alpha = {alpha:g}")
@@ -233,15 +227,15 @@ def loss_panel(pool: dict, shown: list[int]) -> None:
     who = st.radio("Student", choices, horizontal=True, key="anatomy_student")
     student = live["student"] if who == "last trained student" else untrained_student(dataset, width)
     xb, yb, tb = pool["x"][index:index + 1], pool["y"][index:index + 1], pool["teacher_logits"][index:index + 1]
-    zb = demo.student_logits(student, xb)
-    parts = demo.loss_anatomy(zb, tb, yb, T, alpha)
+    zb = panels.student_logits(student, xb)
+    parts = panels.loss_anatomy(zb, tb, yb, T, alpha)
     m1, m2, m3 = st.columns(3)
     m1.metric("Cross-entropy with the label (hard)", f"{parts['cross_entropy']:.4f}",
               f"× (1 - alpha) = {parts['weighted_cross_entropy']:.4f}", delta_color="off", delta_arrow="off")
     m2.metric("T² · KL(teacher ‖ student) (soft)", f"{parts['kd']:.4f}",
               f"× alpha = {parts['weighted_kd']:.4f}", delta_color="off", delta_arrow="off")
     m3.metric("Total loss", f"{parts['total']:.4f}")
-    curves = demo.loss_vs_alpha(zb, tb, yb, T).rename(columns={
+    curves = panels.loss_vs_alpha(zb, tb, yb, T).rename(columns={
         "weighted_cross_entropy": "(1 - alpha) · CE", "weighted_kd": "alpha · T²·KL", "total": "total"})
     long = curves.melt("alpha", ["(1 - alpha) · CE", "alpha · T²·KL", "total"], var_name="term", value_name="loss")
     lines = alt.Chart(long).mark_line().encode(x="alpha:Q", y="loss:Q", color="term:N")
@@ -253,17 +247,17 @@ def loss_panel(pool: dict, shown: list[int]) -> None:
 def compare_panel(pool: dict, shown: list[int]) -> None:
     st.subheader("Two temperatures side by side, same images")
     a, b = st.columns(2)
-    settings = [(a, a.select_slider("Left T", demo.temperatures(), 1.0, key="cmp_T_left")),
-                (b, b.select_slider("Right T", demo.temperatures(), 8.0, key="cmp_T_right"))]
+    settings = [(a, a.select_slider("Left T", panels.temperatures(), 1.0, key="cmp_T_left")),
+                (b, b.select_slider("Right T", panels.temperatures(), 8.0, key="cmp_T_right"))]
     for col, t in settings:
-        soft_t = demo.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
+        soft_t = panels.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
         col.metric(f"Mean entropy at T = {t:g}", f"{float(soft_t['entropy'].mean()):.3f} nats")
         for index in shown:
             col.image(soft_label_png(dataset, MODE, CACHE, st.session_state.get('teacher_kind', 'full'), index, t, pool))
 
 def code_panel() -> None:
     st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")
-    st.code(demo.kd_source(), language="python")
+    st.code(panels.kd_source(), language="python")
 
 
 tab_soft, tab_acc, tab_loss, tab_cmp, tab_code = st.tabs(["Soft labels", "Accuracy", "Loss anatomy", "Compare",

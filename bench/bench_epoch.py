@@ -5,7 +5,7 @@ Tutorial way: torchvision datasets.MNIST + ToTensor/Normalize + DataLoader(batch
 forward under no_grad at every step, fp32, torch.optim.Adam. kd_lessons way: in-memory normalised
 tensors, cached teacher logits indexed per batch, fused AdamW, autocast as `config.amp_dtype` picks
 (bf16 on CPUs with AMX), channels_last CNNs; the MLP at the batch size of the Hinton reproduction
-(`kd_lessons.experiments.settings()`), the CNN at the teacher recipe's (`kd_lessons.zoo.recipe`).
+(`kd_lessons.runs.hinton2015.recipe()`), the CNN at the teacher recipe's (`kd_lessons.teachers.recipe`).
 Extra rows take one ingredient away at a time, so you can see where the speed-up comes from.
 
     python bench/bench_epoch.py            # full 60k-image epochs
@@ -14,42 +14,24 @@ Extra rows take one ingredient away at a time, so you can see where the speed-up
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import time
 
-# Under CPU contention, OpenMP threads that spin-wait slow torch down many times over; passive
-# waiting avoids that. Must be set before torch is imported; applies to both ways equally.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
-from torchvision import datasets, transforms  # noqa: E402
-
-from kd_lessons import config, experiments, zoo  # noqa: E402
-from kd_lessons.data import DATASETS, load_tensors  # noqa: E402
-from kd_lessons.losses import distillation_loss  # noqa: E402
-from kd_lessons.models import MLPStudent, TeacherCNN  # noqa: E402
-from kd_lessons.train import distill, fit, predict_logits  # noqa: E402
+from kd_lessons import config, teachers
+from kd_lessons.data import DATASETS, load_tensors
+from kd_lessons.losses import distillation_loss
+from kd_lessons.models import MLPStudent, TeacherCNN
+from kd_lessons.objectives import HintonKD
+from kd_lessons.runs import hinton2015
+from kd_lessons.train import TrainOptions, distill, fit, predict_logits
 
 TUTORIAL_BATCH = 64
 KD_BATCH = 128
 T, ALPHA, LR = 4.0, 0.9, 1e-3
-
-
-@contextlib.contextmanager
-def precision(name: str):
-    """Run kd_lessons with KD_PRECISION=name for a moment (it is read at every training call)."""
-    old = os.environ.get("KD_PRECISION")
-    os.environ["KD_PRECISION"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("KD_PRECISION")
-        else:
-            os.environ["KD_PRECISION"] = old
 
 
 def tutorial_loader(n: int | None, batch_size: int = TUTORIAL_BATCH) -> DataLoader:
@@ -97,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 6000 if args.quick else None
     device = torch.device("cpu")  # the tutorial pipeline is timed on the CPU; compare like with like
-    print(config.describe(device), f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(config.describe(device))  # run it through `make bench`, which sets OMP_WAIT_POLICY=PASSIVE
 
     start = time.perf_counter()
     x, y = load_tensors("mnist", train=True)
@@ -105,7 +87,7 @@ def main() -> None:
     if n is not None:
         x, y = x[:n], y[:n]
     loader = tutorial_loader(n)
-    mlp_batch, cnn_batch = experiments.settings()["batch_size"], zoo.recipe("mnist")["batch_size"]
+    mlp_batch, cnn_batch = hinton2015.recipe()["batch_size"], teachers.recipe("mnist")["batch_size"]
     print(f"images per epoch: {len(x)}; tutorial batch {TUTORIAL_BATCH}; kd_lessons batch {mlp_batch} (MLP), "
           f"{cnn_batch} (CNN); kd_lessons load_tensors (verified cache): {load_s:.2f} s (once per process)")
 
@@ -114,9 +96,9 @@ def main() -> None:
     student0 = MLPStudent((800, 800))
     rows = []
 
-    def kd_epoch(batch_size: int) -> float:
-        h = distill(_copy(student0), x, y, teacher_logits=cached, T=T, alpha=ALPHA, num_epochs=1, lr=LR,
-                    batch_size=batch_size, device=device, progress=False)
+    def kd_epoch(batch_size: int, precision: str | None = None) -> float:
+        h = distill(_copy(student0), x, y, cached, HintonKD(T, ALPHA), num_epochs=1, lr=LR, batch_size=batch_size,
+                    device=device, options=TrainOptions(progress=False, precision=precision))
         return h["seconds"][0]
 
     # (a) distillation epoch
@@ -128,8 +110,7 @@ def main() -> None:
     rows.append(("distill epoch, 784-800-800-10 MLP, logits cached", tut, kd))
     rows.append(("  first epoch incl. caching teacher logits", tut, kd + cache_s))
     rows.append((f"  kd_lessons at batch {KD_BATCH} (fit/distill default)", tut, kd_epoch(KD_BATCH)))
-    with precision("fp32"):
-        rows.append(("  kd_lessons in fp32 (KD_PRECISION=fp32)", tut, kd_epoch(mlp_batch)))
+    rows.append(("  kd_lessons in fp32 (precision='fp32')", tut, kd_epoch(mlp_batch, "fp32")))
     tut_same = tutorial_distill_epoch(_copy(student0), teacher, tutorial_loader(n, mlp_batch))
     rows.append((f"  both at batch {mlp_batch}", tut_same, kd))
 
@@ -137,11 +118,12 @@ def main() -> None:
     torch.manual_seed(0)
     t0 = TeacherCNN()
     tut = tutorial_fit_epoch(_copy(t0), loader)
-    h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device, progress=False)
+    h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device,
+            options=TrainOptions(progress=False))
     rows.append(("TeacherCNN training epoch", tut, h["seconds"][0]))
-    with precision("fp32"):
-        h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device, progress=False)
-    rows.append(("  kd_lessons in fp32 (KD_PRECISION=fp32)", tut, h["seconds"][0]))
+    h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device,
+            options=TrainOptions(progress=False, precision="fp32"))
+    rows.append(("  kd_lessons in fp32 (precision='fp32')", tut, h["seconds"][0]))
 
     print(f"\n{'what':52s} {'tutorial s':>11s} {'kd_lessons s':>13s} {'speed-up':>9s}")
     for what, a, b in rows:

@@ -1,23 +1,23 @@
-"""Command line: `python -m kd_lessons data` prepares the datasets offline-first.
+"""Command line: `python -m kd_lessons data|teacher|hinton`, the course's jobs outside a notebook.
 
 Introduced in notebook 00_start_here. Each subcommand is a `_cmd_<name>(args) -> exit code` function
-registered in `build_parser()`, so others (e.g. `teacher`) can be added the same way.
+registered in `build_parser()`, so others can be added the same way. Settings come from the
+environment (README, "Settings"), read by `kd_lessons.config`.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from kd_lessons.data import DATASETS
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
     """Fetch, verify and cache every dataset; exit 0 when at least MNIST is ready."""
-    if args.offline:
-        os.environ["KD_OFFLINE"] = "1"
-    from kd_lessons import config, data
+    from kd_lessons import cache, config, data
 
-    print(f"data folder:  {config.data_dir()}\ncache folder: {config.cache_dir() / 'tensors'}")
-    report = data.prepare_all(args.only or None, progress=not args.quiet)
+    print(f"data folder:  {config.data_dir()}\ncache folder: {cache.path('tensors', '')}")
+    report = data.prepare_all(args.only or None, progress=not args.quiet, offline=True if args.offline else None)
     for name, row in report.items():
         if row["ok"]:
             print(f"[ok]     {name}: {row['train']} train / {row['test']} test images (from {row['source']})")
@@ -33,14 +33,29 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
     """Train (or load from the verified cache) a dataset's teacher and print its measured test accuracy."""
-    from kd_lessons import config, zoo
+    from kd_lessons import config, teachers
+    from kd_lessons.train import TrainOptions
 
     print(config.describe())
-    teacher = zoo.get_teacher(args.dataset, retrain=args.retrain, progress=not args.quiet)
-    info = teacher.info
+    _, info = teachers.get_teacher(args.dataset, retrain=args.retrain, options=TrainOptions(progress=not args.quiet))
     print(f"{args.dataset} teacher: {info['test_accuracy']:.2%} test accuracy ({info['test_errors']} errors of "
           f"{info['n_test']}), {info['params']} parameters, trained in {info['train_seconds']} s on "
-          f"{info['device']}\ncheckpoint: {zoo.checkpoint_path(args.dataset)}")
+          f"{info['device']}\ncheckpoint: {teachers.checkpoint_path(args.dataset)}")
+    return 0
+
+
+def _cmd_hinton(args: argparse.Namespace) -> int:
+    """Run the Hinton et al. (2015) reproduction and print the paper-vs-ours table (notebook 07)."""
+    from kd_lessons import config
+    from kd_lessons.runs import hinton2015
+
+    s = hinton2015.recipe()
+    if args.seeds:
+        s["seeds"] = tuple(args.seeds)
+    print(config.describe())
+    results = hinton2015.run_all(s)
+    print(hinton2015.to_markdown(results["table"].drop(columns=["ours_mean", "ours_std"])))
+    print(f"\nT sweep:\n{results['t_sweep'].to_string(index=False)}\nwall time: {results['wall_seconds']:.0f} s")
     return 0
 
 
@@ -48,16 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; add a subparser and a `_cmd_*` function for each new command."""
     parser = argparse.ArgumentParser(prog="python -m kd_lessons", description="kd-lessons utilities")
     sub = parser.add_subparsers(dest="command", required=True)
+    names = sorted(DATASETS)
     p = sub.add_parser("data", help="download/copy, verify and cache the datasets (MNIST, Fashion-MNIST, CIFAR-10)")
-    p.add_argument("--only", nargs="+", choices=["mnist", "fashion_mnist", "cifar10"], help="just these datasets")
-    p.add_argument("--offline", action="store_true", help="skip torchvision downloads (same as KD_OFFLINE=1)")
+    p.add_argument("--only", nargs="+", choices=names, help="just these datasets")
+    p.add_argument("--offline", action="store_true", help="skip torchvision downloads (as KD_OFFLINE=1 does)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data)
     p = sub.add_parser("teacher", help="train (once) and cache a teacher; prints its test accuracy")
-    p.add_argument("dataset", choices=["mnist", "fashion_mnist", "cifar10"])
+    p.add_argument("dataset", choices=names)
     p.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_teacher)
+    p = sub.add_parser("hinton", help="the Hinton et al. (2015) MNIST reproduction (KD_QUICK=1: smoke-test sizes)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 0 1 2 in full mode)")
+    p.set_defaults(func=_cmd_hinton)
     return parser
 
 

@@ -1,7 +1,9 @@
-"""Run-time settings in one place: device, seeds, folders and the quick-mode switch.
+"""Run-time settings in one place: the only module that reads the environment.
 
-Introduced in notebook 00_start_here. Every other module, the app, the notebooks and the
-tests read these functions instead of touching the environment themselves.
+Introduced in notebook 00_start_here. Mode (KD_QUICK), device (KD_DEVICE), precision
+(KD_PRECISION), offline data (KD_OFFLINE), download timeout (KD_DOWNLOAD_TIMEOUT) and the data and
+cache folders (KD_DATA_DIR, KD_CACHE_DIR, XDG_*) are read here, when asked for, never at import.
+Every other module, the app, the notebooks and the tests call these functions instead.
 """
 from __future__ import annotations
 
@@ -12,12 +14,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["is_quick", "pick", "get_device", "amp_dtype", "seed_everything", "data_dir", "cache_dir", "describe"]
+__all__ = ["is_quick", "mode", "pick", "get_device", "precision", "amp_dtype", "offline", "download_timeout",
+           "seed_everything", "data_dir", "cache_dir", "describe", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
 
 
 def is_quick() -> bool:
     """True when KD_QUICK=1: smoke-test sizes for nbval, CI and the app's first launch."""
-    return os.environ.get("KD_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
+    return _env("KD_QUICK", "0").lower() in _TRUE
+
+
+def mode() -> str:
+    """'quick' or 'full': names caches, so quick and full results never mix. Notebook 00_start_here."""
+    return "quick" if is_quick() else "full"
 
 
 def pick(full, quick):
@@ -25,9 +40,26 @@ def pick(full, quick):
     return quick if is_quick() else full
 
 
+def offline() -> bool:
+    """True when KD_OFFLINE=1: skip torchvision's internet download and go straight to offline sources."""
+    return _env("KD_OFFLINE", "0").lower() in _TRUE
+
+
+def download_timeout() -> float:
+    """Seconds to wait for a dataset host (KD_DOWNLOAD_TIMEOUT, default 10) before trying offline copies."""
+    raw = _env("KD_DOWNLOAD_TIMEOUT", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"KD_DOWNLOAD_TIMEOUT={raw!r}: use a number of seconds > 0 such as 10 (or unset it)")
+    return value
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """Pick cuda, then mps, then cpu; `prefer` or KD_DEVICE overrides (e.g. KD_DEVICE=cpu)."""
-    name = prefer or os.environ.get("KD_DEVICE", "").strip().lower() or None
+    name = prefer or _env("KD_DEVICE").lower() or None
     if name:
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"KD_DEVICE={name!r} but CUDA is not available; use 'cpu' or unset KD_DEVICE")
@@ -41,17 +73,24 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for training steps on `device`, or None for fp32; KD_PRECISION overrides.
+def precision(choice: str | None = None) -> str:
+    """The training precision asked for: `choice` if given, else KD_PRECISION, else 'auto'."""
+    value = (choice if choice is not None else _env("KD_PRECISION", "auto")).strip().lower() or "auto"
+    if value not in PRECISIONS:
+        source = "precision" if choice is not None else "KD_PRECISION"
+        raise ValueError(f"{source}={value!r}: use 'auto', 'fp32' or 'bf16' (or unset it)")
+    return value
 
-    KD_PRECISION=auto (default): bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with AMX
-    bf16 units, where `make bench` measured a CNN epoch 1.3x faster; fp32 elsewhere (MPS, older CPUs).
-    KD_PRECISION=fp32 or bf16 forces a choice. Master weights and losses stay fp32 either way.
+
+def amp_dtype(device: torch.device | str, choice: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for training steps on `device`, or None for fp32. Notebook 06_cifar10_gpu.
+
+    'auto' (default): bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with AMX bf16 units,
+    where `make bench` measured a CNN epoch 1.3x faster; fp32 elsewhere (MPS, older CPUs). 'fp32'
+    or 'bf16' force a choice. Master weights and losses stay fp32 either way.
     """
     device = torch.device(device)
-    choice = os.environ.get("KD_PRECISION", "auto").strip().lower() or "auto"
-    if choice not in {"auto", "fp32", "bf16"}:
-        raise ValueError(f"KD_PRECISION={choice!r}: use 'auto', 'fp32' or 'bf16' (or unset it)")
+    choice = precision(choice)
     if choice == "fp32" or device.type not in {"cuda", "cpu"}:
         return None
     if device.type == "cuda":
@@ -74,25 +113,21 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _user_dir(env: str, xdg: str, fallback: str) -> Path:
-    """Resolve a per-user folder: explicit variable, then XDG variable, then ~/<fallback>."""
-    if os.environ.get(env):
-        path = Path(os.environ[env]).expanduser()
-    elif os.environ.get(xdg):
-        path = Path(os.environ[xdg]).expanduser() / "kd_lessons"
+def _user_dir(env: str, xdg: str, fallback: str, sub: str = "") -> Path:
+    """Resolve a per-user folder: explicit variable, then XDG variable + kd_lessons/sub, then ~/fallback/..."""
+    if env and _env(env):
+        path = Path(_env(env)).expanduser()
+    elif _env(xdg):
+        path = Path(_env(xdg)).expanduser() / "kd_lessons" / sub
     else:
-        path = Path.home() / fallback / "kd_lessons"
+        path = Path.home() / fallback / "kd_lessons" / sub
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def data_dir() -> Path:
     """Where datasets live (torchvision's layout): KD_DATA_DIR, else ~/.local/share/kd_lessons/data."""
-    if os.environ.get("KD_DATA_DIR"):
-        return _user_dir("KD_DATA_DIR", "", "")
-    path = _user_dir("", "XDG_DATA_HOME", ".local/share") / "data"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _user_dir("KD_DATA_DIR", "XDG_DATA_HOME", ".local/share", "data")
 
 
 def cache_dir() -> Path:
@@ -102,9 +137,9 @@ def cache_dir() -> Path:
 
 def describe(device: torch.device | str | None = None) -> str:
     """One line for notebooks and the app: device, precision, mode and torch version."""
-    mode = "quick (KD_QUICK=1)" if is_quick() else "full"
     device = torch.device(device) if device is not None else get_device()
     dtype = amp_dtype(device)
-    precision = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast"
-    return (f"device={device} precision={precision} mode={mode} torch={torch.__version__} "
-            f"threads={torch.get_num_threads()}")
+    prec = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast"
+    label = "quick (KD_QUICK=1)" if is_quick() else "full"
+    return (f"device={device} precision={prec} mode={label} torch={torch.__version__} "
+            f"threads={torch.get_num_threads()} OMP_WAIT_POLICY={_env('OMP_WAIT_POLICY') or 'unset'}")

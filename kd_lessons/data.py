@@ -1,68 +1,68 @@
 """Datasets as in-memory tensors, batches with positions, and batched augmentation on tensors.
 
 Introduced in notebook 00_start_here (loading) and 04_distill_mnist (batches whose `idx` lines up
-with cached teacher logits). Raw files come from `kd_lessons.sources`; decoded uint8 tensors are
-cached (checksum-verified) under `config.cache_dir()/tensors/` and normalised on load.
+with cached teacher logits). `DATASETS` is the one registry of datasets: every other module, the
+app and the command line take their names, shapes and labels from it. Raw files come from
+`kd_lessons.sources`; decoded uint8 tensors are cached (checksum-verified) as cache kind "tensors"
+and normalised on load.
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import astuple, dataclass
+import functools
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kd_lessons import config, sources
+from kd_lessons import cache, sources
+from kd_lessons.cache import CorruptFileError
 from kd_lessons.sources import DataUnavailableError
-from kd_lessons.storage import CorruptFileError, load_verified, save_verified
 
-__all__ = ["DATASETS", "DatasetInfo", "DataUnavailableError", "load_tensors", "class_names", "denormalize",
-           "iterate_batches", "random_crop_flip", "random_shift", "stratified_subset", "prepare_all",
-           "clear_memo"]
+__all__ = ["DATASETS", "DatasetInfo", "DataUnavailableError", "check_name", "check_xy", "load_tensors",
+           "class_names", "denormalize", "iterate_batches", "random_crop_flip", "random_shift",
+           "stratified_subset", "prepare_all", "clear_memo"]
 
 _CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Normalisation constants, class names and image shape; works as `info.mean` or `info["mean"]`."""
+    """What the course knows about a dataset: display label, normalisation, classes, shape, raw layout."""
 
+    label: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...]
     shape: tuple[int, int, int]
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
-
-    def __iter__(self):
-        return iter(astuple(self))
+    folder: str        # torchvision's folder inside the data folder
+    torchvision: str   # torchvision.datasets class that downloads it
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo((0.1307,), (0.3081,), tuple(str(d) for d in range(10)), (1, 28, 28)),
-    "fashion_mnist": DatasetInfo((0.2860,), (0.3530,), (
+    "mnist": DatasetInfo("MNIST", (0.1307,), (0.3081,), tuple(str(d) for d in range(10)), (1, 28, 28),
+                         "MNIST/raw", "MNIST"),
+    "fashion_mnist": DatasetInfo("Fashion-MNIST", (0.2860,), (0.3530,), (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-        "Ankle boot"), (1, 28, 28)),
-    "cifar10": DatasetInfo((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), (3, 32, 32)),
+        "Ankle boot"), (1, 28, 28), "FashionMNIST/raw", "FashionMNIST"),
+    "cifar10": DatasetInfo("CIFAR-10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), (3, 32, 32),
+        "cifar-10-batches-py", "CIFAR10"),
 }
 
-_MEMO: dict[tuple, tuple] = {}
 
-
-def _check_name(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
+def check_name(dataset: str) -> str:
+    """The registry key for a dataset name ('Fashion-MNIST' -> 'fashion_mnist'); a clear error otherwise."""
+    key = str(dataset).strip().lower().replace("-", "_")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)}")
+        raise ValueError(f"unknown dataset {dataset!r}; use one of {sorted(DATASETS)}")
     return key
 
 
-def class_names(name: str) -> list[str]:
+def class_names(dataset: str) -> list[str]:
     """Human-readable labels for plots and the app. Introduced in notebook 00_start_here."""
-    return list(DATASETS[_check_name(name)].classes)
+    return list(DATASETS[check_name(dataset)].classes)
 
 
 def _stats(name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,15 +73,15 @@ def _stats(name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def denormalize(x: torch.Tensor, name: str) -> torch.Tensor:
+def denormalize(x: torch.Tensor, dataset: str) -> torch.Tensor:
     """Undo the normalisation (back to [0, 1] pixels) for showing images. Introduced in notebook 00_start_here."""
-    name = _check_name(name)
-    if not torch.is_tensor(x) or x.dim() < 3 or x.shape[-3] != DATASETS[name].shape[0]:
+    dataset = check_name(dataset)
+    if not torch.is_tensor(x) or x.dim() < 3 or x.shape[-3] != DATASETS[dataset].shape[0]:
         got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"denormalize expects a tensor [..., C, H, W] with C={DATASETS[name].shape[0]} for "
-                         f"{name}, got {got}; pass images from load_tensors({name!r})")
+        raise ValueError(f"denormalize expects a tensor [..., C, H, W] with C={DATASETS[dataset].shape[0]} for "
+                         f"{dataset}, got {got}; pass images from load_tensors({dataset!r})")
     x = x.float() if not x.is_floating_point() else x
-    mean, std = _stats(name, x)
+    mean, std = _stats(dataset, x)
     return x * std + mean
 
 
@@ -91,62 +91,57 @@ def _normalise(x_u8: torch.Tensor, name: str) -> torch.Tensor:
     return x_u8.float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
 
 
-def _cache_path(name: str, split: str):
-    return config.cache_dir() / "tensors" / f"{name}_{split}.pt"
-
-
 def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Verified on-disk cache (memoised per process), rebuilt from the raw files when missing or corrupt."""
+    """Decoded images from the verified cache (kept in memory while the file is unchanged), else the raw files."""
     split = "train" if train else "test"
-    path = _cache_path(name, split)
+    file = cache.path("tensors", f"{name}_{split}.pt")
     meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": sources.source_fingerprint(name)}
-    key = (name, split, str(path))
     try:
-        st = path.stat()
-        stamp = (st.st_mtime_ns, st.st_size, meta["source"])
+        st = file.stat()
+        return _decoded(name, split, str(file), st.st_mtime_ns, st.st_size, meta["source"])
     except FileNotFoundError:
-        stamp = None
-    if stamp is not None and key in _MEMO and _MEMO[key][0] == stamp:
-        return _MEMO[key][1]
-    try:
-        blob = load_verified(path, meta)
-        x, y = blob["x"], blob["y"]
-        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != DATASETS[name].shape or len(x) != len(y):
-            raise CorruptFileError(f"{path} holds x {tuple(x.shape)} {x.dtype}, not {name} images")
-    except FileNotFoundError:
-        x = None
+        pass
     except CorruptFileError as exc:
-        warnings.warn(f"tensor cache rejected, rebuilding from the raw files: {exc}", RuntimeWarning, stacklevel=3)
-        x = None
-    if x is None:
-        sources.ensure_raw(name)
-        x_np, y_np = sources.read_raw(name, train)
-        x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
-        save_verified({"x": x, "y": y}, path, meta)
-        st = path.stat()
-        stamp = (st.st_mtime_ns, st.st_size, meta["source"])
-    _MEMO[key] = (stamp, (x, y))
+        cache.discard(file, exc, "tensor cache")
+    sources.ensure_raw(name)
+    x_np, y_np = sources.read_raw(name, train)
+    x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+    cache.save_verified({"x": x, "y": y}, file, meta)
+    return x, y
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded(name: str, split: str, file: str, mtime_ns: int, size: int, source: str):
+    """One verified read per (file, stamp): a rewritten cache file has a new stamp and is read again."""
+    meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": source}
+    blob = cache.load_verified(file, meta)
+    x, y = blob["x"], blob["y"]
+    if x.dtype != torch.uint8 or tuple(x.shape[1:]) != DATASETS[name].shape or len(x) != len(y):
+        raise CorruptFileError(f"{file} holds x {tuple(x.shape)} {x.dtype}, not {name} images")
     return x, y
 
 
 def clear_memo() -> None:
     """Forget in-process copies so the next load re-reads and re-verifies the disk cache; notebook 00_start_here."""
-    _MEMO.clear()
+    _decoded.cache_clear()
 
 
-def load_tensors(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_tensors(dataset: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole dataset as normalised float32 x [N, C, H, W], int64 y, offline-first; notebook 00_start_here."""
     # Raises DataUnavailableError naming every source tried and the fix when no source has the data.
-    name = _check_name(name)
+    name = check_name(dataset)
     x_u8, y = _load_uint8(name, bool(train))
     return _normalise(x_u8, name), y.clone()
 
 
-def _check_xy(x, y) -> int:
+def check_xy(x, y) -> int:
+    """x and y must be tensors with the same, non-zero number of rows; returns that number."""
     if not (torch.is_tensor(x) and torch.is_tensor(y)) or len(x) != len(y):
         raise ValueError(f"x and y must be tensors of equal length, got {type(x).__name__} of length "
                          f"{len(x) if hasattr(x, '__len__') else '?'} and {type(y).__name__} of length "
-                         f"{len(y) if hasattr(y, '__len__') else '?'}")
+                         f"{len(y) if hasattr(y, '__len__') else '?'}; use kd_lessons.data.load_tensors(name)")
+    if len(x) == 0:
+        raise ValueError("x and y are empty; pass at least one example")
     return len(x)
 
 
@@ -155,7 +150,7 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: 
                     device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
     """Yield (idx, xb, yb), idx = positions in x, so cached teacher logits line up; notebook 04_distill_mnist."""
     # augment(xb) runs on the target device; for a seeded one pass partial(random_crop_flip, generator=g).
-    n = _check_xy(x, y)
+    n = check_xy(x, y)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -219,7 +214,7 @@ def random_shift(xb: torch.Tensor, max_shift: int = 2, generator: torch.Generato
 
 def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced random subset of n examples (order kept) for quick mode; notebook 04_distill_mnist."""
-    total = _check_xy(x, y)
+    total = check_xy(x, y)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if n >= total:
@@ -241,13 +236,16 @@ def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -
     return x[picked], y[picked]
 
 
-def prepare_all(names: list[str] | None = None, progress: bool = True) -> dict[str, dict]:
-    """Fetch, verify and cache every dataset it can, for `python -m kd_lessons data`; notebook 00_start_here."""
+def prepare_all(names: list[str] | None = None, progress: bool = True, offline: bool | None = None) -> dict[str, dict]:
+    """Fetch, verify and cache every dataset it can, for `python -m kd_lessons data`; notebook 00_start_here.
+
+    offline=None follows KD_OFFLINE; True skips torchvision's download and uses the offline copies.
+    """
     report = {}
     for name in tqdm(list(names or DATASETS), desc="datasets", disable=not progress):
-        name = _check_name(name)
+        name = check_name(name)
         try:
-            source = sources.ensure_raw(name)
+            source = sources.ensure_raw(name, offline=offline)
             sizes = {split: len(_load_uint8(name, split == "train")[1]) for split in ("train", "test")}
             report[name] = {"ok": True, "source": source, **sizes, "error": None}
         except (DataUnavailableError, CorruptFileError) as exc:

@@ -1,6 +1,8 @@
 """Distillation losses: soft targets, the KD loss, FitNets hints and attention transfer.
 
-Notation: z = student logits, v = teacher logits, K classes, B samples, T temperature,
+Introduced in notebooks 02_temperature, 03_kl_loss and 05_feature_distillation; every loss checks
+its inputs and says what to do (check_T, check_alpha, check_logits, check_labels are shared with
+the objectives and runs). Notation: z = student logits, v = teacher logits, K classes, B samples, T temperature,
 p = softmax(v / T) (teacher soft targets), q = softmax(z / T) (student soft predictions).
 """
 import math
@@ -26,7 +28,7 @@ def _real(name: str, value, hint: str) -> float:
     return float(value)
 
 
-def _check_T(T) -> float:
+def check_T(T) -> float:
     """A temperature is a finite real > 0; say so, with typical values, when it is not."""
     hint = "pass a float such as T=4.0 (typical values are 1-20; T > 1 softens, T < 1 sharpens)"
     value = _real("T", T, hint)
@@ -35,7 +37,7 @@ def _check_T(T) -> float:
     return value
 
 
-def _check_alpha(alpha) -> float:
+def check_alpha(alpha) -> float:
     """alpha weights the soft term, so it must lie in [0, 1]."""
     hint = "alpha is the weight of the soft KD term, e.g. alpha=0.9"
     value = _real("alpha", alpha, hint)
@@ -57,7 +59,7 @@ def _check_float(name: str, x, ndim: int | None = None) -> None:
                          "and the inputs (normalised? any NaN in x?).")
 
 
-def _check_logits(student_logits, teacher_logits) -> None:
+def check_logits(student_logits, teacher_logits) -> None:
     """Both logits must be finite [batch_size, num_classes] float tensors of the same shape."""
     _check_float("student_logits", student_logits, ndim=2)
     _check_float("teacher_logits", teacher_logits, ndim=2)
@@ -67,7 +69,7 @@ def _check_logits(student_logits, teacher_logits) -> None:
                          "num_classes] for the same batch and the same classes.")
 
 
-def _check_labels(y, batch_size: int, num_classes: int) -> None:
+def check_labels(y, batch_size: int, num_classes: int) -> None:
     """Labels must be int64 class indices of shape [batch_size] in [0, num_classes)."""
     if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype.is_complex \
             or y.dtype == torch.bool:
@@ -103,7 +105,7 @@ def log_soften(logits: torch.Tensor, T) -> torch.Tensor:
     log_soften(z, T)_i = z_i / T - logsumexp_j(z_j / T), over the last dim.
     """
     _check_float("logits", logits)
-    return F.log_softmax(logits / _check_T(T), dim=-1)
+    return F.log_softmax(logits / check_T(T), dim=-1)
 
 
 def soften(logits: torch.Tensor, T) -> torch.Tensor:
@@ -132,12 +134,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T) -> to
     At high T, with zero-mean logits, kd_loss -> 0.5 * mean_b sum_i (z_i - v_i)^2 / K and its
     gradient -> (z - v) / (K B): logit matching (Hinton et al. 2015, sec. 2.1).
     """
-    _check_logits(student_logits, teacher_logits)
-    return _kd(student_logits, teacher_logits, _check_T(T))
+    check_logits(student_logits, teacher_logits)
+    return kd_term(student_logits, teacher_logits, check_T(T))
 
 
-def _kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
-    """kd_loss without the input checks, so distillation_loss checks only once."""
+def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """kd_loss without input checks, for training loops that checked once (a check per batch syncs a GPU)."""
     log_q = F.log_softmax(student_logits / T, dim=-1)
     log_p = F.log_softmax(teacher_logits.detach() / T, dim=-1)  # detached: the teacher never learns
     return T * T * F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
@@ -148,8 +150,8 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
     soft_cross_entropy = mean_b -sum_i p_i log q_i = kd_loss / T^2 + mean_b H(p) (no T^2 here).
     """
-    _check_logits(student_logits, teacher_logits)
-    T = _check_T(T)
+    check_logits(student_logits, teacher_logits)
+    T = check_T(T)
     log_q = F.log_softmax(student_logits / T, dim=-1)
     p = F.softmax(teacher_logits.detach() / T, dim=-1)
     return -(p * log_q).sum(dim=-1).mean()
@@ -163,15 +165,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
     alpha weights the *soft* (teacher) term. The Keras KD example puts alpha on the hard
     (student) loss instead and torchdistill-style configs vary, so alpha_ours = 1 - alpha_keras.
-    With return_parts=True, returns {"total", "soft", "hard"} (soft and hard unweighted).
+    With return_parts=True, returns {"total", "kd", "cross_entropy"} (the two terms unweighted).
     """
-    _check_logits(student_logits, teacher_logits)
-    T, alpha = _check_T(T), _check_alpha(alpha)
-    _check_labels(y, *student_logits.shape)
-    soft = _kd(student_logits, teacher_logits, T)
+    check_logits(student_logits, teacher_logits)
+    T, alpha = check_T(T), check_alpha(alpha)
+    check_labels(y, *student_logits.shape)
+    soft = kd_term(student_logits, teacher_logits, T)
     hard = F.cross_entropy(student_logits, y)
     total = alpha * soft + (1.0 - alpha) * hard
-    return {"total": total, "soft": soft, "hard": hard} if return_parts else total
+    return {"total": total, "kd": soft, "cross_entropy": hard} if return_parts else total
 
 
 # ---------------------------------------------------------------- FitNets hints (notebook 05)

@@ -16,17 +16,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["TeacherCNN", "MLPStudent", "CNNStudent", "CifarResNet", "CifarStudent", "make_teacher",
-           "make_student", "count_params", "size_on_disk", "measure_latency", "DATASET_SHAPES"]
+from kd_lessons.config import get_device
+from kd_lessons.data import DATASETS, check_name
 
-DATASET_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-
-def _check_dataset(dataset: str) -> tuple[int, int, int]:
-    """Shape of one input image; bad names fail early with the list of valid ones."""
-    if dataset not in DATASET_SHAPES:
-        raise ValueError(f"dataset={dataset!r} is not known; use one of {sorted(DATASET_SHAPES)}")
-    return DATASET_SHAPES[dataset]
+__all__ = ["TeacherCNN", "MLPStudent", "CNNStudent", "CifarResNet", "CifarStudent", "make_student",
+           "count_params", "count_macs", "size_on_disk", "measure_latency"]
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -182,17 +176,10 @@ class CifarStudent(_StagedCNN):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes))
 
 
-def make_teacher(dataset: str) -> nn.Module:
-    """The course's default teacher for a dataset (TeacherCNN or ResNet-20). Notebook 04_distill_mnist."""
-    channels = _check_dataset(dataset)[0]
-    if dataset == "cifar10":
-        return CifarResNet(depth=20, width=16, in_channels=channels)
-    return TeacherCNN(in_channels=channels)
-
-
 def make_student(dataset: str, kind: str = "mlp", width: int = 800) -> nn.Module:
     """A student by kind ("mlp": two hidden layers of `width`, "cnn": small CNN). Notebook 04_distill_mnist."""
-    c, h, w = _check_dataset(dataset)
+    dataset = check_name(dataset)
+    c, h, w = DATASETS[dataset].shape
     if width < 1:
         raise ValueError(f"width={width}: must be a positive integer")
     if kind == "mlp":
@@ -207,6 +194,33 @@ def make_student(dataset: str, kind: str = "mlp", width: int = 800) -> nn.Module
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (weights + biases): the usual 'model size'. Notebook 04_distill_mnist."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-adds of one forward pass on one input (Linear and Conv2d layers): its compute cost. Notebook 04_distill_mnist."""
+    macs = 0
+
+    def hook(module, inputs, out):
+        nonlocal macs
+        if isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features * (out.numel() // out.shape[-1])
+        else:  # Conv2d: every output value costs (C_in / groups) * kH * kW multiply-adds
+            kh, kw = module.kernel_size
+            macs += out.numel() * (module.in_channels // module.groups) * kh * kw
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return macs
 
 
 def size_on_disk(model: nn.Module) -> int:
@@ -226,10 +240,7 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch_size={batch_size}, repeats={repeats}, warmup={warmup}: need batch_size, "
                          f"repeats >= 1 and warmup >= 0")
-    if device is None:
-        from kd_lessons.config import get_device
-        device = get_device()
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else get_device()
     net = copy.deepcopy(model).to(device).eval()
     x = torch.randn(batch_size, *input_shape, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

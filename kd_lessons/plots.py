@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 __all__ = ["soft_label_bars", "image_grid", "temperature_bars", "temperature_curves", "heatmap",
-           "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps"]
+           "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps",
+           "errors_vs_T", "bias_sweep"]
 
 
 class _NotebookFigure(Figure):
@@ -301,4 +302,21 @@ def attention_maps(maps: Sequence, titles: Sequence[str] | None = None, image=No
         ax.imshow(a, cmap="inferno")
         ax.set_title(titles[i] if titles is not None else f"map {i}")
         ax.set_axis_off()
+    return fig
+
+
+def errors_vs_T(t_sweep) -> Figure:
+    """Test errors of the distilled 800-800 net against T. Notebook 07_hinton_2015_reproduction."""
+    return line_plot(t_sweep["T"], {"distilled 800-800 (seed 0)": t_sweep["errors"]}, xlabel="T",
+                           ylabel="test errors (of 10,000)", title="Errors vs temperature", logx=True)
+
+
+def bias_sweep(sweep, chosen: float, label: str = "3s", window: tuple = (-2.0, 10.0)) -> Figure:
+    """Held-out errors (total and on the shifted classes) vs the bias shift, chosen shift marked. Notebook 07."""
+    part = sweep[(sweep["shift"] >= window[0]) & (sweep["shift"] <= window[1])]
+    fig = line_plot(part["shift"], {"all held-out errors": part["errors"],
+                                          f"errors on held-out {label}": part["errors_on_classes"]},
+                          xlabel="bias shift", ylabel="held-out errors", title=f"Bias sweep ({label})")
+    fig.axes[0].axvline(chosen, color="k", linestyle="--", label=f"chosen shift {chosen:+.1f}")
+    fig.axes[0].legend()
     return fig

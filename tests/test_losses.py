@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_lessons.losses import (
-    HintRegressor, attention_map, attention_transfer_loss, distillation_loss, entropy, hint_loss,
-    kd_loss, log_soften, soft_cross_entropy, soften,
+    HintRegressor, attention_map, attention_transfer_loss, check_alpha, check_labels, check_logits, check_T,
+    distillation_loss, entropy, hint_loss, kd_loss, kd_term, log_soften, soft_cross_entropy, soften,
 )
 
 
@@ -101,8 +101,8 @@ def test_two_class_example_by_hand():
     (grad,) = torch.autograd.grad(loss, s)
     torch.testing.assert_close(grad, torch.tensor([[-0.5, 0.5]], dtype=torch.float64))
     parts = distillation_loss(s, t, torch.tensor([0]), T=2, alpha=0.5, return_parts=True)
-    assert parts["hard"].item() == pytest.approx(math.log(2))
-    assert parts["soft"].item() == pytest.approx(0.523248, abs=1e-6)
+    assert parts["cross_entropy"].item() == pytest.approx(math.log(2))
+    assert parts["kd"].item() == pytest.approx(0.523248, abs=1e-6)
     assert parts["total"].item() == pytest.approx(0.608198, abs=1e-6)
     assert entropy(torch.tensor([0.5, 0.5, 0.0])).item() == pytest.approx(math.log(2))
 
@@ -240,6 +240,14 @@ BAD_CALLS = {
     "at batch": (lambda: attention_transfer_loss(torch.zeros(2, 3, 4, 4), torch.zeros(3, 3, 4, 4)),
                  "same batch size"),
     "at rank": (lambda: attention_map(torch.zeros(2, 3)), "4-D"),
+    "regressor channels": (lambda: HintRegressor(0, 4), "channel counts must be >= 1.*feature shapes"),
+    # the public checks, as objectives and runs call them directly
+    "check_T": (lambda: check_T(0.0), "T must be finite and > 0.*T=4.0"),
+    "check_alpha": (lambda: check_alpha(2), r"alpha must be a number in \[0, 1\].*alpha=0.9"),
+    "check_logits": (lambda: check_logits(S, S[:, :3]), r"teacher_logits has shape \[4, 3\].*same classes"),
+    "check_labels range": (lambda: check_labels(Y, 4, 3), r"y must lie in \[0, 3\)"),
+    "check_labels batch": (lambda: check_labels(Y, 5, 5), r"y must have shape \[5\].*got \[4\]"),
+    "check_labels bool": (lambda: check_labels(Y > 0, 4, 5), "integer class indices, got torch.bool"),
 }
 
 
@@ -248,6 +256,32 @@ def test_bad_input_raises_helpful_value_error(name):
     call, message = BAD_CALLS[name]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_public_checks_return_plain_floats_and_accept_good_input():
+    assert check_T(4) == 4.0 and isinstance(check_T(torch.tensor(2.5)), float) and check_T(np_float(0.5)) == 0.5
+    assert check_alpha(0) == 0.0 and check_alpha(torch.tensor(1.0)) == 1.0
+    check_logits(S, TT)
+    check_labels(Y, 4, 5)
+
+
+def np_float(value):
+    import numpy as np
+
+    return np.float64(value)
+
+
+@FAST
+@given(seed=seeds, T=temperatures)
+def test_kd_term_is_kd_loss_without_the_checks(seed, T):
+    s, t = logits_pair(seed)
+    ours, g_ours = value_and_grad(lambda s, t: kd_term(s, t, T), s, t)
+    ref, g_ref = value_and_grad(lambda s, t: kd_loss(s, t, T), s, t)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=0)
+    s_bad = s.clone()
+    s_bad[0, 0] = math.nan
+    assert torch.isnan(kd_term(s_bad, t, T))  # unchecked: NaN passes through (kd_loss would raise)
 
 
 def test_accepted_T_forms():

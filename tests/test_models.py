@@ -1,9 +1,16 @@
-"""Shapes, feature lists, parameter counts and the size/latency helpers of kd_lessons.models."""
+"""Shapes, feature lists, parameter and multiply-add counts and the size/latency helpers of kd_lessons.models."""
 import pytest
 import torch
+from torch import nn
 
-from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, MLPStudent, TeacherCNN, count_params,
-                               make_student, make_teacher, measure_latency, size_on_disk)
+from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, MLPStudent, TeacherCNN, count_macs,
+                               count_params, make_student, measure_latency, size_on_disk)
+from kd_lessons.teachers import build_teacher, recipe
+
+
+def make_teacher(dataset):
+    """The untrained teacher of a dataset's recipe (models.make_teacher is gone)."""
+    return build_teacher(recipe(dataset))
 
 # Random tensors with image shapes: enough to check shapes, never a stand-in for real data.
 MNIST_LIKE = (1, 28, 28)
@@ -82,15 +89,56 @@ def test_make_student_kinds():
     assert isinstance(make_teacher("cifar10"), CifarResNet)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: make_teacher("imagenet"),
-    lambda: make_student("mnist", kind="transformer"),
-    lambda: make_student("mnist", width=0),
-    lambda: MLPStudent((0,)),
-    lambda: CifarResNet(depth=21),
-    lambda: MLPStudent((30,))(torch.randn(2, 3, 32, 32)),
-    lambda: measure_latency(MLPStudent((3,)), MNIST_LIKE, batch_size=0, device="cpu"),
-])
-def test_bad_input_raises_value_error(call):
-    with pytest.raises(ValueError):
+BAD_CALLS = {
+    "teacher dataset": (lambda: make_teacher("imagenet"), r"unknown dataset 'imagenet'; use one of \["),
+    "student dataset": (lambda: make_student("svhn"), r"unknown dataset 'svhn'; use one of \["),
+    "student kind": (lambda: make_student("mnist", kind="transformer"),
+                     "kind='transformer' is not known; use 'mlp' or 'cnn'"),
+    "student width": (lambda: make_student("mnist", width=0), "width=0: must be a positive integer"),
+    "mlp width": (lambda: MLPStudent((0,)), r"hidden=\(0,\).*widths must be positive"),
+    "mlp dropout": (lambda: MLPStudent((3,), dropout=1.0), r"dropout in \[0, 1\)"),
+    "resnet depth": (lambda: CifarResNet(depth=21), r"depth must be 6n\+2 \(8, 14, 20, 32, 56\)"),
+    "teacher width": (lambda: TeacherCNN(width=0), "width must be positive"),
+    "cnn width": (lambda: CNNStudent(width=0), "width=0: must be a positive integer"),
+    "mlp input": (lambda: MLPStudent((30,))(torch.randn(2, 3, 32, 32)),
+                  "expects 784 input features per sample, got 3072; build it with in_features=3072"),
+    "latency batch": (lambda: measure_latency(MLPStudent((3,)), MNIST_LIKE, batch_size=0, device="cpu"),
+                      "batch_size=0.*need batch_size, repeats >= 1"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_CALLS)
+def test_bad_input_raises_value_error(name):
+    call, message = BAD_CALLS[name]
+    with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------- multiply-adds
+
+def test_count_macs_of_a_linear_layer():
+    assert count_macs(nn.Linear(784, 10), (784,)) == 784 * 10 == 7840
+    assert count_macs(nn.Linear(784, 10, bias=False), (5, 784)) == 5 * 7840  # applied to each of 5 rows
+
+
+def test_count_macs_of_a_small_conv_net_matches_a_hand_count():
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),          # 4x8x8 outputs, each 1*3*3 MACs: 256 * 9   = 2304
+        nn.ReLU(), nn.MaxPool2d(2),             # 4x4x4, free
+        nn.Conv2d(4, 8, 3),                     # 8x2x2 outputs, each 4*3*3 MACs: 32 * 36   = 1152
+        nn.Conv2d(8, 8, 1, groups=4),           # 8x2x2 outputs, each (8/4)*1*1 MACs: 32 * 2 = 64
+        nn.Conv2d(8, 6, 3, stride=2, padding=1),  # 6x1x1 outputs, each 8*3*3 MACs: 6 * 72   = 432
+        nn.Flatten(), nn.Linear(6, 10),         # 6 * 10                                    = 60
+    )
+    net.train()
+    assert count_macs(net, (1, 8, 8)) == 2304 + 1152 + 64 + 432 + 60
+    assert net.training                           # the caller's mode is restored
+    assert all(not m._forward_hooks for m in net.modules())  # and no hook is left behind
+
+
+def test_count_macs_of_course_models():
+    assert count_macs(MLPStudent((30, 20)), MNIST_LIKE) == 784 * 30 + 30 * 20 + 20 * 10
+    # CNNStudent(width=2): conv 1->2 at 28x28, conv 2->4 at 14x14, conv 4->8 at 7x7, head 8->10
+    expected = 2 * 28 * 28 * 1 * 9 + 4 * 14 * 14 * 2 * 9 + 8 * 7 * 7 * 4 * 9 + 8 * 10
+    assert count_macs(CNNStudent(width=2), MNIST_LIKE) == expected
+    assert count_macs(make_teacher("mnist"), MNIST_LIKE) > count_macs(CNNStudent(width=8), MNIST_LIKE)

@@ -35,10 +35,11 @@ def test_soft_label_bars_has_hard_and_soft_panels_with_entropy():
     _renders(fig)
 
 
-@pytest.mark.parametrize("bad", [dict(label=7), dict(class_names=["a"])])
-def test_soft_label_bars_rejects_bad_input(bad):
+@pytest.mark.parametrize("bad, message", [(dict(label=7), "not a class index"), (dict(class_names=["a"]),
+                                                                                 "one name per class")])
+def test_soft_label_bars_rejects_bad_input(bad, message):
     kwargs = dict(probs=torch.tensor([0.5, 0.5]), label=0) | bad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         plots.soft_label_bars(**kwargs)
 
 
@@ -58,7 +59,7 @@ def test_image_grid_shows_colour_images():
 
 
 def test_image_grid_rejects_wrong_shape():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         plots.image_grid(torch.randn(28, 28), "mnist")
 
 
@@ -94,9 +95,9 @@ def test_heatmap_marks_the_chosen_cell():
 
 
 def test_heatmap_rejects_mismatched_labels_and_marks():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="row labels"):
         plots.heatmap(np.zeros((2, 2)), ["a"], ["x", "y"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the 2x2 map"):
         plots.heatmap(np.zeros((2, 2)), ["a", "b"], ["x", "y"], mark=(2, 0))
 
 
@@ -119,7 +120,7 @@ def test_line_plot_and_length_check():
     fig = plots.line_plot([1, 2, 4], {"a": [1, 2, 3], "b": [3, 2, 1]}, logx=True)
     assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
     _renders(fig)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one y per x"):
         plots.line_plot([1, 2], {"a": [1, 2, 3]})
 
 
@@ -130,7 +131,7 @@ def test_training_curves_single_and_many_histories():
     fig = plots.training_curves({"student": h, "distilled": h}, keys=("train_loss", "val_accuracy", "nope"))
     assert len(fig.axes) == 2 and all(len(ax.lines) == 2 for ax in fig.axes)
     _renders(fig)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="keys present"):
         plots.training_curves(h, keys=("nope",))
 
 
@@ -141,7 +142,7 @@ def test_attention_maps_side_by_side_with_image():
     assert [ax.get_title() for ax in fig.axes] == ["input", "teacher", "student"]
     assert fig.axes[2].images[0].get_array().shape == (7, 7)
     _renders(fig)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not square"):
         plots.attention_maps([torch.rand(10)])
 
 
@@ -157,3 +158,35 @@ def test_figures_show_in_jupyter_without_pyplot():
     """IPython looks for _repr_png_; without it a pyplot-free Figure shows as '<Figure ...>' text."""
     fig = plots.temperature_bars(torch.tensor([1.0, 0.0]), [1, 4])
     assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors_vs_T_one_curve_on_a_log_T_axis():
+    t_sweep = {"T": [1.0, 3.0, 8.0, 20.0], "errors": [120, 95, 80, 74]}
+    fig = plots.errors_vs_T(t_sweep)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.lines) == 1 and ax.get_xscale() == "log"
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), t_sweep["T"])
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), t_sweep["errors"])
+    assert ax.get_xlabel() == "T" and "test errors" in ax.get_ylabel()
+    _renders(fig)
+
+
+def test_bias_sweep_figure_shows_the_window_and_marks_the_chosen_shift():
+    import pandas as pd
+
+    shifts = np.round(np.arange(-5.0, 12.01, 0.5), 2)
+    sweep = pd.DataFrame({"shift": shifts, "errors": np.abs(shifts - 3.5) * 10,
+                          "errors_on_classes": np.abs(shifts - 3.0) * 5})
+    fig = plots.bias_sweep(sweep, chosen=3.5, label="3s")
+    ax = fig.axes[0]
+    curves, marker = ax.lines[:2], ax.lines[2]
+    assert len(ax.lines) == 3
+    assert all(min(line.get_xdata()) == -2.0 and max(line.get_xdata()) == 10.0 for line in curves)  # default window
+    assert list(marker.get_xdata()) == [3.5, 3.5]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["all held-out errors", "errors on held-out 3s", "chosen shift +3.5"]
+    assert ax.get_title() == "Bias sweep (3s)"
+    _renders(fig)
+    narrow = plots.bias_sweep(sweep, chosen=-1.0, label="7s and 8s", window=(-1.0, 1.0))
+    assert len(narrow.axes[0].lines[0].get_xdata()) == 5
+    assert "chosen shift -1.0" in [t.get_text() for t in narrow.axes[0].get_legend().get_texts()]

@@ -3,12 +3,11 @@
 Introduced in notebook 07_hinton_2015_reproduction. Every run trains the paper's 784-800-800-10
 net on a transfer set drawn from the first 55k training images; the last 5k training images are a
 held-out split used only to choose logit-bias shifts; errors are counted on the 10k test set.
-Command line: `python -m kd_lessons.experiments [--quick] [--seeds 0 1 2]` prints the same table.
+Command line: `python -m kd_lessons hinton [--seeds 0 1 2]` prints the same table (KD_QUICK=1 for
+smoke-test sizes). Its figures are in `kd_lessons.plots`.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 from typing import Sequence
@@ -16,19 +15,19 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
-from kd_lessons import config, plots
+from kd_lessons import config
 from kd_lessons.data import load_tensors, stratified_subset
 from kd_lessons.models import MLPStudent
-from kd_lessons.sweep import teacher_logits as cached_teacher_logits
-from kd_lessons.train import distill, evaluate, fit, predict_logits
+from kd_lessons.objectives import CrossEntropy, HintonKD
+from kd_lessons.runs.students import train_students
+from kd_lessons.teachers import cached_logits, get_teacher
+from kd_lessons.train import TrainOptions, evaluate, predict_logits
 
-__all__ = ["PAPER", "settings", "load_data", "transfer_mask", "shift_logits", "bias_sweep", "choose_shift",
-           "train_student", "run_baseline", "run_transfer", "temperature_sweep", "paper_vs_ours", "assemble",
-           "known_errors", "run_all", "errors_vs_T_figure", "bias_sweep_figure", "to_markdown", "main"]
+__all__ = ["PAPER", "recipe", "load_data", "transfer_mask", "shift_logits", "bias_sweep", "choose_shift",
+           "train_on", "run_baseline", "run_transfer", "temperature_sweep", "paper_vs_ours", "assemble",
+           "known_errors", "run_all", "to_markdown"]
 
 # Hinton et al. 2015, section 3 (test errors out of 10,000 unless a percentage).
 PAPER = {"teacher_errors": 67, "scratch_errors": 146, "distilled_errors": 74, "T": 20.0,
@@ -38,7 +37,7 @@ PAPER = {"teacher_errors": 67, "scratch_errors": 146, "distilled_errors": 74, "T
 N_TEST_3S = 1010  # the test set's 3s
 
 
-def settings() -> dict:
+def recipe() -> dict:
     """Run sizes for the current mode (full: the whole transfer set, 3 seeds). Notebook 07_hinton_2015_reproduction."""
     return {"n_val": 5000, "n_train": config.pick(None, 5000), "n_val_used": config.pick(5000, 1000),
             "seeds": config.pick((0, 1, 2), (0,)), "num_epochs": config.pick(10, 4), "lr": 3e-3,
@@ -49,10 +48,11 @@ def settings() -> dict:
 
 def load_data(s: dict | None = None, teacher: nn.Module | None = None) -> dict:
     """Transfer pool (first 55k), held-out split (last 5k), test set and cached teacher logits. Notebook 07."""
-    s = s or settings()
-    from kd_lessons.zoo import get_teacher  # late: zoo may train a teacher on first use
-
-    teacher = teacher if teacher is not None else get_teacher("mnist", progress=False)
+    s = s or recipe()
+    if teacher is None:
+        teacher, info = get_teacher("mnist", options=TrainOptions(progress=False))
+    else:
+        info = {}
     x_all, y_all = load_tensors("mnist", train=True)
     cut = len(x_all) - s["n_val"]
     x, y = x_all[:cut], y_all[:cut]
@@ -60,9 +60,7 @@ def load_data(s: dict | None = None, teacher: nn.Module | None = None) -> dict:
     if s["n_train"] is not None:
         x, y = stratified_subset(x, y, s["n_train"], seed=0)
     x_test, y_test = load_tensors("mnist", train=False)
-    mode = "quick" if config.is_quick() else "full"
-    logits = cached_teacher_logits(teacher, x, f"mnist_hinton_n{len(x)}_{int(y[:64].sum())}_{mode}")
-    info = getattr(teacher, "info", {})
+    logits = cached_logits(teacher, x)
     return {"x": x, "y": y, "teacher_logits": logits, "x_val": x_val, "y_val": y_val, "x_test": x_test,
             "y_test": y_test, "teacher": teacher, "teacher_test": evaluate(teacher, x_test, y_test),
             "teacher_train_seconds": info.get("train_seconds")}
@@ -105,34 +103,23 @@ def choose_shift(sweep: pd.DataFrame) -> float:
     return float(best.loc[best["shift"].abs().idxmin(), "shift"])
 
 
-def train_student(data: dict, seed: int, s: dict, mask: torch.Tensor | None = None, T: float | None = None,
-                  distilled: bool = True) -> tuple[nn.Module, float]:
-    """One 800-800 student, from scratch (hard labels) or distilled on the masked transfer set. Notebook 07."""
+def train_on(data: dict, s: dict, methods: dict, seeds, mask: torch.Tensor | None = None, progress: bool = True):
+    """800-800 students per (method, seed) on the (masked) transfer set, the paper's budget. Notebook 07."""
     x, y, logits = data["x"], data["y"], data["teacher_logits"]
     if mask is not None:
         x, y, logits = x[mask], y[mask], logits[mask]
-    config.seed_everything(seed)
-    student = MLPStudent(hidden=(800, 800))
-    common = dict(num_epochs=s["num_epochs"], lr=s["lr"], batch_size=s["batch_size"], seed=seed, progress=False)
-    start = time.perf_counter()
-    if distilled:
-        distill(student, x, y, teacher_logits=logits, T=s["T"] if T is None else T, alpha=s["alpha"],
-                weight_decay=0.0, **common)
-    else:
-        fit(student, x, y, weight_decay=0.0, **common)
-    return student.eval(), time.perf_counter() - start
+    split = {"x": x, "y": y, "x_test": data["x_test"], "y_test": data["y_test"]}
+    return train_students(lambda: MLPStudent(hidden=(800, 800)), split, methods, seeds, teacher=logits,
+                          num_epochs=s["num_epochs"], lr=s["lr"], batch_size=s["batch_size"],
+                          options=TrainOptions(progress=progress))
 
 
 def run_baseline(data: dict, s: dict, progress: bool = True) -> pd.DataFrame:
     """800-800 from scratch vs distilled at T, one row per (method, seed). Notebook 07_hinton_2015_reproduction."""
-    rows = []
-    for seed, distilled in tqdm([(sd, d) for sd in s["seeds"] for d in (False, True)], desc="baseline",
-                                disable=not progress):
-        student, seconds = train_student(data, seed, s, distilled=distilled)
-        result = evaluate(student, data["x_test"], data["y_test"])
-        rows.append({"method": "distilled" if distilled else "scratch", "seed": seed, "T": s["T"] if distilled else None,
-                     "test_errors": result["errors"], "seconds": seconds})
-    return pd.DataFrame(rows)
+    methods = {"scratch": CrossEntropy(), "distilled": HintonKD(s["T"], s["alpha"])}
+    table = train_on(data, s, methods, s["seeds"], progress=progress).table
+    table["T"] = [s["T"] if m == "distilled" else None for m in table["method"]]
+    return table[["method", "seed", "T", "errors", "seconds"]]
 
 
 def run_transfer(data: dict, s: dict, drop: Sequence[int] = (), keep: Sequence[int] | None = None,
@@ -140,31 +127,32 @@ def run_transfer(data: dict, s: dict, drop: Sequence[int] = (), keep: Sequence[i
     """Distil on a transfer set missing classes, then fix the biases chosen on held-out data. Notebook 07."""
     mask = transfer_mask(data["y"], drop, keep)
     classes = list(drop) if keep is None else list(keep)
+    runs = train_on(data, s, {"distilled": HintonKD(s["T"], s["alpha"])}, s["seeds"], mask, progress)
+    in_classes = torch.isin(data["y_test"], torch.as_tensor(classes, dtype=torch.int64))
     rows, sweeps = [], {}
-    for seed in tqdm(list(s["seeds"]), desc=f"drop={list(drop)} keep={keep}", disable=not progress):
-        student, seconds = train_student(data, seed, s, mask=mask)
+    for seed in s["seeds"]:
+        student = runs.students[("distilled", seed)]
         sweeps[seed] = bias_sweep(predict_logits(student, data["x_val"]), data["y_val"], classes, s["shifts"])
         shift = choose_shift(sweeps[seed])
         test_logits = predict_logits(student, data["x_test"])
+        seconds = float(runs.table.loc[runs.table.seed == seed, "seconds"].iloc[0])
         row = {"seed": seed, "n_transfer": int(mask.sum()), "shift": shift, "seconds": seconds}
         for tag, z in (("", test_logits), ("shifted_", shift_logits(test_logits, classes, shift))):
             wrong = z.argmax(1) != data["y_test"]
             row[f"{tag}errors"] = int(wrong.sum())
-            row[f"{tag}errors_on_classes"] = int(wrong[torch.isin(data["y_test"], torch.as_tensor(classes, dtype=torch.int64))].sum())
+            row[f"{tag}errors_on_classes"] = int(wrong[in_classes].sum())
         rows.append(row)
     return pd.DataFrame(rows), sweeps
 
 
 def temperature_sweep(data: dict, s: dict, known: dict | None = None, progress: bool = True) -> pd.DataFrame:
     """Test errors of the distilled 800-800 net for each T (seed 0); `known` {T: errors} skips reruns. Notebook 07."""
-    rows = []
-    for T in tqdm(list(s["temperatures"]), desc="T sweep", disable=not progress):
-        if known and T in known:
-            rows.append({"T": T, "test_errors": known[T]})
-            continue
-        student, _ = train_student(data, s["seeds"][0], s, T=T)
-        rows.append({"T": T, "test_errors": evaluate(student, data["x_test"], data["y_test"])["errors"]})
-    return pd.DataFrame(rows)
+    known = dict(known or {})
+    todo = {f"T={T:g}": HintonKD(T, s["alpha"]) for T in s["temperatures"] if T not in known}
+    if todo:
+        table = train_on(data, s, todo, [s["seeds"][0]], progress=progress).table
+        known.update({m.T: int(e) for m, e in zip(todo.values(), table["errors"])})
+    return pd.DataFrame({"T": list(s["temperatures"]), "errors": [known[T] for T in s["temperatures"]]})
 
 
 def _stat(values) -> tuple[float, float]:
@@ -179,8 +167,8 @@ def paper_vs_ours(results: dict) -> pd.DataFrame:
     pct = lambda e: 100.0 * np.asarray(e, dtype=float) / results["n_test"]  # noqa: E731
     spec = [("teacher (big net) test errors", PAPER["teacher_errors"], [results["teacher_errors"]],
              [results["teacher_seconds"]]),
-            ("800-800 from scratch, test errors", PAPER["scratch_errors"], scratch.test_errors, scratch.seconds),
-            (f"800-800 distilled at T={results['T']:g}, test errors", PAPER["distilled_errors"], dist.test_errors,
+            ("800-800 from scratch, test errors", PAPER["scratch_errors"], scratch.errors, scratch.seconds),
+            (f"800-800 distilled at T={results['T']:g}, test errors", PAPER["distilled_errors"], dist.errors,
              dist.seconds),
             ("no 3s in transfer set: test errors", PAPER["no3_errors"], no3.errors, no3.seconds),
             ("no 3s: errors on the 1010 test 3s", PAPER["no3_errors_on_3s"], no3.errors_on_classes, no3.seconds),
@@ -216,12 +204,12 @@ def assemble(s: dict, data: dict, baseline: pd.DataFrame, no3: tuple, only78: tu
 def known_errors(baseline: pd.DataFrame, s: dict) -> dict:
     """{T: test errors} of the first seed's distilled run, so the T sweep does not train it again. Notebook 07."""
     d0 = baseline[(baseline.method == "distilled") & (baseline.seed == s["seeds"][0])]
-    return {s["T"]: int(d0.test_errors.iloc[0])} if len(d0) else {}
+    return {s["T"]: int(d0.errors.iloc[0])} if len(d0) else {}
 
 
 def run_all(s: dict | None = None, progress: bool = True) -> dict:
     """Every experiment of section 3 plus the T sweep and the table. Notebook 07_hinton_2015_reproduction."""
-    s = s or settings()
+    s = s or recipe()
     start = time.perf_counter()
     data = load_data(s)
     baseline = run_baseline(data, s, progress)
@@ -233,48 +221,8 @@ def run_all(s: dict | None = None, progress: bool = True) -> dict:
     return results
 
 
-def errors_vs_T_figure(t_sweep: pd.DataFrame) -> Figure:
-    """Test errors of the distilled 800-800 net against T. Notebook 07_hinton_2015_reproduction."""
-    return plots.line_plot(t_sweep["T"], {"distilled 800-800 (seed 0)": t_sweep["test_errors"]}, xlabel="T",
-                           ylabel="test errors (of 10,000)", title="Errors vs temperature", logx=True)
-
-
-def bias_sweep_figure(sweep: pd.DataFrame, chosen: float, label: str = "3s", window: tuple = (-2.0, 10.0)) -> Figure:
-    """Held-out errors (total and on the shifted classes) vs the bias shift, chosen shift marked. Notebook 07."""
-    part = sweep[(sweep["shift"] >= window[0]) & (sweep["shift"] <= window[1])]
-    fig = plots.line_plot(part["shift"], {"all held-out errors": part["errors"],
-                                          f"errors on held-out {label}": part["errors_on_classes"]},
-                          xlabel="bias shift", ylabel="held-out errors", title=f"Bias sweep ({label})")
-    fig.axes[0].axvline(chosen, color="k", linestyle="--", label=f"chosen shift {chosen:+.1f}")
-    fig.axes[0].legend()
-    return fig
-
-
 def to_markdown(table: pd.DataFrame) -> str:
     """A pipe table for reports and READMEs (pandas needs the optional tabulate for this). Notebook 07."""
     cells = [[str(c) for c in table.columns]] + [[str(v) for v in row] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return "\n".join([lines[0], "|" + "---|" * len(table.columns), *lines[1:]])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m kd_lessons.experiments [--quick]`: run everything and print the paper-vs-ours table."""
-    parser = argparse.ArgumentParser(prog="python -m kd_lessons.experiments", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", default="hinton", choices=["hinton"])
-    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (same as KD_QUICK=1)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 0 1 2 in full mode)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        os.environ["KD_QUICK"] = "1"
-    s = settings()
-    if args.seeds:
-        s["seeds"] = tuple(args.seeds)
-    print(config.describe())
-    results = run_all(s)
-    print(to_markdown(results["table"].drop(columns=["ours_mean", "ours_std"])))
-    print(f"\nT sweep:\n{results['t_sweep'].to_string(index=False)}\nwall time: {results['wall_seconds']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

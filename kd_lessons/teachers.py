@@ -1,14 +1,13 @@
-"""Teachers trained once and cached as verified checkpoints, so lessons and the app never wait twice.
+"""Teachers trained once and cached as verified checkpoints, and their logits cached once per input set.
 
-Introduced in notebook 04_distill_mnist. A checkpoint lives in
-`cache_dir()/teachers/<dataset>-<quick|full>-<recipe hash>.pt` with a sha256 sidecar
-(`kd_lessons.storage`). A corrupt file, a checkpoint of another recipe or one whose weights do
-not fit the model is reported with `warnings.warn` and retrained, never silently used.
+Introduced in notebook 04_distill_mnist. A checkpoint is cache kind "teachers", named
+`<dataset>-<quick|full>-<recipe key>.pt`, with a sha256 sidecar (`kd_lessons.cache`). A corrupt
+file, a checkpoint of another recipe or one whose weights do not fit the model is reported with a
+warning and retrained, never silently used. `get_teacher` returns `(teacher, info)`: the model and
+its measured test accuracy, errors, size and training time.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from pathlib import Path
@@ -17,18 +16,21 @@ import torch
 from torch import nn
 
 from kd_lessons import config
-from kd_lessons.data import load_tensors, random_crop_flip, random_shift, stratified_subset
+from kd_lessons import cache
+from kd_lessons.cache import CorruptFileError
+from kd_lessons.data import check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
 from kd_lessons.models import CifarResNet, TeacherCNN, count_params
-from kd_lessons.storage import CorruptFileError, load_verified, save_verified
-from kd_lessons.train import evaluate, fit
+from kd_lessons.train import TrainOptions, evaluate, fit, predict_logits
 
-__all__ = ["recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher"]
+__all__ = ["recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher", "recipe_key",
+           "cached_logits"]
 
 _AUGMENT = {"none": None, "shift": random_shift, "crop_flip": random_crop_flip}
 
 
 def recipe(dataset: str) -> dict:
     """The teacher recipe (architecture + training) for a dataset in the current mode. Notebook 04_distill_mnist."""
+    dataset = check_name(dataset)
     if dataset in ("mnist", "fashion_mnist"):
         return {"dataset": dataset, "arch": "TeacherCNN", "width": config.pick(24, 16), "dropout": 0.2,
                 "num_epochs": config.pick(5, 1), "lr": 4e-3, "batch_size": 128, "optimizer": "adamw",
@@ -37,7 +39,7 @@ def recipe(dataset: str) -> dict:
         return {"dataset": dataset, "arch": "CifarResNet", "depth": 20, "width": 16,
                 "num_epochs": config.pick(30, 2), "lr": 0.1, "batch_size": 256, "optimizer": "sgd",
                 "weight_decay": 5e-4, "augment": "crop_flip", "n_train": config.pick(None, 5000), "seed": 0}
-    raise ValueError(f"dataset={dataset!r} has no teacher recipe; use 'mnist', 'fashion_mnist' or 'cifar10'")
+    raise ValueError(f"dataset={dataset!r} has no teacher recipe yet; add one to teachers.recipe")
 
 
 def build_teacher(rec: dict) -> nn.Module:
@@ -50,15 +52,15 @@ def build_teacher(rec: dict) -> nn.Module:
     raise ValueError(f"recipe arch={rec['arch']!r} is not known; use 'TeacherCNN' or 'CifarResNet'")
 
 
-def _recipe_hash(rec: dict) -> str:
-    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:12]
+def recipe_key(rec: dict) -> str:
+    """The short hash that names a recipe's checkpoint (and the sweeps made with its teacher)."""
+    return cache.key(rec)
 
 
 def checkpoint_path(dataset: str, rec: dict | None = None) -> Path:
     """Where the teacher for `dataset` (and this recipe) is cached."""
     rec = rec if rec is not None else recipe(dataset)
-    mode = "quick" if config.is_quick() else "full"
-    return config.cache_dir() / "teachers" / f"{dataset}-{mode}-{_recipe_hash(rec)}.pt"
+    return cache.path("teachers", f"{dataset}-{config.mode()}-{recipe_key(rec)}.pt")
 
 
 def _load(path: Path, rec: dict) -> tuple[nn.Module, dict] | None:
@@ -66,17 +68,17 @@ def _load(path: Path, rec: dict) -> tuple[nn.Module, dict] | None:
     if not path.exists():
         return None
     try:
-        blob = load_verified(path, {"recipe_hash": _recipe_hash(rec), "dataset": rec["dataset"]})
+        blob = cache.load_verified(path, {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"]})
         teacher = build_teacher(rec)
         teacher.load_state_dict(blob["state_dict"])
         return teacher, dict(blob["info"])
     except (CorruptFileError, FileNotFoundError, RuntimeError, KeyError, TypeError) as exc:
         warnings.warn(f"teacher checkpoint {path} is unusable and will be retrained: "
-                      f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
+                      f"{type(exc).__name__}: {exc}", cache.CacheWarning, stacklevel=3)
         return None
 
 
-def _train(rec: dict, device, progress: bool) -> tuple[nn.Module, dict]:
+def _train(rec: dict, device, options: TrainOptions) -> tuple[nn.Module, dict]:
     """Train a teacher from its recipe and measure it on the test set."""
     x, y = load_tensors(rec["dataset"], train=True)  # raises DataUnavailableError when missing
     x_test, y_test = load_tensors(rec["dataset"], train=False)
@@ -85,45 +87,64 @@ def _train(rec: dict, device, progress: bool) -> tuple[nn.Module, dict]:
     torch.manual_seed(rec["seed"])
     teacher = build_teacher(rec)
     start, cpu_start = time.perf_counter(), time.process_time()
+    options = TrainOptions(optimizer=rec["optimizer"], weight_decay=rec["weight_decay"], progress=options.progress,
+                           on_step=options.on_step, precision=options.precision)
     history = fit(teacher, x, y, num_epochs=rec["num_epochs"], lr=rec["lr"], batch_size=rec["batch_size"],
-                  augment=_AUGMENT[rec["augment"]], device=device, seed=rec["seed"], progress=progress,
-                  optimizer=rec["optimizer"], weight_decay=rec["weight_decay"])
+                  augment=_AUGMENT[rec["augment"]], device=device, seed=rec["seed"], options=options)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     result = evaluate(teacher, x_test, y_test, device=device)
     info = {"dataset": rec["dataset"], "test_accuracy": result["accuracy"], "test_errors": result["errors"],
             "n_test": result["n"], "train_seconds": round(seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "n_train": len(x),
             "params": count_params(teacher), "device": str(device), "threads": torch.get_num_threads(),
-            "precision": str(config.amp_dtype(device) or torch.float32).replace("torch.", ""),
+            "precision": str(config.amp_dtype(device, options.precision) or torch.float32).replace("torch.", ""),
             "train_loss": history["train_loss"], "recipe": rec}
     return teacher, info
 
 
-def get_teacher(dataset: str, device=None, retrain: bool = False, progress: bool = True,
-                recipe_override: dict | None = None) -> nn.Module:
-    """A trained teacher in eval mode, from the verified cache or trained now. Notebook 04_distill_mnist.
+def get_teacher(dataset: str, device=None, retrain: bool = False, recipe_override: dict | None = None,
+                options: TrainOptions | None = None) -> tuple[nn.Module, dict]:
+    """(teacher in eval mode, info), from the verified cache or trained now. Notebook 04_distill_mnist.
 
-    `recipe_override` replaces keys of `recipe(dataset)` (tests use a tiny recipe). The teacher's
-    measured test accuracy/errors are in `teacher.info` and `teacher_info(dataset)`.
+    `info` holds the measured test accuracy/errors, parameters, training seconds, device and the
+    recipe. `recipe_override` replaces keys of `recipe(dataset)` (tests and the app's starter
+    teacher use small recipes); `options` (progress bar, on_step hook) apply if it trains.
     """
     rec = {**recipe(dataset), **(recipe_override or {})}
     device = torch.device(device) if device is not None else config.get_device()
-    path = checkpoint_path(dataset, rec)
+    path = checkpoint_path(rec["dataset"], rec)
     loaded = None if retrain else _load(path, rec)
     if loaded is None:
-        teacher, info = _train(rec, device, progress)
+        teacher, info = _train(rec, device, options or TrainOptions())
         state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-        save_verified({"state_dict": state, "info": info}, path,
-                      {"recipe_hash": _recipe_hash(rec), "dataset": dataset, "test_accuracy": info["test_accuracy"],
-                       "test_errors": info["test_errors"], "train_seconds": info["train_seconds"]})
+        cache.save_verified({"state_dict": state, "info": info}, path,
+                            {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"],
+                             "test_accuracy": info["test_accuracy"], "test_errors": info["test_errors"],
+                             "train_seconds": info["train_seconds"]})
     else:
         teacher, info = loaded
-    teacher.info = info
-    return teacher.to(device).eval()
+    return teacher.to(device).eval(), info
 
 
 def teacher_info(dataset: str, recipe_override: dict | None = None) -> dict | None:
     """The cached teacher's measured test accuracy, errors and training time (None if not trained yet)."""
     rec = {**recipe(dataset), **(recipe_override or {})}
-    loaded = _load(checkpoint_path(dataset, rec), rec)
+    loaded = _load(checkpoint_path(rec["dataset"], rec), rec)
     return None if loaded is None else loaded[1]
+
+
+def cached_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits for x (on the CPU), computed once and cached on disk. Notebook 04_distill_mnist.
+
+    The cache file is named by the teacher's weights and by x's content, so a retrained teacher or
+    other inputs never reuse stale logits; a corrupt file is recomputed.
+    """
+    name = f"{cache.state_digest(teacher)}_{cache.tensor_digest(x)}.pt"
+    path = cache.path("logits", name)
+    meta = {"kind": "kd_lessons.teacher_logits", "rows": len(x)}
+    logits = cache.load_or_none(path, meta, "cached teacher logits")
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == len(x):
+        return logits
+    logits = predict_logits(teacher, x)
+    cache.save_verified(logits, path, meta)
+    return logits

@@ -1,47 +1,48 @@
-"""The classroom app's logic: datasets on offer, temperatures, soft labels, loss anatomy, the heatmap table.
+"""What the classroom app's panels show: datasets on offer, temperatures, soft labels, loss anatomy, heatmap.
 
 Introduced in notebook 00_start_here (the app tour). `app.py` holds only widgets and layout and calls
-these functions, so everything the app shows is computed here and tested without a browser.
+these functions (and `kd_lessons.app.jobs` for background training), so everything the app shows is
+computed here and tested without a browser.
 """
 from __future__ import annotations
 
 import inspect
 import io
 import math
-import time
-import threading
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from tqdm import std as tqdm_std
 
-from kd_lessons import config, losses, sources
-from kd_lessons.data import DataUnavailableError, load_tensors, stratified_subset
+from kd_lessons import cache, config, losses, sources
+from kd_lessons.cache import CorruptFileError
+from kd_lessons.data import DATASETS, DataUnavailableError, load_tensors, stratified_subset
 from kd_lessons.models import make_student
-from kd_lessons.storage import CorruptFileError
-from kd_lessons.sweep import teacher_logits
+from kd_lessons.teachers import cached_logits
 from kd_lessons.train import predict_logits
 
-__all__ = ["DATASET_LABELS", "STUDENT_WIDTHS", "available_datasets", "temperatures", "nearest", "test_pool",
-           "pick_examples", "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
-           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error", "submit",
-           "wait_with_progress", "STARTER_RECIPES", "needs_starter", "start_teachers", "progress_text"]
+__all__ = ["STUDENT_WIDTHS", "label", "available_datasets", "temperatures", "nearest", "test_pool", "pick_examples",
+           "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
+           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error"]
 
-DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 STUDENT_WIDTHS = (30, 100, 300, 800)
+_ON_DEMAND = ("mnist", "fashion_mnist")  # fetched when picked; others only when their files are here
+
+
+def label(dataset: str) -> str:
+    """The dataset's display name ('Fashion-MNIST'), from the registry."""
+    return DATASETS[dataset].label
 
 
 def available_datasets() -> list[str]:
-    """MNIST and Fashion-MNIST always (fetched on demand); CIFAR-10 only when its files are already here."""
-    names = ["mnist", "fashion_mnist"]
-    cifar_cached = (config.cache_dir() / "tensors" / "cifar10_test.pt").is_file()
-    if cifar_cached or (sources.raw_folder("cifar10") / "test_batch").is_file():
-        names.append("cifar10")
+    """MNIST and Fashion-MNIST always (fetched on demand); the others only when their files are already here."""
+    names = list(_ON_DEMAND)
+    for name in DATASETS:
+        if name not in names and (cache.path("tensors", f"{name}_test.pt").is_file() or
+                                  any((sources.raw_folder(name) / f).is_file() for f in sources.PINNED[name])):
+            names.append(name)
     return names
 
 
@@ -72,7 +73,7 @@ def test_pool(dataset: str, teacher: torch.nn.Module, size: int | None = None) -
     size = config.pick(1000, 200) if size is None else size
     x_test, y_test = load_tensors(dataset, train=False)
     x, y = stratified_subset(x_test, y_test, size, seed=0)
-    logits = teacher_logits(teacher, x, f"{dataset}_testpool_n{size}")
+    logits = cached_logits(teacher, x)
     accuracy = float((logits.argmax(1) == y).float().mean())
     return {"x": x, "y": y, "teacher_logits": logits, "teacher_accuracy": accuracy}
 
@@ -123,7 +124,7 @@ def loss_anatomy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: 
     """
     parts = losses.distillation_loss(student_logits.float(), teacher_logits.float(), y, T=T, alpha=alpha,
                                      return_parts=True)
-    ce, kd = float(parts["hard"]), float(parts["soft"])
+    ce, kd = float(parts["cross_entropy"]), float(parts["kd"])
     return {"cross_entropy": ce, "kd": kd, "weighted_cross_entropy": (1 - alpha) * ce,
             "weighted_kd": alpha * kd, "total": float(parts["total"])}
 
@@ -187,90 +188,3 @@ def explain_error(exc: BaseException) -> str:
         return "Out of memory. Fix: pick a smaller student, or run with KD_QUICK=1."
     return (f"{type(exc).__name__}: {exc}\n\nFix: check the message above; run `make test-fast` to check the "
             f"install, or restart with KD_QUICK=1 for small, fast settings.")
-
-
-def submit(fn: Callable, *args, **kwargs) -> Future:
-    """Run fn in a daemon thread, so a page rerun can re-attach to a teacher still training instead of restarting it.
-
-    Daemon: stopping the server never waits for a training run (checkpoints are written atomically).
-    """
-    future: Future = Future()
-
-    def work():
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # handed to whoever waits on the future
-                future.set_exception(exc)
-
-    threading.Thread(target=work, name="kd-demo-job", daemon=True).start()
-    return future
-
-
-# Small teacher recipes (zoo.recipe overrides) for a fast first launch on a CPU: the app shows soft labels
-# from this "starter" teacher (1 epoch on a subset) while the mode's own teacher trains in the background.
-STARTER_RECIPES = {"mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
-                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
-                   "cifar10": {"num_epochs": 1, "n_train": 5000}}
-
-
-def needs_starter(dataset: str) -> bool:
-    """True on a CPU while the teacher is not cached yet: training it takes minutes (full mode: much longer)."""
-    from kd_lessons.zoo import teacher_info
-
-    return config.get_device().type == "cpu" and teacher_info(dataset) is None
-
-
-def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[str, Future | None]:
-    """One daemon thread: the starter teacher first (if asked), then the full one; a future for each.
-
-    get_teacher is zoo.get_teacher (passed in so tests can use a stand-in). Returns {"full": Future,
-    "starter": Future or None}.
-    """
-    jobs = {"starter": Future() if starter else None, "full": Future()}
-
-    def work():
-        for kind in ("starter", "full"):
-            future = jobs[kind]
-            if future is None or not future.set_running_or_notify_cancel():
-                continue
-            try:
-                kwargs = {"recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
-                future.set_result(get_teacher(dataset, **kwargs))
-            except BaseException as exc:  # handed to whoever waits on the future
-                future.set_exception(exc)
-
-    threading.Thread(target=work, name=f"kd-teachers-{dataset}", daemon=True).start()
-    return jobs
-
-
-def progress_text(desc: str | None = "fit") -> str:
-    """'fit: step 120/469' for the newest open tqdm bar, or '' when none is running."""
-    bar = _running_bar(desc)
-    return "" if bar is None else f"{bar.desc}: step {bar.n}/{bar.total}"
-
-
-def _running_bar(desc: str | None):
-    """The newest live tqdm bar (e.g. train.fit's "fit" bar), read from tqdm's own registry of open bars."""
-    bars = [b for b in list(tqdm_std.tqdm._instances) if b.total and (desc is None or b.desc.startswith(desc))]
-    return max(bars, key=lambda b: b.start_t, default=None)
-
-
-def wait_with_progress(job: Future, on_progress: Callable[[float | None, str], None], desc: str | None = "fit",
-                       poll_s: float = 0.5):
-    """Wait for a job, calling on_progress(fraction or None, text) from this thread; return its result.
-
-    The fraction comes from the job's tqdm bar (steps done / total), so long training shows real
-    progress in the app without the library knowing about Streamlit; None while no bar is open.
-    """
-    start = time.perf_counter()
-    while True:
-        try:
-            return job.result(timeout=poll_s)
-        except FutureTimeout:
-            pass
-        bar, elapsed = _running_bar(desc), time.perf_counter() - start
-        if bar is None:
-            on_progress(None, f"{elapsed:.0f} s")
-        else:
-            on_progress(min(bar.n / bar.total, 1.0), f"{bar.desc}: step {bar.n}/{bar.total}, {elapsed:.0f} s")

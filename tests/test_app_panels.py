@@ -1,4 +1,4 @@
-"""Tests for kd_lessons.demo, the app's logic: torch and the loss definitions are the oracles."""
+"""Tests for kd_lessons.app.panels, what the app's panels compute: torch and the loss definitions are the oracles."""
 import inspect
 import math
 
@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from kd_lessons import demo, losses
+from kd_lessons import losses
+from kd_lessons.app import panels as demo
 from kd_lessons.data import DataUnavailableError
-from kd_lessons.storage import CorruptFileError
+from kd_lessons.cache import CorruptFileError
 
 
 def test_temperatures_are_log_spaced_round_and_cover_the_range():
@@ -144,6 +145,9 @@ def test_test_pool_uses_cached_teacher_logits(monkeypatch, tmp_path):
     x = torch.randn(100, 1, 28, 28)
     y = torch.arange(10).repeat(10)
     monkeypatch.setattr(demo, "load_tensors", lambda name, train: (x, y))
+    calls = []
+    real = demo.cached_logits
+    monkeypatch.setattr(demo, "cached_logits", lambda t, xs: calls.append(len(xs)) or real(t, xs))
     torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     pool = demo.test_pool("mnist", teacher, size=50)
@@ -151,8 +155,15 @@ def test_test_pool_uses_cached_teacher_logits(monkeypatch, tmp_path):
     assert torch.bincount(pool["y"]).tolist() == [5] * 10
     torch.testing.assert_close(pool["teacher_logits"], teacher(pool["x"]).detach())
     assert pool["teacher_accuracy"] == pytest.approx(float((pool["teacher_logits"].argmax(1) == pool["y"]).float().mean()))
+    files = sorted((tmp_path / "logits").glob("*.pt"))
+    assert len(files) == 1 and calls == [50]               # cached on disk, once
     again = demo.test_pool("mnist", teacher, size=50)
     torch.testing.assert_close(again["teacher_logits"], pool["teacher_logits"])
+    assert sorted((tmp_path / "logits").glob("*.pt")) == files  # read back, not recomputed
+
+
+def test_label_comes_from_the_dataset_registry():
+    assert demo.label("fashion_mnist") == "Fashion-MNIST" and demo.label("cifar10") == "CIFAR-10"
 
 
 def test_figure_png_renders():
@@ -160,62 +171,3 @@ def test_figure_png_renders():
 
     png = demo.figure_png(soft_label_bars(losses.soften(torch.randn(10), 2.0), 3, T=2.0))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_submit_runs_in_the_background_and_hands_back_errors():
-    assert demo.submit(lambda a, b: a + b, 2, b=3).result(timeout=10) == 5
-    job = demo.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        job.result(timeout=10)
-
-
-def test_wait_with_progress_reads_the_jobs_tqdm_bar():
-    import time
-
-    from tqdm.auto import tqdm
-
-    def train():
-        with tqdm(total=4, desc="fit", disable=False) as bar:
-            for _ in range(4):
-                time.sleep(0.15)
-                bar.update(1)
-        return "teacher"
-
-    seen = []
-    result = demo.wait_with_progress(demo.submit(train), lambda frac, text: seen.append((frac, text)), poll_s=0.05)
-    assert result == "teacher"
-    fractions = [f for f, _ in seen if f is not None]
-    assert fractions and all(0 <= f <= 1 for f in fractions) and fractions == sorted(fractions)
-    assert any("fit: step" in text for _, text in seen)
-
-
-def test_start_teachers_trains_the_starter_first_then_the_full_teacher():
-    import threading
-
-    calls, release = [], threading.Event()
-
-    def get_teacher(dataset, recipe_override=None):
-        calls.append(recipe_override)
-        if recipe_override is None:
-            release.wait(10)
-            return "full"
-        return "starter"
-
-    jobs = demo.start_teachers("mnist", get_teacher, starter=True)
-    assert jobs["starter"].result(timeout=10) == "starter"
-    assert not jobs["full"].done()
-    release.set()
-    assert jobs["full"].result(timeout=10) == "full"
-    assert calls == [demo.STARTER_RECIPES["mnist"], None]
-    only_full = demo.start_teachers("mnist", lambda d, **kw: "full", starter=False)
-    assert only_full["starter"] is None and only_full["full"].result(timeout=10) == "full"
-
-
-def test_needs_starter_only_on_a_cpu_without_a_cached_teacher(monkeypatch):
-    import kd_lessons.zoo as zoo
-
-    monkeypatch.setenv("KD_DEVICE", "cpu")
-    monkeypatch.setattr(zoo, "teacher_info", lambda dataset: None)
-    assert demo.needs_starter("mnist")
-    monkeypatch.setattr(zoo, "teacher_info", lambda dataset: {"test_accuracy": 0.99})
-    assert not demo.needs_starter("mnist")

@@ -1,0 +1,86 @@
+"""Background training for the classroom app: a job per teacher, with progress any page rerun can read.
+
+Introduced in notebook 00_start_here (the app tour). Training reports its steps through
+`TrainOptions.on_step`, so the app shows real progress without the library knowing about Streamlit.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable
+
+from kd_lessons import config
+from kd_lessons.train import TrainOptions
+
+__all__ = ["Job", "STARTER_RECIPES", "needs_starter", "start_teachers", "wait_with_progress"]
+
+# Small teacher recipes (teachers.recipe overrides) for a fast first launch on a CPU: the app shows soft labels
+# from this "starter" teacher (1 epoch on a subset) while the mode's own teacher trains in the background.
+STARTER_RECIPES = {"mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
+                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
+                   "cifar10": {"num_epochs": 1, "n_train": 5000}}
+
+
+class Job:
+    """A result to come (`future`) and how far its training is (`on_step` is given to the training loop)."""
+
+    def __init__(self, label: str):
+        self.label, self.future = label, Future()
+        self.done_steps, self.total_steps = 0, 0
+
+    def on_step(self, done: int, total: int) -> None:
+        """Called by train's loop after each step."""
+        self.done_steps, self.total_steps = done, total
+
+    def fraction(self) -> float | None:
+        """Steps done / total, or None before the first step."""
+        return min(self.done_steps / self.total_steps, 1.0) if self.total_steps else None
+
+    def text(self) -> str:
+        """'full teacher: step 120/469', or '' before the first step."""
+        return f"{self.label}: step {self.done_steps}/{self.total_steps}" if self.total_steps else ""
+
+
+def needs_starter(dataset: str) -> bool:
+    """True on a CPU while the teacher is not cached yet: training it takes minutes (full mode: much longer)."""
+    from kd_lessons.teachers import teacher_info
+
+    return config.get_device().type == "cpu" and teacher_info(dataset) is None
+
+
+def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[str, Job | None]:
+    """One daemon thread: the starter teacher first (if asked), then the full one; a Job for each.
+
+    get_teacher is teachers.get_teacher (passed in so tests can use a stand-in); each Job's result is
+    its (teacher, info). Daemon: stopping the server never waits (checkpoints are written atomically).
+    """
+    jobs = {"starter": Job("starter teacher") if starter else None, "full": Job(f"{config.mode()} teacher")}
+
+    def work():
+        for kind in ("starter", "full"):
+            job = jobs[kind]
+            if job is None or not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                kwargs = {"recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
+                job.future.set_result(get_teacher(dataset, options=TrainOptions(progress=False, on_step=job.on_step),
+                                                  **kwargs))
+            except BaseException as exc:  # handed to whoever waits on the future
+                job.future.set_exception(exc)
+
+    threading.Thread(target=work, name=f"kd-teachers-{dataset}", daemon=True).start()
+    return jobs
+
+
+def wait_with_progress(job: Job, on_progress: Callable[[float | None, str], None], poll_s: float = 0.5):
+    """Wait for a job, calling on_progress(fraction or None, text) from this thread; return its result."""
+    start = time.perf_counter()
+    while True:
+        try:
+            return job.future.result(timeout=poll_s)
+        except FutureTimeout:
+            pass
+        elapsed = f"{time.perf_counter() - start:.0f} s"
+        on_progress(job.fraction(), f"{job.text()}, {elapsed}" if job.text() else elapsed)

@@ -1,0 +1,166 @@
+"""Atomic, checksum-verified files and the one cache layout, so a crash never leaves half a file.
+
+Introduced in notebook 00_start_here. Everything cached lives at `cache_dir()/<kind>/<name>`
+(`path`), named by `key(...)` (a short hash of what the content depends on), and is written with
+`save_verified` (sha256 sidecar) and read with `load_verified` / `load_or_none`. Kinds in use:
+tensors (decoded datasets), teachers (checkpoints), logits (cached teacher logits), sweeps.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from kd_lessons import config
+
+__all__ = ["CorruptFileError", "CacheWarning", "KINDS", "path", "key", "sidecar", "tensor_digest", "state_digest",
+           "file_digest", "sha256_bytes", "atomic_path", "atomic_write_bytes", "save_verified", "load_verified",
+           "load_or_none", "discard"]
+
+KINDS = ("tensors", "teachers", "logits", "sweeps")
+
+
+class CorruptFileError(RuntimeError):
+    """A file's content does not match its recorded checksum or cannot be decoded."""
+
+
+class CacheWarning(UserWarning):
+    """A cached file was corrupt or belonged to another setting; it was deleted and will be rebuilt."""
+
+
+def path(kind: str, name: str) -> Path:
+    """The cache file `name` of one kind: the only place the cache layout is spelled out."""
+    if kind not in KINDS:
+        raise ValueError(f"cache kind {kind!r} is not known; use one of {list(KINDS)}")
+    return config.cache_dir() / kind / name
+
+
+def key(*parts: Any) -> str:
+    """A 12-hex-digit name for whatever the content depends on (dicts, numbers, strings)."""
+    blob = parts[0] if len(parts) == 1 else parts
+    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode())[:12]
+
+
+def sidecar(file: str | os.PathLike) -> Path:
+    """The checksum file written beside `file` by save_verified."""
+    file = Path(file)
+    return file.with_name(file.name + ".sha256.json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digest(file: str | os.PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (sha256 or md5, the latter for torchvision's CIFAR pins), read in chunks."""
+    if algo not in ("sha256", "md5"):
+        raise ValueError(f"algo={algo!r}: use 'sha256' or 'md5'")
+    h = hashlib.new(algo)
+    with open(file, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """16 hex digits naming a tensor's exact content (shape, dtype and bytes)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """16 hex digits naming a model's exact weights: cached logits are tied to the teacher that made them."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_digest(tensor).encode())
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `file`; rename it into place only if the block succeeds."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=file.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, file)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(file: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to `file` atomically and return the path."""
+    with atomic_path(file) as tmp:
+        tmp.write_bytes(data)
+    return Path(file)
+
+
+def save_verified(obj: Any, file: str | os.PathLike, meta: dict | None = None) -> str:
+    """torch.save `obj` atomically and record its sha256 (plus `meta`) in a sidecar; return the hash."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    digest = sha256_bytes(data)
+    atomic_write_bytes(file, data)
+    record = {"sha256": digest, "bytes": len(data), **(meta or {})}
+    atomic_write_bytes(sidecar(file), json.dumps(record, indent=1).encode())
+    return digest
+
+
+def load_verified(file: str | os.PathLike, meta: dict | None = None) -> Any:
+    """Load a file written by `save_verified`; raise CorruptFileError if hash or `meta` mismatch."""
+    file = Path(file)
+    side = sidecar(file)
+    if not file.exists() or not side.exists():
+        raise FileNotFoundError(f"{file} (or its checksum file {side.name}) does not exist")
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(f"{side} is unreadable ({exc}); delete {file} and rebuild it") from exc
+    data = file.read_bytes()
+    if sha256_bytes(data) != record.get("sha256"):
+        raise CorruptFileError(f"{file} does not match its recorded sha256: the file is corrupt or was "
+                               f"changed; delete it and it will be rebuilt")
+    for name, value in (meta or {}).items():
+        if record.get(name) != value:
+            raise CorruptFileError(f"{file} was saved with {name}={record.get(name)!r}, expected {value!r}: "
+                                   f"it belongs to another configuration")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad pickles
+        raise CorruptFileError(f"{file} matches its checksum but cannot be loaded ({exc})") from exc
+
+
+def load_or_none(file: str | os.PathLike, meta: dict | None = None, what: str = "cache file") -> Any:
+    """The verified content, or None when absent; a corrupt or foreign file is warned about and deleted."""
+    try:
+        return load_verified(file, meta)
+    except FileNotFoundError:
+        return None
+    except CorruptFileError as exc:
+        discard(file, exc, what)
+        return None
+
+
+def discard(file: str | os.PathLike, reason: Exception, what: str = "cache file") -> None:
+    """Warn (CacheWarning) that a cached file is unusable and delete it with its sidecar, to be rebuilt."""
+    warnings.warn(f"{what} {file} was unusable ({reason}); it was deleted and will be rebuilt",
+                  CacheWarning, stacklevel=3)
+    for p in (Path(file), sidecar(file)):
+        p.unlink(missing_ok=True)

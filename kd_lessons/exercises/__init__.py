@@ -1,0 +1,22 @@
+"""Interview practice for notebooks 09_coding_exercises (check / hint / solution) and 08_interview_questions.
+
+The exercises work like Kaggle's learntools: `ex = exercises.KDLoss()`, then `ex.check(my_kd_loss)`,
+`ex.hint()`, `ex.solution()`. Each topic module holds its exercises whole (starting code, hint,
+solution, known wrong answers and checker); core holds what they share. The find-and-fix bugs are
+modelled on the source articles' mistakes, summarised in docs/references.md.
+"""
+from kd_lessons.exercises.caching import FixCachedLogits
+from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
+from kd_lessons.exercises.features import HintLoss, MakeHintRegressor
+from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixRawTargets, FixReduction,
+                                          FixStopGradient, FixSwapped, FixTSquared)
+from kd_lessons.exercises.questions import QUESTIONS
+from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
+from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
+
+__all__ = [
+    "EXERCISES", "Exercise", "Result", "results", "summary", "QUESTIONS",
+    "SoftmaxWithTemperature", "KDLoss", "DistillationLoss", "MakeHintRegressor", "HintLoss", "DistillationStep",
+    "FixReduction", "FixTSquared", "FixLogProbs", "FixSwapped", "FixOneSided", "FixStopGradient",
+    "FixRawTargets", "FixHardTarget", "FixTeacherMode", "FixSofteningT", "FixCachedLogits",
+]

@@ -1,0 +1,78 @@
+"""Training objectives as objects: one training loop, and each method adds an object, not a flag.
+
+Introduced in notebook 04_distill_mnist. `train.distill(student, x, y, teacher, objective)` calls
+`objective(student_out, teacher_out, y)` on every batch; `train.fit` uses `CrossEntropy`. An
+objective that is an nn.Module with parameters (e.g. FitNets regressors in
+`kd_lessons.methods.features`) is trained along with the student. Set `uses_features = True` to
+receive `(logits, [features])` from both models (the teacher then runs on every batch).
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd_lessons.losses import check_alpha, check_labels, check_logits, check_T, kd_term
+
+__all__ = ["Objective", "CrossEntropy", "HintonKD"]
+
+
+class Objective(nn.Module):
+    """What a student is trained to match, given its output, the teacher's output and the labels."""
+
+    uses_teacher: bool = True
+    uses_features: bool = False
+
+    def check(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor) -> None:
+        """Full input checks, run once on the first batch (per-batch checks would sync a GPU every step)."""
+        if teacher_logits is not None:
+            check_logits(student_logits.float(), teacher_logits.float())
+        check_labels(y, *student_logits.shape)
+
+    def forward(self, student_out, teacher_out, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError("an Objective subclass computes the loss in forward(student_out, teacher_out, y)")
+
+
+class CrossEntropy(Objective):
+    """Hard labels only: how teachers and from-scratch baselines learn. Notebook 04_distill_mnist."""
+
+    uses_teacher = False
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+                or not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing!r}: pass a number in [0, 1) such as 0.1")
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, student_logits, teacher_logits, y):
+        """Cross-entropy with the labels (teacher_logits is ignored and may be None)."""
+        return F.cross_entropy(student_logits.float(), y, label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing:g}"
+
+
+class HintonKD(Objective):
+    """Hinton et al. (2015): alpha * T^2 KL(teacher || student at T) + (1 - alpha) * CE. Notebook 03_kl_loss.
+
+    The same value as `losses.distillation_loss`, checked once (at construction and on the first
+    batch) instead of on every batch.
+    """
+
+    def __init__(self, T: float = 4.0, alpha: float = 0.9):
+        super().__init__()
+        self.T, self.alpha = check_T(T), check_alpha(alpha)
+
+    def forward(self, student_logits, teacher_logits, y):
+        """alpha * kd_term + (1 - alpha) * cross-entropy; the teacher gets no gradient."""
+        student_logits = student_logits.float()
+        soft = kd_term(student_logits, teacher_logits.float(), self.T)
+        if self.alpha == 1.0:
+            return soft
+        return self.alpha * soft + (1.0 - self.alpha) * F.cross_entropy(student_logits, y)
+
+    def extra_repr(self) -> str:
+        return f"T={self.T:g}, alpha={self.alpha:g}"

@@ -1,0 +1,220 @@
+"""Tests for kd_lessons.runs.grid: cells are trained once, cached, joined by live results, rebuilt if corrupt.
+
+Every test here writes grid tables for tiny recipes, so each points KD_CACHE_DIR at tmp_path, and
+replaces the data (grid.load_split) and the teacher (grid.get_teacher) by small synthetic ones: the
+grid's caching logic is what is under test, not the quick teacher.
+"""
+import json
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from kd_lessons import cache, teachers
+from kd_lessons.runs import grid
+
+N_TEST = 128
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path, one_thread):
+    """A private cache dir, a synthetic 'mnist' and a linear teacher that labels it; run_one calls are counted."""
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(784, 10, generator=g)
+    x = torch.randn(256, 1, 28, 28, generator=g)
+    x_test = torch.randn(N_TEST, 1, 28, 28, generator=g)
+    data = {"dataset": "mnist", "x": x, "y": (x.flatten(1) @ w).argmax(1), "x_test": x_test,
+            "y_test": (x_test.flatten(1) @ w).argmax(1)}
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        teacher[1].weight.copy_(w.T / 10)
+        teacher[1].bias.zero_()
+    splits, teacher_calls = [], []
+    monkeypatch.setattr(grid, "load_split", lambda dataset, n_train=None, seed=0:
+                        splits.append((dataset, n_train, seed)) or data)
+    monkeypatch.setattr(grid, "get_teacher", lambda dataset, **kw:
+                        teacher_calls.append(dataset) or (teacher, {"test_accuracy": 1.0}))
+    calls = []
+    real = grid.run_one
+
+    def counting(rec, T, alpha, *args, **kwargs):
+        calls.append((T, alpha))
+        return real(rec, T, alpha, *args, **kwargs)
+
+    monkeypatch.setattr(grid, "run_one", counting)
+    rec = grid.recipe("mnist", student_width=16, num_epochs=1, n_train=256)
+    return {"calls": calls, "rec": rec, "splits": splits, "teacher_calls": teacher_calls, "tmp": tmp_path}
+
+
+def _row(T, alpha, accuracy=0.75, errors=32, seconds=1.5, source="live"):
+    return {"T": T, "alpha": alpha, "accuracy": accuracy, "errors": errors, "seconds": seconds, "source": source}
+
+
+def test_grid_trains_each_cell_once_and_reuses_the_cache(tiny):
+    rec = tiny["rec"]
+    df = grid.load_or_run(rec, [1.0, 4.0], [0.0, 0.9], progress=False)
+    assert list(df.columns) == grid.COLUMNS
+    assert len(df) == 4 and df["accuracy"].between(0, 1).all()
+    # alpha=0 ignores the teacher: trained once, shared by both temperatures
+    assert sorted(tiny["calls"]) == [(1.0, 0.0), (1.0, 0.9), (4.0, 0.9)]
+    base = df[df["alpha"] == 0.0]
+    assert base["accuracy"].nunique() == 1 and "grid (alpha=0 shared)" in set(base["source"])
+    assert set(df[df["alpha"] == 0.9]["source"]) == {"grid"}
+    again = grid.load_or_run(rec, [1.0, 4.0], [0.0, 0.9], progress=False)
+    assert len(tiny["calls"]) == 3  # nothing retrained
+    pd.testing.assert_frame_equal(df, again)
+    assert grid.history_for(rec, 4.0, 0.0)["val_accuracy"]  # the shared cell has the baseline's history
+    assert grid.path(rec).exists() and grid.path(rec).is_relative_to(tiny["tmp"])
+
+
+def test_run_one_uses_the_recipe_data_and_teacher(tiny):
+    rec = tiny["rec"]
+    grid.run_one(rec, 2.0, 0.5)
+    assert tiny["splits"] == [("mnist", 256, 0)] and tiny["teacher_calls"] == ["mnist"]
+
+
+def test_growing_the_grid_trains_only_new_cells(tiny):
+    rec = tiny["rec"]
+    grid.load_or_run(rec, [1.0], [0.5], progress=False)
+    done = []
+    df = grid.load_or_run(rec, [1.0, 2.0], [0.5], progress=False,
+                          callback=lambda i, n, row: done.append((i, n, row["T"])))
+    assert tiny["calls"] == [(1.0, 0.5), (2.0, 0.5)]
+    assert done == [(1, 1, 2.0)] and len(df) == 2
+
+
+def test_add_result_joins_the_cached_grid(tiny):
+    rec = tiny["rec"]
+    grid.load_or_run(rec, [1.0, 4.0], [0.9], progress=False)
+    table = grid.add_result(rec, _row(3.0, 0.5), history={"epoch": [1], "train_loss": [0.3], "val_accuracy": [0.75]})
+    assert len(table) == 3
+    row = table[(table["T"] == 3.0) & (table["alpha"] == 0.5)].iloc[0]
+    assert row["accuracy"] == 0.75 and row["errors"] == 32 and row["source"] == "live"
+    assert len(grid.load(rec)) == 3
+    grid_only = grid.load_or_run(rec, [1.0, 4.0], [0.9], progress=False)
+    assert len(grid_only) == 2  # off-grid live runs only with include_extra
+    assert len(grid.load_or_run(rec, [1.0, 4.0], [0.9], progress=False, include_extra=True)) == 3
+    # the same cell again replaces, never duplicates, and keeps its history when none is given
+    table = grid.add_result(rec, _row(3.0, 0.5, accuracy=0.8, errors=26, seconds=1.0))
+    assert len(table) == 3 and table["accuracy"].max() >= 0.8
+    assert grid.history_for(rec, 3.0, 0.5)["val_accuracy"] == [0.75]
+    assert len(tiny["calls"]) == 2  # add_result never trains
+
+
+def test_live_result_fills_a_grid_cell_so_the_grid_skips_it(tiny):
+    rec = tiny["rec"]
+    _, row, history = grid.run_one(rec, 4.0, 0.9)
+    assert set(row) == set(grid.COLUMNS) and row["source"] == "live"
+    assert 0.0 <= row["accuracy"] <= 1.0 and row["errors"] == round((1 - row["accuracy"]) * N_TEST)
+    assert len(history["val_accuracy"]) == 1
+    grid.add_result(rec, row, history)
+    df = grid.load_or_run(rec, [4.0], [0.9], progress=False)
+    assert len(tiny["calls"]) == 1 and df["source"].tolist() == ["live"]
+
+
+def test_baseline_is_trained_once_then_read_from_the_cache(tiny):
+    rec = tiny["rec"]
+    row, history = grid.baseline(rec)
+    assert row["alpha"] == 0.0 and history["val_accuracy"] and tiny["calls"] == [(1.0, 0.0)]
+    again, history_again = grid.baseline(rec)
+    assert len(tiny["calls"]) == 1 and again["accuracy"] == row["accuracy"]
+    assert history_again == history
+    # and the grid reuses it for alpha=0
+    grid.load_or_run(rec, [1.0], [0.0], progress=False)
+    assert len(tiny["calls"]) == 1
+
+
+def _damage(path, how):
+    if how == "garbage":
+        path.write_bytes(b"not a grid")
+    elif how == "sidecar":
+        cache.sidecar(path).write_text("{")
+    elif how == "foreign":  # right checksum and meta, wrong content
+        meta = {k: v for k, v in json.loads(cache.sidecar(path).read_text()).items() if k not in ("sha256", "bytes")}
+        cache.save_verified({"rows": [{"T": 1.0}], "histories": {}}, path, meta)
+    else:  # a valid table, but saved for another recipe
+        cache.save_verified({"rows": [_row(1.0, 0.9)], "histories": {}}, path,
+                            {"kind": "kd_lessons.grid", "format": 2, "recipe": "another-recipe"})
+
+
+@pytest.mark.parametrize("damage", ["garbage", "sidecar", "foreign", "other_recipe"])
+def test_corrupt_cache_is_detected_and_rebuilt_with_a_warning(tiny, damage):
+    rec = tiny["rec"]
+    grid.load_or_run(rec, [1.0], [0.9], progress=False)
+    path = grid.path(rec)
+    _damage(path, damage)
+    with pytest.warns(cache.CacheWarning, match="deleted and will be rebuilt"):
+        assert grid.load(rec).empty
+    assert not path.exists() and not cache.sidecar(path).exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bad file is gone: no second warning
+        df = grid.load_or_run(rec, [1.0], [0.9], progress=False)
+    assert len(df) == 1 and len(tiny["calls"]) == 2 and path.exists()
+
+
+def test_empty_cache_gives_an_empty_table_with_the_columns(tiny):
+    df = grid.load(tiny["rec"])
+    assert df.empty and list(df.columns) == grid.COLUMNS
+    assert grid.history_for(tiny["rec"], 1.0, 0.9) is None
+    assert tiny["calls"] == []  # load never trains
+
+
+def test_recipes_name_separate_cache_files(tiny, monkeypatch):
+    a = grid.path(grid.recipe("mnist", 16, 1, n_train=256))
+    assert a == grid.path(grid.recipe("mnist", 16, 1, n_train=256))
+    assert a != grid.path(grid.recipe("mnist", 32, 1, n_train=256))
+    assert a != grid.path(grid.recipe("fashion_mnist", 16, 1, n_train=256))
+    assert a != grid.path(grid.recipe("mnist", 16, 2, n_train=256))
+    assert a != grid.path(grid.recipe("mnist", 16, 1, n_train=512))
+    assert a != grid.path(grid.recipe("mnist", 16, 1, n_train=256, seed=1))
+    assert grid.recipe("mnist")["teacher"] == teachers.recipe_key(teachers.recipe("mnist"))
+    # a new teacher recipe starts a new table
+    monkeypatch.setattr(grid, "teacher_recipe", lambda dataset: {**teachers.recipe(dataset), "num_epochs": 99})
+    assert a != grid.path(grid.recipe("mnist", 16, 1, n_train=256))
+    monkeypatch.setenv("KD_QUICK", "1")
+    quick = grid.recipe("mnist")
+    monkeypatch.setenv("KD_QUICK", "0")
+    full = grid.recipe("mnist")
+    assert quick["mode"] == "quick" and full["mode"] == "full" and grid.path(quick) != grid.path(full)
+    assert quick["n_train"] < full["n_train"] and quick["num_epochs"] < full["num_epochs"]
+
+
+def test_default_grid_is_small_in_quick_mode(monkeypatch):
+    monkeypatch.setenv("KD_QUICK", "1")
+    Ts, alphas = grid.default_grid()
+    assert (len(Ts), len(alphas)) == (3, 2) and 0.0 in alphas
+    monkeypatch.setenv("KD_QUICK", "0")
+    Ts, alphas = grid.default_grid()
+    assert (len(Ts), len(alphas)) == (6, 6) and 0.0 in alphas
+
+
+@pytest.mark.parametrize("T, alpha, match", [
+    (0.0, 0.5, r"T=0\.0; pass a float such as T=4\.0"), (2.0, 1.5, r"alpha=1\.5; alpha is the weight"),
+    (float("nan"), 0.5, r"T=nan; pass a float such as")])
+def test_bad_T_or_alpha_is_rejected(tiny, T, alpha, match):
+    with pytest.raises(ValueError, match=match):
+        grid.add_result(tiny["rec"], _row(T, alpha))
+    assert grid.load(tiny["rec"]).empty  # nothing was stored
+
+
+def test_bad_rows_are_rejected(tiny):
+    with pytest.raises(ValueError, match=r"accuracy=1\.5: pass a fraction in \[0, 1\]"):
+        grid.add_result(tiny["rec"], _row(1.0, 0.5, accuracy=1.5))
+    with pytest.raises(ValueError, match=r"row lacks \['source'\]; pass the row run_one returns"):
+        grid.add_result(tiny["rec"], {k: v for k, v in _row(1.0, 0.5).items() if k != "source"})
+    assert grid.load(tiny["rec"]).empty
+
+
+def test_bad_recipes_are_rejected(tiny):
+    with pytest.raises(ValueError, match=r"unknown dataset 'svhn'; use one of"):
+        grid.recipe("svhn")
+    with pytest.raises(ValueError, match=r"num_epochs=0: pass a positive integer"):
+        grid.recipe("mnist", num_epochs=0)
+    with pytest.raises(ValueError, match=r"student_width=True: pass a positive integer"):
+        grid.recipe("mnist", student_width=True)
+    with pytest.raises(ValueError, match=r"must both be non-empty lists"):
+        grid.load_or_run(tiny["rec"], [], [0.5], progress=False)
+    assert tiny["calls"] == []
