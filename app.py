@@ -163,32 +163,60 @@ def soft_panel() -> tuple[dict, list[int]]:
     return pool, shown
 
 
+@st.cache_resource(show_spinner=False)
+def grid_jobs() -> dict:
+    return {}  # one background heatmap job per (recipe, cache): shared by sessions, survives reruns
+
+
+def grid_job(rec: dict, retry: bool = False):
+    """The recipe's heatmap job (started on first use); a failed one stays, with its error, until retried."""
+    running, key = grid_jobs(), (str(grid.path(rec)), CACHE)
+    job = running.get(key)
+    if job is None or retry:
+        Ts, alphas = grid.default_grid()
+        job = running[key] = jobs.start_grid(rec, Ts, alphas, grid.SPREAD_CELLS)
+    return job
+
+
+@st.fragment(run_every=3)
+def heatmap_live(rec: dict, T: float, alpha: float) -> None:
+    """The heatmap as it fills in the background, then the seed spread beside it."""
+    # Guarded here too: Streamlit shows an error raised inside a fragment as a traceback itself (the
+    # caller's guard then only sees FragmentHandledException), and timed fragment reruns skip the caller.
+    with guarded("Accuracy"):
+        job = grid_job(rec)
+        if job.future.done() and job.future.exception() is not None and \
+                st.button("Retry the heatmap", key="retry_heatmap"):
+            job = grid_job(rec, retry=True)
+        table = grid.load(rec)
+        if not table.empty:
+            values, rows, cols, mark, exact = panels.heatmap_table(table, T, alpha)
+            st.image(heatmap_png(values, rows, cols, mark))
+            st.caption("Red box: the current (T, alpha)." if exact else
+                       "Red box: the trained cell nearest to the current (T, alpha); train it below to add it.")
+        if not job.future.done():
+            st.progress(job.fraction() or 0.0,
+                        text=f"{job.text() or 'heatmap: starting'} (cells are cached as they finish)")
+            return
+        spread = job.future.result()  # raises the job's error, which `guarded` shows
+        summary = panels.grid_summary(table, spread)
+        s1, s2, s3 = st.columns(3)
+        s1.metric("Heatmap span (best - worst cell)", f"{summary['span']:.2f} points")
+        s2.metric("Seed spread (largest std over 3 seeds)", f"{summary['spread']:.2f} points",
+                  help=summary["spread_cells"])
+        s3.metric("Span / seed spread", f"{summary['ratio']:.1f}x")
+
+
 def accuracy_panel() -> None:
     st.subheader(f"Student test accuracy over T and alpha ({panels.label(dataset)}, width {width})")
     rec = grid.recipe(dataset, width)
-    Ts, alphas = grid.default_grid()
-    st.caption(f"Each cell: a {width}-wide MLP student distilled for {rec['num_epochs']} epochs on "
-               f"{rec['n_train']} training images ({MODE} mode), tested on the full test set. Cached in "
-               f"`{grid.path(rec).parent}`.")
-    table = grid.load(rec)
+    st.caption(panels.grid_caption(rec))
     busy = st.session_state.get("teacher_kind") == "starter"
     if busy:
-        st.info("Training students needs the full teacher, which is still training in the background "
-                "(see the Soft labels tab); the buttons below unlock when it is ready.")
-    if st.button(f"Compute the sweep ({len(Ts)} × {len(alphas)} grid; trains only missing cells)", key="run_sweep",
-                 disabled=busy):
-        bar = st.progress(0.0, text="sweep: starting…")
-        table = grid.load_or_run(rec, Ts, alphas, progress=False, include_extra=True,
-                                 callback=lambda i, n, row: bar.progress(
-                                     i / n, text=f"sweep: {i}/{n} cells (T={row['T']:g}, alpha={row['alpha']:g})"))
-        bar.empty()
-    if table.empty:
-        st.info("No accuracies cached for this setting yet: press **Compute the sweep** (or train one student below).")
+        st.info("The heatmap and the button below need the course's teacher, which is still training in the "
+                "background (see the Soft labels tab); the heatmap starts filling as soon as it is ready.")
     else:
-        values, rows, cols, mark, exact = panels.heatmap_table(table, T, alpha)
-        st.image(heatmap_png(values, rows, cols, mark))
-        st.caption("Red box: the current (T, alpha)." if exact else
-                   "Red box: the trained cell nearest to the current (T, alpha); train it below to add it.")
+        heatmap_live(rec, T, alpha)
     st.divider()
     if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary",
                  disabled=busy):
@@ -196,7 +224,8 @@ def accuracy_panel() -> None:
         base_row, base_hist = grid.baseline(rec)
 
         def on_epoch(epoch, history):
-            bar.progress(epoch / rec["num_epochs"], text=f"distilling: epoch {epoch}/{rec['num_epochs']}")
+            done = history["step"][-1]
+            bar.progress(min(done / rec["steps"], 1.0), text=f"distilling: step {done}/{rec['steps']}")
             curve.image(panels.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist,
                                                                  f"KD T={T:g}, alpha={alpha:g}": history})))
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_lessons data|teacher|hinton`, the course's jobs outside a notebook.
+"""Command line: `python -m kd_lessons data|teacher|prepare-class|hinton`, the course's jobs outside a notebook.
 
 Introduced in notebook 00_start_here. Each subcommand is a `_cmd_<name>(args) -> exit code` function
 registered in `build_parser()`, so others can be added the same way. Settings come from the
@@ -37,10 +37,39 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
     from kd_lessons.train import TrainOptions
 
     print(config.describe())
-    _, info = teachers.get_teacher(args.dataset, retrain=args.retrain, options=TrainOptions(progress=not args.quiet))
-    print(f"{args.dataset} teacher: {info['test_accuracy']:.2%} test accuracy ({info['test_errors']} errors of "
-          f"{info['n_test']}), {info['params']} parameters, trained in {info['train_seconds']} s on "
-          f"{info['device']}\ncheckpoint: {teachers.checkpoint_path(args.dataset)}")
+    _, info = teachers.get_teacher(args.dataset, args.arch, retrain=args.retrain,
+                                   options=TrainOptions(progress=not args.quiet))
+    for part in info.get("members", []) + [info]:
+        name = part["recipe"]["arch"]
+        print(f"{args.dataset} {name}: {part['test_accuracy']:.2%} test accuracy ({part['test_errors']} errors of "
+              f"{part['n_test']}), {part['params']:,} parameters, trained in {part['train_seconds']} s on "
+              f"{part['device']}")
+    return 0
+
+
+def _cmd_prepare_class(args: argparse.Namespace) -> int:
+    """Train and cache everything the classroom app shows (teacher, heatmap, seed spread); print the time."""
+    import time
+
+    from kd_lessons import config, teachers
+    from kd_lessons.runs import grid
+    from kd_lessons.train import TrainOptions
+
+    print(config.describe())
+    for dataset in args.datasets:
+        start = time.perf_counter()
+        _, info = teachers.get_teacher(dataset, options=TrainOptions(progress=not args.quiet))
+        teacher_s = time.perf_counter() - start
+        rec = grid.recipe(dataset, args.width)
+        Ts, alphas = grid.default_grid()
+        table = grid.load_or_run(rec, Ts, alphas, progress=not args.quiet)
+        spread = grid.spread(rec, grid.SPREAD_CELLS, progress=not args.quiet)
+        total = time.perf_counter() - start
+        span = 100 * (table["accuracy"].max() - table["accuracy"].min())
+        noise = 100 * spread["accuracy_std"].max()
+        print(f"{dataset}: teacher {info['test_errors']} test errors (ready in {teacher_s:.0f} s); heatmap "
+              f"{len(Ts)} x {len(alphas)} spans {span:.2f} accuracy points, seed spread {noise:.2f} points "
+              f"({span / noise:.1f}x); all cached in {total:.0f} s")
     return 0
 
 
@@ -71,9 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data)
     p = sub.add_parser("teacher", help="train (once) and cache a teacher; prints its test accuracy")
     p.add_argument("dataset", choices=names)
+    p.add_argument("--arch", help="cnn, mlp or ensemble (default: the course's teacher; see kd_lessons.teachers)")
     p.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_teacher)
+    p = sub.add_parser("prepare-class", help="before class: train and cache the teacher and the app's heatmap")
+    p.add_argument("datasets", nargs="*", default=["mnist"], choices=[n for n in names if n != "cifar10"])
+    p.add_argument("--width", type=int, default=100, help="student width of the heatmap (the app's default: 100)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_prepare_class)
     p = sub.add_parser("hinton", help="the Hinton et al. (2015) MNIST reproduction (KD_QUICK=1: smoke-test sizes)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 0 1 2 in full mode)")
     p.set_defaults(func=_cmd_hinton)

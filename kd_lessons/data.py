@@ -22,7 +22,7 @@ from kd_lessons.sources import DataUnavailableError
 
 __all__ = ["DATASETS", "DatasetInfo", "DataUnavailableError", "check_name", "check_xy", "load_tensors",
            "class_names", "denormalize", "iterate_batches", "random_crop_flip", "random_shift",
-           "stratified_subset", "prepare_all", "clear_memo"]
+           "stratified_subset", "hide_labels", "prepare_all", "clear_memo"]
 
 _CACHE_FORMAT = 1
 
@@ -234,6 +234,21 @@ def stratified_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -
         picked = torch.cat([picked, pool[torch.randperm(len(pool), generator=g)[:n - len(picked)]]])
     picked = picked.sort().values
     return x[picked], y[picked]
+
+
+def hide_labels(y: torch.Tensor, n_labeled: int, seed: int = 0) -> torch.Tensor:
+    """Keep a class-balanced n_labeled of the labels and set the rest to -1 (unlabelled); notebook 04_distill_mnist.
+
+    The few-labels setting: every image can still be shown to a teacher, only n_labeled keep their class.
+    """
+    check_xy(y, y)
+    if isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or not 1 <= n_labeled <= len(y):
+        raise ValueError(f"n_labeled={n_labeled!r}: pass an int from 1 to {len(y)} (the number of labels to keep)")
+    positions = torch.arange(len(y))
+    keep, _ = stratified_subset(positions, y, n_labeled, seed=seed)
+    hidden = torch.full_like(y, -1)
+    hidden[keep] = y[keep]
+    return hidden
 
 
 def prepare_all(names: list[str] | None = None, progress: bool = True, offline: bool | None = None) -> dict[str, dict]:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from kd_lessons.config import get_device
 from kd_lessons.data import DATASETS, check_name
 
-__all__ = ["TeacherCNN", "MLPStudent", "CNNStudent", "CifarResNet", "CifarStudent", "make_student",
+__all__ = ["TeacherCNN", "MLPStudent", "MLPTeacher", "Ensemble", "CNNStudent", "CifarResNet", "CifarStudent",
+           "make_student",
            "count_params", "count_macs", "size_on_disk", "measure_latency"]
 
 
@@ -90,30 +91,64 @@ class MLPStudent(nn.Module):
     """
 
     def __init__(self, hidden: Sequence[int] = (800, 800), in_features: int = 784,
-                 num_classes: int = 10, dropout: float = 0.0):
+                 num_classes: int = 10, dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
-        if any(h < 1 for h in hidden) or in_features < 1 or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"hidden={hidden}, in_features={in_features}, dropout={dropout}: widths must be "
-                             f"positive and dropout in [0, 1)")
+        if any(h < 1 for h in hidden) or in_features < 1 or not (0.0 <= dropout < 1.0 and 0.0 <= input_dropout < 1.0):
+            raise ValueError(f"hidden={hidden}, in_features={in_features}, dropout={dropout}, input_dropout="
+                             f"{input_dropout}: widths must be positive and dropout rates in [0, 1)")
         self.hidden = hidden
         self.in_features = in_features
         sizes = (in_features, *hidden)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.input_dropout = nn.Dropout(input_dropout)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(sizes[-1], num_classes)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         x = x.flatten(1)
         if x.shape[1] != self.in_features:
-            raise ValueError(f"MLPStudent expects {self.in_features} input features per sample, got "
+            raise ValueError(f"{type(self).__name__} expects {self.in_features} input features per sample, got "
                              f"{x.shape[1]}; build it with in_features={x.shape[1]}")
+        x = self.input_dropout(x)
         features = []
         for layer in self.layers:
             x = self.dropout(F.relu(layer(x)))
             features.append(x)
         logits = self.out(x)
         return (logits, features) if return_features else logits
+
+
+class MLPTeacher(MLPStudent):
+    """Hinton et al.'s (2015) big net: 784-1200-1200-10, dropout on inputs (0.2) and hidden units (0.5).
+
+    Introduced in notebook 07_hinton_2015_reproduction; one member of the course's ensemble teacher
+    (notebook 04_distill_mnist). Train it with +-2 pixel jitter (data.random_shift), as the paper did.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (1200, 1200), in_features: int = 784, num_classes: int = 10,
+                 dropout: float = 0.5, input_dropout: float = 0.2):
+        super().__init__(hidden, in_features, num_classes, dropout, input_dropout)
+
+
+class Ensemble(nn.Module):
+    """The mean of several models' logits: Hinton et al.'s 'cumbersome model'. Notebook 04_distill_mnist.
+
+    Averaging logits is a product of the members' distributions (renormalised); the usual
+    ensemble teacher in distillation. Its size is the sum of the members' sizes.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("an Ensemble needs at least one member model, e.g. Ensemble([cnn, mlp])")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if return_features:
+            raise ValueError("an Ensemble has no single set of feature maps; use one member for feature "
+                             "distillation, e.g. get_teacher(dataset, arch='cnn')")
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
 
 
 class _BasicBlock(nn.Module):

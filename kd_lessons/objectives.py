@@ -5,6 +5,9 @@ Introduced in notebook 04_distill_mnist. `train.distill(student, x, y, teacher, 
 objective that is an nn.Module with parameters (e.g. FitNets regressors in
 `kd_lessons.methods.features`) is trained along with the student. Set `uses_features = True` to
 receive `(logits, [features])` from both models (the teacher then runs on every batch).
+
+Labels may be `UNLABELED` (-1) for images only the teacher labels (few labels + many unlabelled
+images, notebook 04): `HintonKD` then applies its cross-entropy to the labelled rows only.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from torch import nn
 
 from kd_lessons.losses import check_alpha, check_labels, check_logits, check_T, kd_term
 
-__all__ = ["Objective", "CrossEntropy", "HintonKD"]
+__all__ = ["UNLABELED", "Objective", "CrossEntropy", "HintonKD"]
+
+UNLABELED = -1  # the label of an image whose class only the teacher tells
 
 
 class Objective(nn.Module):
@@ -59,20 +64,30 @@ class HintonKD(Objective):
     """Hinton et al. (2015): alpha * T^2 KL(teacher || student at T) + (1 - alpha) * CE. Notebook 03_kl_loss.
 
     The same value as `losses.distillation_loss`, checked once (at construction and on the first
-    batch) instead of on every batch.
+    batch) instead of on every batch. Rows labelled UNLABELED get the soft term only: the
+    cross-entropy is averaged over the labelled rows of the batch (0 when there are none).
     """
 
     def __init__(self, T: float = 4.0, alpha: float = 0.9):
         super().__init__()
         self.T, self.alpha = check_T(T), check_alpha(alpha)
 
+    def check(self, student_logits, teacher_logits, y) -> None:
+        """As Objective.check, but UNLABELED (-1) rows are allowed."""
+        super().check(student_logits, teacher_logits, y.clamp_min(0) if isinstance(y, torch.Tensor) else y)
+        if bool((y < UNLABELED).any()):
+            raise ValueError(f"labels below {UNLABELED} found; use class indices, or {UNLABELED} for an image "
+                             "only the teacher labels")
+
     def forward(self, student_logits, teacher_logits, y):
-        """alpha * kd_term + (1 - alpha) * cross-entropy; the teacher gets no gradient."""
+        """alpha * kd_term + (1 - alpha) * cross-entropy on the labelled rows; the teacher gets no gradient."""
         student_logits = student_logits.float()
         soft = kd_term(student_logits, teacher_logits.float(), self.T)
         if self.alpha == 1.0:
             return soft
-        return self.alpha * soft + (1.0 - self.alpha) * F.cross_entropy(student_logits, y)
+        hard = F.cross_entropy(student_logits, y, ignore_index=UNLABELED, reduction="sum")
+        hard = hard / (y != UNLABELED).sum().clamp_min(1)  # no host sync: stays on the device
+        return self.alpha * soft + (1.0 - self.alpha) * hard
 
     def extra_repr(self) -> str:
         return f"T={self.T:g}, alpha={self.alpha:g}"

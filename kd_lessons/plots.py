@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 
 __all__ = ["soft_label_bars", "image_grid", "temperature_bars", "temperature_curves", "heatmap",
            "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps",
-           "errors_vs_T", "bias_sweep"]
+           "errors_vs_T", "bias_sweep", "method_bars"]
 
 
 class _NotebookFigure(Figure):
@@ -242,7 +242,7 @@ def line_plot(x, ys: Mapping[str, object], xlabel: str = "", ylabel: str = "", t
 
 
 def training_curves(histories, keys: Sequence[str] = ("train_loss", "val_accuracy")) -> Figure:
-    """Loss and accuracy per epoch for one history or {name: history}. Introduced in notebook 04_distill_mnist."""
+    """Loss and accuracy against training steps for one history or {name: history}. Notebook 04_distill_mnist."""
     if isinstance(histories, Mapping) and "epoch" in histories:
         histories = {"": histories}
     if not histories:
@@ -257,9 +257,11 @@ def training_curves(histories, keys: Sequence[str] = ("train_loss", "val_accurac
         for name, h in histories.items():
             values = h.get(key, [])
             if len(values):
-                epochs = h.get("epoch") or list(range(1, len(values) + 1))
-                ax.plot(epochs[:len(values)], values, marker="o", markersize=3, label=name or None)
-        ax.set(xlabel="epoch", title=key.replace("_", " "))
+                x = h.get("val_step" if key.startswith("val_") else "step") or h.get("epoch") or \
+                    list(range(1, len(values) + 1))
+                ax.plot(x[:len(values)], values, marker="o", markersize=3, label=name or None)
+        steps = all(h.get("step") for h in histories.values())
+        ax.set(xlabel="optimizer step" if steps else "epoch", title=key.replace("_", " "))
         if any(name for name in histories):
             ax.legend(fontsize=8)
     return fig
@@ -319,4 +321,21 @@ def bias_sweep(sweep, chosen: float, label: str = "3s", window: tuple = (-2.0, 1
                           xlabel="bias shift", ylabel="held-out errors", title=f"Bias sweep ({label})")
     fig.axes[0].axvline(chosen, color="k", linestyle="--", label=f"chosen shift {chosen:+.1f}")
     fig.axes[0].legend()
+    return fig
+
+
+def method_bars(table, value: str = "errors", title: str = "") -> Figure:
+    """Mean +- std over seeds per method, each seed a dot: what a comparison rests on. Notebook 04_distill_mnist."""
+    if not {"method", "seed", value} <= set(table.columns) or table.empty:
+        raise ValueError(f"pass train_students(...).table (columns method, seed, {value}), got {list(table.columns)}")
+    names = list(dict.fromkeys(table["method"]))
+    groups = [table.loc[table["method"] == m, value].to_numpy(dtype=float) for m in names]
+    fig = _figure(1.3 * len(names) + 2.5, 3.4)
+    ax = fig.subplots()
+    ax.bar(range(len(names)), [g.mean() for g in groups], yerr=[g.std(ddof=1) if len(g) > 1 else 0 for g in groups],
+           capsize=4, color="#9ecae1")
+    for i, g in enumerate(groups):
+        ax.plot(np.full(len(g), i), g, "k.", markersize=5)
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set(ylabel=f"test {value} (mean +- std, dots = seeds)", title=title)
     return fig

@@ -5,6 +5,10 @@ Introduced in notebook 04_distill_mnist. A checkpoint is cache kind "teachers", 
 file, a checkpoint of another recipe or one whose weights do not fit the model is reported with a
 warning and retrained, never silently used. `get_teacher` returns `(teacher, info)`: the model and
 its measured test accuracy, errors, size and training time.
+
+Architectures (`arch`): MNIST and Fashion-MNIST have "cnn" (TeacherCNN), "mlp" (Hinton et al.'s
+1200-1200 dropout net, notebook 07) and "ensemble" (the mean of both: the course's teacher, bigger
+than every student in parameters, bytes and multiply-adds); CIFAR-10 has "resnet" (ResNet-20).
 """
 from __future__ import annotations
 
@@ -19,37 +23,56 @@ from kd_lessons import config
 from kd_lessons import cache
 from kd_lessons.cache import CorruptFileError
 from kd_lessons.data import check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
-from kd_lessons.models import CifarResNet, TeacherCNN, count_params
+from kd_lessons.models import CifarResNet, Ensemble, MLPTeacher, TeacherCNN, count_params
 from kd_lessons.train import TrainOptions, evaluate, fit, predict_logits
 
-__all__ = ["recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher", "recipe_key",
+__all__ = ["ARCHS", "recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher", "recipe_key",
            "cached_logits"]
 
 _AUGMENT = {"none": None, "shift": random_shift, "crop_flip": random_crop_flip}
+ARCHS = {"mnist": ("ensemble", "cnn", "mlp"), "fashion_mnist": ("ensemble", "cnn", "mlp"), "cifar10": ("resnet",)}
 
 
-def recipe(dataset: str) -> dict:
-    """The teacher recipe (architecture + training) for a dataset in the current mode. Notebook 04_distill_mnist."""
+def _arch(dataset: str, arch: str | None) -> tuple[str, str]:
     dataset = check_name(dataset)
-    if dataset in ("mnist", "fashion_mnist"):
-        return {"dataset": dataset, "arch": "TeacherCNN", "width": config.pick(24, 16), "dropout": 0.2,
-                "num_epochs": config.pick(5, 1), "lr": 4e-3, "batch_size": 128, "optimizer": "adamw",
-                "weight_decay": 5e-4, "augment": config.pick("shift", "none"), "n_train": None, "seed": 0}
-    if dataset == "cifar10":
-        return {"dataset": dataset, "arch": "CifarResNet", "depth": 20, "width": 16,
-                "num_epochs": config.pick(30, 2), "lr": 0.1, "batch_size": 256, "optimizer": "sgd",
-                "weight_decay": 5e-4, "augment": "crop_flip", "n_train": config.pick(None, 5000), "seed": 0}
-    raise ValueError(f"dataset={dataset!r} has no teacher recipe yet; add one to teachers.recipe")
+    arch = ARCHS[dataset][0] if arch is None else arch
+    if arch not in ARCHS[dataset]:
+        raise ValueError(f"arch={arch!r} is not a {dataset} teacher; use one of {list(ARCHS[dataset])}")
+    return dataset, arch
+
+
+def recipe(dataset: str, arch: str | None = None) -> dict:
+    """The teacher recipe (architecture + training) in the current mode; arch=None: the course's teacher.
+
+    Introduced in notebook 04_distill_mnist. An ensemble's recipe lists its members' recipes.
+    """
+    dataset, arch = _arch(dataset, arch)
+    common = {"dataset": dataset, "optimizer": "adamw", "weight_decay": 5e-4, "seed": 0}
+    if arch == "ensemble":
+        return {"dataset": dataset, "arch": "ensemble", "members": [recipe(dataset, "cnn"), recipe(dataset, "mlp")]}
+    if arch == "cnn":
+        return {**common, "arch": "TeacherCNN", "width": config.pick(24, 16), "dropout": 0.2,
+                "num_epochs": config.pick(5, 1), "lr": 4e-3, "batch_size": 128,
+                "augment": config.pick("shift", "none"), "n_train": None}
+    if arch == "mlp":  # Hinton et al. 2015: 1200-1200, dropout, +-2 px jitter
+        return {**common, "arch": "MLPTeacher", "hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2,
+                "num_epochs": config.pick(30, 2), "lr": 2e-3, "batch_size": 256, "augment": "shift",
+                "n_train": config.pick(None, 10000)}
+    return {**common, "arch": "CifarResNet", "depth": 20, "width": 16, "num_epochs": config.pick(30, 2), "lr": 0.1,
+            "batch_size": 256, "optimizer": "sgd", "augment": "crop_flip", "n_train": config.pick(None, 5000)}
 
 
 def build_teacher(rec: dict) -> nn.Module:
-    """An untrained model as a recipe describes it."""
+    """An untrained model as a (single-model) recipe describes it."""
     channels = 3 if rec["dataset"] == "cifar10" else 1
     if rec["arch"] == "TeacherCNN":
         return TeacherCNN(in_channels=channels, width=rec["width"], dropout=rec.get("dropout", 0.2))
+    if rec["arch"] == "MLPTeacher":
+        return MLPTeacher(hidden=rec["hidden"], dropout=rec["dropout"], input_dropout=rec["input_dropout"])
     if rec["arch"] == "CifarResNet":
         return CifarResNet(depth=rec["depth"], width=rec["width"], in_channels=channels)
-    raise ValueError(f"recipe arch={rec['arch']!r} is not known; use 'TeacherCNN' or 'CifarResNet'")
+    raise ValueError(f"recipe arch={rec['arch']!r} is not a single model; use 'TeacherCNN', 'MLPTeacher' or "
+                     f"'CifarResNet' (ensembles come from get_teacher(dataset, arch='ensemble'))")
 
 
 def recipe_key(rec: dict) -> str:
@@ -58,9 +81,9 @@ def recipe_key(rec: dict) -> str:
 
 
 def checkpoint_path(dataset: str, rec: dict | None = None) -> Path:
-    """Where the teacher for `dataset` (and this recipe) is cached."""
-    rec = rec if rec is not None else recipe(dataset)
-    return cache.path("teachers", f"{dataset}-{config.mode()}-{recipe_key(rec)}.pt")
+    """Where the teacher for `dataset` (and this single-model recipe) is cached."""
+    rec = rec if rec is not None else recipe(dataset, "cnn")
+    return cache.path("teachers", f"{dataset}-{rec['arch']}-{config.mode()}-{recipe_key(rec)}.pt")
 
 
 def _load(path: Path, rec: dict) -> tuple[nn.Module, dict] | None:
@@ -102,17 +125,23 @@ def _train(rec: dict, device, options: TrainOptions) -> tuple[nn.Module, dict]:
     return teacher, info
 
 
-def get_teacher(dataset: str, device=None, retrain: bool = False, recipe_override: dict | None = None,
-                options: TrainOptions | None = None) -> tuple[nn.Module, dict]:
+def get_teacher(dataset: str, arch: str | None = None, device=None, retrain: bool = False,
+                recipe_override: dict | None = None, options: TrainOptions | None = None) -> tuple[nn.Module, dict]:
     """(teacher in eval mode, info), from the verified cache or trained now. Notebook 04_distill_mnist.
 
+    arch=None is the course's teacher (MNIST, Fashion-MNIST: the ensemble of "cnn" and "mlp").
     `info` holds the measured test accuracy/errors, parameters, training seconds, device and the
-    recipe. `recipe_override` replaces keys of `recipe(dataset)` (tests and the app's starter
-    teacher use small recipes); `options` (progress bar, on_step hook) apply if it trains.
+    recipe. `recipe_override` replaces keys of a single model's recipe (tests and the app's starter
+    teacher use small ones); `options` (progress bar, on_step hook) apply if it trains.
     """
-    rec = {**recipe(dataset), **(recipe_override or {})}
+    dataset, arch = _arch(dataset, arch)
     device = torch.device(device) if device is not None else config.get_device()
-    path = checkpoint_path(rec["dataset"], rec)
+    if arch == "ensemble":
+        if recipe_override:
+            raise ValueError("recipe_override applies to one model; pass arch='cnn' or arch='mlp' with it")
+        return _ensemble(dataset, device, retrain, options)
+    rec = {**recipe(dataset, arch), **(recipe_override or {})}
+    path = checkpoint_path(dataset, rec)
     loaded = None if retrain else _load(path, rec)
     if loaded is None:
         teacher, info = _train(rec, device, options or TrainOptions())
@@ -126,9 +155,26 @@ def get_teacher(dataset: str, device=None, retrain: bool = False, recipe_overrid
     return teacher.to(device).eval(), info
 
 
-def teacher_info(dataset: str, recipe_override: dict | None = None) -> dict | None:
-    """The cached teacher's measured test accuracy, errors and training time (None if not trained yet)."""
-    rec = {**recipe(dataset), **(recipe_override or {})}
+def _ensemble(dataset: str, device, retrain: bool, options) -> tuple[nn.Module, dict]:
+    """Both members from the cache (or trained now), averaged; measured on the test set here (a few s)."""
+    parts = [get_teacher(dataset, arch, device, retrain, options=options) for arch in ("cnn", "mlp")]
+    teacher = Ensemble([m for m, _ in parts]).eval()
+    x_test, y_test = load_tensors(dataset, train=False)
+    result = evaluate(teacher, x_test, y_test, device=device)
+    info = {"dataset": dataset, "test_accuracy": result["accuracy"], "test_errors": result["errors"],
+            "n_test": result["n"], "params": count_params(teacher), "device": str(device),
+            "train_seconds": round(sum(i["train_seconds"] for _, i in parts), 1),
+            "members": [i for _, i in parts], "recipe": recipe(dataset, "ensemble")}
+    return teacher, info
+
+
+def teacher_info(dataset: str, arch: str | None = None, recipe_override: dict | None = None) -> dict | None:
+    """The cached teacher's recorded info (None if it, or an ensemble member, is not trained yet)."""
+    dataset, arch = _arch(dataset, arch)
+    if arch == "ensemble":
+        members = [teacher_info(dataset, a) for a in ("cnn", "mlp")]
+        return None if None in members else {"members": members, "recipe": recipe(dataset, "ensemble")}
+    rec = {**recipe(dataset, arch), **(recipe_override or {})}
     loaded = _load(checkpoint_path(rec["dataset"], rec), rec)
     return None if loaded is None else loaded[1]
 

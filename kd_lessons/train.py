@@ -57,7 +57,7 @@ def _check_run(num_epochs, lr, batch_size) -> None:
 
 def _labels(y: torch.Tensor) -> None:
     if y.dtype != torch.int64:
-        raise ValueError(f"labels have dtype {y.dtype}; pass class indices as int64 (y.long())")
+        raise ValueError(f"labels have dtype {y.dtype}; pass class indices as int64 (y.long()), -1 for unlabelled")
 
 
 def _prepare(model: nn.Module, device: torch.device) -> bool:
@@ -225,8 +225,10 @@ def _run(model, x, y, objective: Objective, teacher, *, num_epochs, lr, batch_si
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
     autocast, scaler = _amp(device, options.precision)
     x, y = _to_device(x, device), _to_device(y, device)
-    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_errors": [],
-               "seconds": [], "lr": [], "step_loss": []}
+    history = {"epoch": [], "step": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_errors": [],
+               "val_step": [], "seconds": [], "lr": [], "step_loss": []}
+    last_epoch = min(num_epochs, math.ceil(total / steps_per_epoch))
+    val_every = max(1, math.ceil(last_epoch / 20))  # at most ~20 test-set evaluations per run
     bar = tqdm(total=total, desc=desc, disable=not options.progress, leave=False)
     step = 0
     with cleanup:
@@ -256,8 +258,9 @@ def _run(model, x, y, objective: Objective, teacher, *, num_epochs, lr, batch_si
                 if sched is not None and sched.last_epoch < sched.total_steps - 1:
                     sched.step()
                 losses.append(loss.detach().float())
-                n_correct += (logits.detach().argmax(1) == yb).sum()
-                n_seen += len(yb)
+                labelled = yb >= 0  # UNLABELED rows (only the teacher labels them) do not count
+                n_correct += ((logits.detach().argmax(1) == yb) & labelled).sum()
+                n_seen += labelled.sum()
                 step += 1
                 bar.update(1)
                 if options.on_step is not None:
@@ -266,15 +269,17 @@ def _run(model, x, y, objective: Objective, teacher, *, num_epochs, lr, batch_si
                     break
             step_losses = torch.stack(losses).cpu().tolist()
             history["epoch"].append(epoch)
+            history["step"].append(step)
             history["seconds"].append(time.perf_counter() - start)
             history["step_loss"].extend(step_losses)
             history["train_loss"].append(sum(step_losses) / len(step_losses))
-            history["train_accuracy"].append(float(n_correct) / n_seen)
+            history["train_accuracy"].append(float(n_correct) / int(n_seen) if int(n_seen) else float("nan"))
             history["lr"].append(opt.param_groups[0]["lr"])
-            if val is not None:
+            if val is not None and (epoch % val_every == 0 or step >= total or epoch == num_epochs):
                 result = evaluate(model, *val, device=device)
                 history["val_accuracy"].append(result["accuracy"])
                 history["val_errors"].append(result["errors"])
+                history["val_step"].append(step)
             bar.set_postfix(epoch=epoch, loss=f"{history['train_loss'][-1]:.4f}")
             stop = options.callback(epoch, history) if options.callback is not None else False
             if stop or step >= total:
@@ -290,8 +295,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_epochs: int, lr:
     """Supervised training with cross-entropy: how teachers (and baselines) are made. Notebook 04_distill_mnist.
 
     AdamW (or SGD+Nesterov, see TrainOptions) with a OneCycle schedule peaking at `lr`; val=(x_val,
-    y_val) adds val_accuracy per epoch. Returns history, a dict of lists (epoch, train_loss,
-    train_accuracy, val_accuracy, val_errors, seconds, lr, step_loss).
+    y_val) adds val_accuracy (every epoch, or at ~20 evenly spaced epochs in long runs; val_step says
+    when). Returns history, a dict of lists (epoch, step, train_loss, train_accuracy, val_accuracy,
+    val_errors, val_step, seconds, lr, step_loss).
     """
     options = options or TrainOptions()
     options = replace(options, weight_decay=5e-4 if options.weight_decay is None else options.weight_decay)

@@ -1,8 +1,12 @@
 """The Streamlit app under AppTest (quick mode): it runs, its widgets move the numbers, failures stay local.
 
-The default cache is used where possible so the quick teacher is trained once and reused; the tests
-that break things get a private KD_CACHE_DIR.
+The default cache is used where possible so the quick teacher is trained once and reused, and the quick
+heatmap (which the app fills in a background thread) is filled once. Tests that break things or use a
+stand-in teacher get a private KD_CACHE_DIR, and never leave a background job running past the test:
+a job still running after monkeypatch's undo would write a stand-in teacher's results into the real cache.
 """
+import math
+import threading
 import time
 from pathlib import Path
 
@@ -10,11 +14,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from kd_lessons import cache
+from kd_lessons.app import jobs, panels
 from kd_lessons.data import DataUnavailableError
 from kd_lessons.runs import grid
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 300  # the first run may train the quick teacher
+TIMEOUT = 300       # the first run may train the quick teacher
+FILL_TIMEOUT = 120  # the quick heatmap (2 x 2) and its seed spread fill in the background within this
+SPAN, SPREAD, RATIO = "Heatmap span (best - worst cell)", "Seed spread (largest std over 3 seeds)", "Span / seed spread"
 
 
 def _metric(at: AppTest, label_start: str) -> str:
@@ -24,12 +31,61 @@ def _metric(at: AppTest, label_start: str) -> str:
 
 
 def _number(at: AppTest, label_start: str) -> float:
-    return float(_metric(at, label_start).split()[0].rstrip("%"))
+    return float(_metric(at, label_start).split()[0].rstrip("%x"))
 
 
 def _clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def _wait_for_heatmap(at: AppTest, timeout: float = FILL_TIMEOUT) -> AppTest:
+    """Rerun the page until the background heatmap job is done (its seed-spread metrics show)."""
+    deadline = time.monotonic() + timeout
+    while not any(m.label == RATIO for m in at.metric):
+        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+        assert time.monotonic() < deadline, (f"the heatmap did not fill within {timeout} s; "
+                                             f"progress: {[p.text for p in at.progress]}")
+        time.sleep(2)
+        at.run()
+    return at
+
+
+def _linear_teacher(dataset, options=None, arch=None, recipe_override=None):
+    """A stand-in teacher (a seeded linear map): instant, so tests with a private cache need no training."""
+    import torch
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    return teacher, {"test_accuracy": 0.5, "n_test": 10000}
+
+
+@pytest.fixture
+def no_grid_job(monkeypatch):
+    """The heatmap job never starts training (its future stays pending); records what it was asked to fill."""
+    started = []
+
+    def pending(rec, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)):
+        started.append((rec, list(Ts), list(alphas), tuple(spread_cells)))
+        return jobs.Job("heatmap")
+
+    monkeypatch.setattr(jobs, "start_grid", pending)
+    return started
+
+
+@pytest.fixture
+def finished_grid_jobs(monkeypatch):
+    """The real heatmap jobs, each waited for when the test ends (so none outlives the test's monkeypatches)."""
+    started = []
+    real = jobs.start_grid
+    monkeypatch.setattr(jobs, "start_grid", lambda *args, **kwargs: started.append(real(*args, **kwargs))
+                        or started[-1])
+    yield started
+    for job in started:
+        try:
+            job.future.result(timeout=FILL_TIMEOUT)
+        except Exception:  # noqa: BLE001 - the test itself checks what the page showed
+            pass
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,6 +112,56 @@ def test_app_runs_with_every_panel(app):
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"
+    assert panels.grid_caption(grid.recipe("mnist", 100)) in [c.value for c in app.caption]
+    assert not app.button(key="train_now").disabled
+    assert "run_sweep" not in [b.key for b in app.button]  # no sweep button: the heatmap fills itself
+
+
+def test_heatmap_fills_in_the_background_with_its_seed_spread(app):
+    _wait_for_heatmap(app)
+    _clean(app)
+    assert app.image  # the heatmap
+    assert not app.progress  # filled: no progress bar left
+    rec = grid.recipe("mnist", 100)
+    table = grid.load(rec)
+    Ts, alphas = grid.default_grid()
+    assert {(T, a) for T in Ts for a in alphas} <= set(zip(table["T"], table["alpha"]))
+    span = _number(app, SPAN)
+    assert _metric(app, SPAN).endswith(" points") and math.isfinite(span) and span >= 0
+    assert span == pytest.approx(100 * (table["accuracy"].max() - table["accuracy"].min()), abs=0.006)
+    spread = grid.spread(rec, grid.SPREAD_CELLS)  # cached by the background job: trains nothing
+    assert len(spread) == 2 and set(spread["seeds"]) == {3}
+    summary = panels.grid_summary(table, spread)
+    assert _metric(app, SPREAD) == f"{summary['spread']:.2f} points"
+    assert _metric(app, RATIO) == f"{summary['ratio']:.1f}x"
+    app.select_slider(key="T").set_value(4.0)
+    app.slider(key="alpha").set_value(0.9).run()
+    assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # a cell of the quick grid
+
+
+def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, finished_grid_jobs):
+    """A fresh cache: the page shows progress first, then the filled heatmap (stand-in teacher, 20-step cells)."""
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # stand-in results stay out of the user's cache
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
+    monkeypatch.setattr(grid, "get_teacher", _linear_teacher)
+    monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
+    real_recipe = grid.recipe
+    monkeypatch.setattr(grid, "recipe", lambda dataset, student_width=100, **kw:
+                        real_recipe(dataset, student_width, n_labeled=100, steps=20))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _clean(at)
+    assert any(p.text.startswith("heatmap") for p in at.progress)  # filling, cells cached as they finish
+    assert not any(m.label == RATIO for m in at.metric)
+    _wait_for_heatmap(at)
+    _clean(at)
+    assert at.image and math.isfinite(_number(at, SPAN))
+    assert len(finished_grid_jobs) == 1  # one job, reused by every rerun
+    rec = grid.recipe("mnist", 100)
+    assert len(grid.load(rec)) == 4 and grid.path(rec).is_relative_to(tmp_path)
+    for seed in (1, 2):  # the spread's other seeds, at its two cells
+        assert sorted(zip(grid.load({**rec, "seed": seed})["T"], grid.load({**rec, "seed": seed})["alpha"])) == \
+            sorted(grid.SPREAD_CELLS, key=lambda c: (c[0], c[1]))
 
 
 def test_raising_T_raises_the_shown_entropy(app):
@@ -87,7 +193,8 @@ def test_compare_shows_two_temperatures(app):
     assert _number(app, "Mean entropy at T = 8") > _number(app, "Mean entropy at T = 1")
 
 
-def test_train_button_yields_an_accuracy_that_joins_the_sweep(app):
+def test_train_button_yields_an_accuracy_that_joins_the_grid(app):
+    _wait_for_heatmap(app)  # the background job is done, so it and the button never write the table at once
     app.select_slider(key="T").set_value(3.0)
     app.slider(key="alpha").set_value(0.7).run()
     app.button(key="train_now").click().run()
@@ -98,54 +205,20 @@ def test_train_button_yields_an_accuracy_that_joins_the_sweep(app):
     table = grid.load(grid.recipe("mnist", 100))
     row = table[(table["T"] == 3.0) & (table["alpha"] == 0.7)]
     assert len(row) == 1 and row["accuracy"].iloc[0] == pytest.approx(student / 100, abs=1e-4)
-    assert app.image  # the heatmap and the training curves
+    assert row["source"].iloc[0] == "live"
+    assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # the heatmap shows the new cell
+    assert len(app.image) >= 2  # the heatmap and the training curves
+    history = grid.history_for(grid.recipe("mnist", 100), 3.0, 0.7)
+    assert history["step"][-1] == grid.recipe("mnist", 100)["steps"]
     radio = app.radio(key="anatomy_student")
     assert "last trained student" in radio.options
     radio.set_value("last trained student").run()
     _clean(app)
 
 
-def _linear_teacher(dataset, options=None, recipe_override=None):
-    """A stand-in teacher (a seeded linear map): instant, so tests with a private cache need no training."""
-    import torch
-
-    torch.manual_seed(0)
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
-    return teacher, {"test_accuracy": 0.5, "n_test": 10000}
-
-
-def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, tmp_path):
-    monkeypatch.setenv("KD_QUICK", "1")
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # never write garbage into the user's cache
-    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
-    path = grid.path(grid.recipe("mnist", 100))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"garbage")
-    cache.sidecar(path).write_text('{"sha256": "0"}')
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    _clean(at)
-    assert any("rebuilt" in w.value for w in at.warning)
-    assert not path.exists()  # deleted, to be rebuilt
-    assert _number(at, "Mean entropy of the soft labels") > 0
-
-
-def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_path):
-    monkeypatch.setenv("KD_QUICK", "1")
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # a fresh cache key, so nothing cached is reused
-
-    def offline(dataset, **kwargs):
-        raise DataUnavailableError(f"Could not load dataset {dataset!r} (simulated: offline, no copy)")
-
-    monkeypatch.setattr("kd_lessons.teachers.get_teacher", offline)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception
-    messages = " ".join(e.value for e in at.error)
-    assert "Soft labels failed" in messages and "make data" in messages
-    assert any("No accuracies cached" in i.value for i in at.info)  # the Accuracy panel still renders
-    assert "def kd_loss" in at.code[0].value
-
-
 def test_failed_training_run_is_reported(app, monkeypatch):
+    _wait_for_heatmap(app)  # the background job must not meet the broken run_one below
+
     def boom(*args, **kwargs):
         raise RuntimeError("simulated: training diverged")
 
@@ -157,44 +230,88 @@ def test_failed_training_run_is_reported(app, monkeypatch):
     assert _number(app, "Total loss") > 0
 
 
-def test_sweep_button_fills_the_heatmap_with_the_current_cell_marked(app):
-    app.select_slider(key="T").set_value(4.0)
-    app.slider(key="alpha").set_value(0.9).run()
-    app.button(key="run_sweep").click().run()
-    _clean(app)
-    Ts, alphas = grid.default_grid()
-    table = grid.load_or_run(grid.recipe("mnist", 100), Ts, alphas, progress=False)  # all cached now: no training
-    assert len(table) == len(Ts) * len(alphas) and table["accuracy"].between(0, 1).all()
-    assert any(c.value == "Red box: the current (T, alpha)." for c in app.caption)
+def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, tmp_path, no_grid_job):
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # never write garbage into the user's cache
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
+    monkeypatch.setattr(grid, "get_teacher", _linear_teacher)
+    monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
+    path = grid.path(grid.recipe("mnist", 100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"garbage")
+    cache.sidecar(path).write_text('{"sha256": "0"}')
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _clean(at)
+    assert any("rebuilt" in w.value for w in at.warning)
+    assert not path.exists()  # deleted, to be rebuilt
+    assert _number(at, "Mean entropy of the soft labels") > 0
+    assert any(p.text.startswith("heatmap") for p in at.progress)  # and the heatmap starts filling
+    assert len(no_grid_job) == 1 and no_grid_job[0][0] == grid.recipe("mnist", 100)
 
 
-def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_trains(monkeypatch, tmp_path):
-    import threading
+def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_path):
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # a fresh cache key, so nothing cached is reused
+    missing = DataUnavailableError("Could not load dataset 'mnist' (simulated: offline, no copy)")
 
-    from kd_lessons.app import jobs
+    def offline(dataset, **kwargs):
+        raise missing
 
+    def failed_grid(rec, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)):
+        job = jobs.Job("heatmap")  # as start_grid's job ends when the teacher cannot be had
+        job.future.set_exception(missing)
+        return job
+
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", offline)
+    monkeypatch.setattr(grid, "get_teacher", offline)
+    monkeypatch.setattr(jobs, "start_grid", failed_grid)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    for _ in range(2):  # a rerun retries the failed heatmap job and says the same
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [e.value for e in at.error]
+        assert len(errors) == 2, errors
+        assert errors[0].startswith("**Soft labels failed.**") and "make data" in errors[0]
+        assert errors[1].startswith("**Accuracy failed.** The dataset is not available") and "make data" in errors[1]
+        no_pool = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
+        assert [i.value for i in at.info].count(no_pool) == 2  # Loss anatomy and Compare say why they are empty
+        assert "def kd_loss" in at.code[0].value  # the Code panel still renders
+        assert panels.grid_caption(grid.recipe("mnist", 100)) in [c.value for c in at.caption]
+        at.run()
+
+
+def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_trains(monkeypatch, tmp_path, no_grid_job):
     monkeypatch.setenv("KD_QUICK", "0")
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
     release = threading.Event()
+    calls = []
 
-    def stand_in(dataset, options=None, recipe_override=None):  # instant; the full one waits for release
+    def stand_in(dataset, options=None, arch=None, recipe_override=None):  # instant; the full one waits for release
+        calls.append((arch, recipe_override))
         if recipe_override is None:
             release.wait(60)
         return _linear_teacher(dataset)
 
     monkeypatch.setattr("kd_lessons.teachers.get_teacher", stand_in)
+    monkeypatch.setattr(grid, "get_teacher", stand_in)
     monkeypatch.setattr(jobs, "needs_starter", lambda dataset: True)
     try:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
         _clean(at)
+        assert calls[0] == ("cnn", jobs.STARTER_RECIPES["mnist"])
         assert any(m.label.endswith("(starter teacher)") for m in at.metric)
         assert any("starter teacher" in i.value for i in at.info)
-        assert at.button(key="train_now").disabled and at.button(key="run_sweep").disabled
+        assert any("heatmap" in i.value and "still training" in i.value for i in at.info)
+        assert at.button(key="train_now").disabled
+        assert no_grid_job == []  # no heatmap is trained with the starter teacher
         release.set()
         time.sleep(1)
         at.run()
         _clean(at)
         assert not any(m.label.endswith("(starter teacher)") for m in at.metric)
         assert not at.button(key="train_now").disabled
+        assert len(no_grid_job) == 1
+        rec, Ts, alphas, cells = no_grid_job[0]
+        assert rec == grid.recipe("mnist", 100) and rec["mode"] == "full"
+        assert (len(Ts), len(alphas)) == (6, 4) and cells == grid.SPREAD_CELLS
     finally:
         release.set()

@@ -1,11 +1,16 @@
-"""Tests for kd_lessons.app.jobs: background teacher training with progress the page can read."""
+"""Tests for kd_lessons.app.jobs: background teacher training and grid filling with progress the page can read.
+
+Stand-ins replace get_teacher and the grid functions: the threads and the progress are under test here.
+"""
 import threading
 import time
 
+import pandas as pd
 import pytest
 
-from kd_lessons import teachers
+from kd_lessons import data, teachers
 from kd_lessons.app import jobs
+from kd_lessons.runs import grid
 from kd_lessons.train import TrainOptions
 
 
@@ -35,9 +40,9 @@ def test_wait_with_progress_reads_the_training_steps():
 def test_start_teachers_trains_the_starter_first_then_the_full_teacher():
     calls, release = [], threading.Event()
 
-    def get_teacher(dataset, options, recipe_override=None):
+    def get_teacher(dataset, options, arch=None, recipe_override=None):
         assert options.progress is False and options.on_step is not None
-        calls.append(recipe_override)
+        calls.append((arch, recipe_override))
         if recipe_override is None:
             release.wait(10)
             return "full", {}
@@ -48,7 +53,7 @@ def test_start_teachers_trains_the_starter_first_then_the_full_teacher():
     assert not running["full"].future.done()
     release.set()
     assert running["full"].future.result(timeout=10) == ("full", {})
-    assert calls == [jobs.STARTER_RECIPES["mnist"], None]
+    assert calls == [("cnn", jobs.STARTER_RECIPES["mnist"]), (None, None)]  # starter: a small CNN; then the course's
     only_full = jobs.start_teachers("mnist", lambda d, **kw: ("full", {}), starter=False)
     assert only_full["starter"] is None and only_full["full"].future.result(timeout=10) == ("full", {})
 
@@ -65,6 +70,120 @@ def test_a_failing_training_is_handed_to_whoever_waits():
 def test_needs_starter_only_on_a_cpu_without_a_cached_teacher(monkeypatch):
     monkeypatch.setenv("KD_DEVICE", "cpu")
     monkeypatch.setattr(teachers, "teacher_info", lambda dataset: None)
-    assert jobs.needs_starter("mnist")
+    assert jobs.needs_starter("mnist") and jobs.needs_starter("fashion_mnist")
+    assert not jobs.needs_starter("cifar10")  # no starter recipe: the page waits for the real teacher
     monkeypatch.setattr(teachers, "teacher_info", lambda dataset: {"test_accuracy": 0.99})
     assert not jobs.needs_starter("mnist")
+
+
+def test_starter_recipes_are_small_overrides_of_the_cnn_recipe():
+    assert set(jobs.STARTER_RECIPES) == {"mnist", "fashion_mnist"}
+    for dataset, override in jobs.STARTER_RECIPES.items():
+        cnn = teachers.recipe(dataset, "cnn")
+        assert set(override) <= set(cnn)             # keys the cnn recipe has, so get_teacher applies them
+        assert override["num_epochs"] == 1 and override["width"] <= cnn["width"]
+        assert 0 < override["n_train"] < 60000           # a subset of the training images
+
+
+# ---------------------------------------------------------------- the heatmap job
+
+class _Recording(jobs.Job):
+    """A Job that remembers every progress report."""
+
+    def __init__(self, label):
+        super().__init__(label)
+        self.reports = []
+
+    def on_step(self, done, total):
+        self.reports.append((done, total))
+        super().on_step(done, total)
+
+
+@pytest.fixture
+def fake_grid(monkeypatch):
+    """grid.load / load_or_run / spread on an in-memory table; each cell 'trains' for 50 ms."""
+    state = {"rows": [], "spread_calls": [], "release": threading.Event()}
+    state["release"].set()
+
+    def frame():
+        return pd.DataFrame(state["rows"], columns=grid.COLUMNS)
+
+    def load_or_run(rec, Ts, alphas, progress=True, callback=None):
+        assert progress is False
+        have = {(r["T"], r["alpha"]) for r in state["rows"]}
+        todo = [(T, a) for a in alphas for T in Ts if (T, a) not in have]
+        for done, (T, a) in enumerate(todo, 1):
+            state["release"].wait(10)
+            time.sleep(0.05)
+            row = {"T": T, "alpha": a, "accuracy": 0.9, "errors": 10, "seconds": 0.05, "source": "grid"}
+            state["rows"].append(row)
+            if callback is not None:
+                callback(done, len(todo), row)
+        return frame()
+
+    def spread(rec, cells, seeds=(0, 1, 2), progress=False):
+        state["spread_calls"].append((rec, tuple(cells), tuple(seeds)))
+        return pd.DataFrame({"T": [c[0] for c in cells], "alpha": [c[1] for c in cells],
+                             "accuracy_std": [0.01] * len(cells), "seeds": [len(seeds)] * len(cells)})
+
+    monkeypatch.setattr(grid, "load", lambda rec: frame())
+    monkeypatch.setattr(grid, "load_or_run", load_or_run)
+    monkeypatch.setattr(grid, "spread", spread)
+    monkeypatch.setattr(jobs, "Job", _Recording)
+    return state
+
+
+def test_start_grid_fills_the_grid_then_the_spread_and_returns_the_spread(fake_grid):
+    rec = {"dataset": "mnist", "seed": 0}
+    job = jobs.start_grid(rec, [1.0, 4.0], [0.0, 0.9], spread_cells=grid.SPREAD_CELLS, spread_seeds=(0, 1, 2))
+    table = job.future.result(timeout=10)
+    total = 4 + 2 * 2  # four cells, then two more seeds at each of two spread cells
+    assert job.reports[:4] == [(1, total), (2, total), (3, total), (4, total)]  # one step per finished cell
+    assert job.reports[-1] == (total, total) and job.fraction() == 1.0
+    assert [done for done, _ in job.reports] == sorted(done for done, _ in job.reports)
+    assert job.text() == f"heatmap: step {total}/{total}"
+    assert fake_grid["spread_calls"] == [(rec, grid.SPREAD_CELLS, (0, 1, 2))]
+    assert list(zip(table["T"], table["alpha"])) == list(grid.SPREAD_CELLS)
+    assert len(fake_grid["rows"]) == 4
+
+
+def test_start_grid_counts_cached_cells_as_done(fake_grid):
+    fake_grid["rows"].append({"T": 1.0, "alpha": 0.0, "accuracy": 0.8, "errors": 20, "seconds": 1.0, "source": "grid"})
+    fake_grid["rows"].append({"T": 3.0, "alpha": 0.5, "accuracy": 0.8, "errors": 20, "seconds": 1.0, "source": "live"})
+    job = jobs.start_grid({"dataset": "mnist"}, [1.0, 4.0], [0.0, 0.9])
+    assert job.future.result(timeout=10) is None          # no spread cells: no spread table
+    assert job.reports[0] == (2, 4)                       # one of four cached (the off-grid live run is not)
+    assert job.reports[-1] == (4, 4) and fake_grid["spread_calls"] == []
+
+
+def test_start_grid_reports_progress_while_it_runs(fake_grid):
+    fake_grid["release"].clear()
+    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0, 0.9])
+    time.sleep(0.1)
+    assert not job.future.done() and job.fraction() is None and job.text() == ""
+    fake_grid["release"].set()
+    seen = []
+    assert jobs.wait_with_progress(job, lambda frac, text: seen.append((frac, text)), poll_s=0.01) is None
+    assert job.fraction() == 1.0
+
+
+def test_start_grid_hands_errors_to_the_waiter(fake_grid, monkeypatch):
+    def broken(rec, Ts, alphas, progress=True, callback=None):
+        raise data.DataUnavailableError("Could not load dataset 'mnist' (simulated)")
+
+    monkeypatch.setattr(grid, "load_or_run", broken)
+    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0], spread_cells=grid.SPREAD_CELLS)
+    with pytest.raises(data.DataUnavailableError, match=r"Could not load dataset 'mnist' \(simulated\)"):
+        job.future.result(timeout=10)
+    assert fake_grid["spread_calls"] == []
+
+
+def test_start_grid_hands_spread_errors_to_the_waiter(fake_grid, monkeypatch):
+    def broken(rec, cells, seeds=(0, 1, 2), progress=False):
+        raise ValueError("seeds=[0]: a spread needs at least two seeds")
+
+    monkeypatch.setattr(grid, "spread", broken)
+    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0], spread_cells=grid.SPREAD_CELLS, spread_seeds=(0,))
+    with pytest.raises(ValueError, match="a spread needs at least two seeds"):
+        jobs.wait_with_progress(job, lambda frac, text: None, poll_s=0.01)
+    assert len(fake_grid["rows"]) == 1  # the grid itself was filled first

@@ -171,3 +171,47 @@ def test_figure_png_renders():
 
     png = demo.figure_png(soft_label_bars(losses.soften(torch.randn(10), 2.0), 3, T=2.0))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _grid_table(accuracies):
+    n = len(accuracies)
+    return pd.DataFrame({"T": [1.0, 4.0] * (n // 2), "alpha": [0.0] * (n // 2) + [0.9] * (n // 2),
+                         "accuracy": accuracies, "errors": [0] * n, "seconds": [1.0] * n, "source": ["grid"] * n})
+
+
+def test_grid_summary_compares_the_heatmap_span_with_the_seed_spread():
+    table = _grid_table([0.90, 0.90, 0.93, 0.97])
+    spread = pd.DataFrame({"T": [4.0, 4.0], "alpha": [0.9, 0.0], "accuracy_mean": [0.965, 0.9],
+                           "accuracy_std": [0.004, 0.01], "errors_mean": [35.0, 100.0], "errors_std": [4.0, 10.0],
+                           "seeds": [3, 3]})
+    summary = demo.grid_summary(table, spread)
+    assert summary["span"] == pytest.approx(7.0)          # points: 97 % - 90 %
+    assert summary["spread"] == pytest.approx(1.0)        # the largest std, in points
+    assert summary["ratio"] == pytest.approx(7.0)
+    assert summary["spread_cells"] == "std in points over 3 seeds at T=4, alpha=0.9: 0.40, T=4, alpha=0: 1.00"
+
+
+def test_grid_summary_without_or_with_a_zero_spread():
+    table = _grid_table([0.90, 0.92])
+    for spread in (None, pd.DataFrame()):
+        summary = demo.grid_summary(table, spread)
+        assert summary["span"] == pytest.approx(2.0) and summary["spread_cells"] == ""
+        assert math.isnan(summary["spread"]) and math.isnan(summary["ratio"])
+    still = pd.DataFrame({"T": [4.0], "alpha": [0.9], "accuracy_std": [0.0], "seeds": [3]})
+    assert demo.grid_summary(table, still)["ratio"] == math.inf  # seeds agreed exactly
+    with pytest.raises(ValueError, match=r"the grid table is empty; fill it with grid.load_or_run\(rec\) first"):
+        demo.grid_summary(table.iloc[:0], None)
+
+
+def test_grid_caption_describes_one_cell_from_the_recipe(monkeypatch):
+    from kd_lessons.runs import grid
+
+    monkeypatch.setenv("KD_QUICK", "1")
+    quick = demo.grid_caption(grid.recipe("mnist", 30))
+    assert "two hidden layers of 30" in quick and "keeps the labels of 500 images" in quick
+    assert "a 5000-image training pool" in quick and "alpha = 0: no teacher" in quick
+    assert "300 steps of batch 128, quick mode" in quick
+    monkeypatch.setenv("KD_QUICK", "0")
+    full = demo.grid_caption(grid.recipe("mnist", 100, n_labeled=250))
+    assert "two hidden layers of 100" in full and "labels of 250 images of all training images" in full
+    assert "3000 steps of batch 128, full mode" in full

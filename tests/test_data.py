@@ -394,3 +394,41 @@ def test_stratified_subset_balanced_and_seeded():
     assert torch.equal(y[xs.flatten().long()], ys)
     assert torch.equal(xs, data.stratified_subset(x, y, 105, seed=3)[0])
     assert data.stratified_subset(x, y, 5000)[0].shape[0] == 1000
+
+
+def test_hide_labels_keeps_a_class_balanced_n_labeled_and_hides_the_rest():
+    y = torch.arange(1000) % 10
+    before = y.clone()
+    hidden = data.hide_labels(y, 105, seed=3)
+    assert torch.equal(y, before)                               # the caller's labels are untouched
+    assert hidden.shape == y.shape and hidden.dtype == y.dtype
+    kept = hidden != -1
+    assert int(kept.sum()) == 105
+    assert torch.equal(hidden[kept], y[kept])                   # kept labels are the true ones
+    assert bool((hidden[~kept] == -1).all())
+    assert sorted(torch.bincount(hidden[kept], minlength=10).tolist()) == [10] * 5 + [11] * 5
+    # the same positions stratified_subset picks with that seed; another seed picks others
+    positions, _ = data.stratified_subset(torch.arange(1000), y, 105, seed=3)
+    assert torch.equal(torch.nonzero(kept).flatten(), positions)
+    assert torch.equal(data.hide_labels(y, 105, seed=3), hidden)
+    assert not torch.equal(data.hide_labels(y, 105, seed=4), hidden)
+    assert torch.equal(data.hide_labels(y, 1000, seed=0), y)  # keeping every label hides none
+
+
+def test_hide_labels_keeps_exactly_n_labeled_when_a_class_is_too_small():
+    y = torch.tensor([0] * 50 + [1] * 50 + [2] * 2)
+    hidden = data.hide_labels(y, 30, seed=0)
+    kept = hidden[hidden != -1]
+    assert len(kept) == 30 and torch.bincount(kept).tolist()[2] == 2  # the small class whole, the rest topped up
+    assert all(count >= 10 for count in torch.bincount(kept).tolist()[:2])  # each at least its quota of 10
+
+
+@pytest.mark.parametrize("n_labeled", [0, 11, -1, True, 2.0, None])
+def test_hide_labels_rejects_a_bad_count(n_labeled):
+    with pytest.raises(ValueError, match=rf"n_labeled={n_labeled!r}: pass an int from 1 to 10 \(the number of labels"):
+        data.hide_labels(torch.arange(10), n_labeled)
+
+
+def test_hide_labels_rejects_empty_labels():
+    with pytest.raises(ValueError, match="x and y are empty; pass at least one example"):
+        data.hide_labels(torch.zeros(0, dtype=torch.int64), 1)

@@ -3,14 +3,23 @@ import pytest
 import torch
 from torch import nn
 
-from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, MLPStudent, TeacherCNN, count_macs,
-                               count_params, make_student, measure_latency, size_on_disk)
+from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, Ensemble, MLPStudent, MLPTeacher, TeacherCNN,
+                               count_macs, count_params, make_student, measure_latency, size_on_disk)
 from kd_lessons.teachers import build_teacher, recipe
 
 
-def make_teacher(dataset):
-    """The untrained teacher of a dataset's recipe (models.make_teacher is gone)."""
-    return build_teacher(recipe(dataset))
+def make_teacher(dataset, arch=None):
+    """The untrained teacher of a dataset's recipe, built as get_teacher builds it (an Ensemble of members)."""
+    rec = recipe(dataset, arch)
+    if rec["arch"] == "ensemble":
+        return Ensemble([build_teacher(member) for member in rec["members"]])
+    return build_teacher(rec)
+
+
+def course_teacher():
+    """The course's MNIST teacher as notebook 04 describes it: TeacherCNN(width 24) and Hinton's MLPTeacher."""
+    torch.manual_seed(0)
+    return Ensemble([TeacherCNN(width=24), MLPTeacher()])
 
 # Random tensors with image shapes: enough to check shapes, never a stand-in for real data.
 MNIST_LIKE = (1, 28, 28)
@@ -22,6 +31,8 @@ CASES = [
     (CNNStudent(width=8), MNIST_LIKE, [(8, 14, 14), (16, 7, 7), (32, 7, 7)]),
     (MLPStudent((800, 800)), MNIST_LIKE, [(800,), (800,)]),
     (MLPStudent((30, 30), dropout=0.1), MNIST_LIKE, [(30,), (30,)]),
+    (MLPStudent((30, 30), input_dropout=0.2), MNIST_LIKE, [(30,), (30,)]),
+    (MLPTeacher(), MNIST_LIKE, [(1200,), (1200,)]),
     (CifarResNet(depth=20, width=16), CIFAR_SHAPED, [(16, 32, 32), (32, 16, 16), (64, 8, 8)]),
     (CifarResNet(depth=8, width=8), CIFAR_SHAPED, [(8, 32, 32), (16, 16, 16), (32, 8, 8)]),
     (CifarStudent(width=8), CIFAR_SHAPED, [(8, 32, 32), (16, 16, 16), (32, 8, 8)]),
@@ -58,8 +69,76 @@ def test_count_params_matches_hand_count():
 
 
 def test_teacher_is_bigger_than_students():
-    assert count_params(make_teacher("mnist")) > count_params(make_student("mnist", "cnn", width=8))
     assert count_params(make_teacher("cifar10")) > count_params(make_student("cifar10", "cnn", width=8))
+    for mode in ("0", "1"):  # the course's teacher, as its recipe builds it, in both modes
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KD_QUICK", mode)
+            teacher = make_teacher("mnist")
+        assert count_params(teacher) > count_params(make_student("mnist", "mlp", width=800))
+        assert count_params(teacher) > count_params(make_student("mnist", "cnn", width=8))
+
+
+STUDENTS = {"MLPStudent(100, 100)": lambda: MLPStudent((100, 100)),
+            "MLPStudent(800, 800)": lambda: MLPStudent((800, 800)),
+            "CNNStudent(8)": lambda: CNNStudent(width=8)}
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_the_course_teacher_is_bigger_than_every_student_in_params_bytes_and_macs(name):
+    """Notebook 04 says so: the ensemble teacher beats every student on all three size measures."""
+    teacher, student = course_teacher(), STUDENTS[name]()
+    assert count_params(teacher) > count_params(student)
+    assert size_on_disk(teacher) > size_on_disk(student)
+    assert count_macs(teacher, MNIST_LIKE) > count_macs(student, MNIST_LIKE)
+
+
+def test_the_course_teacher_is_what_the_full_recipe_builds(monkeypatch):
+    monkeypatch.setenv("KD_QUICK", "0")
+    built, expected = make_teacher("mnist"), course_teacher()
+    assert [type(m) for m in built.members] == [TeacherCNN, MLPTeacher]
+    assert built.members[0].stages[0][0][0].out_channels == 24
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in expected.state_dict().items()}
+
+
+def test_ensemble_averages_member_logits_and_sums_their_sizes():
+    torch.manual_seed(0)
+    a, b = MLPStudent((20,)), CNNStudent(width=2)
+    ensemble = Ensemble([a, b]).eval()
+    x = torch.randn(4, *MNIST_LIKE)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(x), (a(x) + b(x)) / 2)
+        torch.testing.assert_close(Ensemble([a]).eval()(x), a(x))
+    assert count_params(ensemble) == count_params(a) + count_params(b)
+    assert count_macs(ensemble, MNIST_LIKE) == count_macs(a, MNIST_LIKE) + count_macs(b, MNIST_LIKE)
+    assert ensemble.training is False and a.training is False  # eval() reaches the members
+    with pytest.raises(ValueError, match="an Ensemble has no single set of feature maps; use one member"):
+        ensemble(x, return_features=True)
+    with pytest.raises(ValueError, match=r"an Ensemble needs at least one member model, e.g. Ensemble\(\[cnn, mlp\]\)"):
+        Ensemble([])
+
+
+def test_mlp_teacher_defaults_are_hintons_net():
+    teacher = MLPTeacher()
+    assert teacher.hidden == (1200, 1200) and teacher.in_features == 784
+    assert (teacher.dropout.p, teacher.input_dropout.p) == (0.5, 0.2)
+    assert count_params(teacher) == 784 * 1200 + 1200 + 1200 * 1200 + 1200 + 1200 * 10 + 10
+    assert MLPStudent().input_dropout.p == 0.0  # students see clean inputs unless asked
+
+
+def test_mlp_teacher_input_dropout_is_active_in_train_mode_only():
+    torch.manual_seed(0)
+    teacher = MLPTeacher()
+    seen = []
+    teacher.input_dropout.register_forward_hook(lambda module, inputs, out: seen.append(out.detach().clone()))
+    x = torch.ones(64, *MNIST_LIKE)
+    teacher.train()(x)
+    dropped = seen[-1]
+    assert set(dropped.unique().tolist()) == {0.0, 1.25}      # dropped, or scaled by 1 / (1 - 0.2)
+    assert (dropped == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    teacher.eval()
+    with torch.no_grad():
+        first, second = teacher(x), teacher(x)
+    assert torch.equal(seen[-1], x.flatten(1)) and torch.equal(first, second)  # eval: inputs untouched
 
 
 def test_size_on_disk_covers_the_float32_weights():
@@ -85,7 +164,9 @@ def test_make_student_kinds():
     assert isinstance(make_student("fashion_mnist", "cnn", width=4), CNNStudent)
     assert isinstance(make_student("cifar10", "cnn", width=4), CifarStudent)
     assert make_student("cifar10", "mlp", width=10)(torch.randn(2, *CIFAR_SHAPED)).shape == (2, 10)
-    assert isinstance(make_teacher("fashion_mnist"), TeacherCNN)
+    assert isinstance(make_teacher("fashion_mnist", "cnn"), TeacherCNN)
+    assert isinstance(make_teacher("fashion_mnist", "mlp"), MLPTeacher)
+    assert isinstance(make_teacher("fashion_mnist"), Ensemble)
     assert isinstance(make_teacher("cifar10"), CifarResNet)
 
 
@@ -96,7 +177,10 @@ BAD_CALLS = {
                      "kind='transformer' is not known; use 'mlp' or 'cnn'"),
     "student width": (lambda: make_student("mnist", width=0), "width=0: must be a positive integer"),
     "mlp width": (lambda: MLPStudent((0,)), r"hidden=\(0,\).*widths must be positive"),
-    "mlp dropout": (lambda: MLPStudent((3,), dropout=1.0), r"dropout in \[0, 1\)"),
+    "mlp dropout": (lambda: MLPStudent((3,), dropout=1.0), r"dropout=1\.0.*dropout rates in \[0, 1\)"),
+    "mlp input dropout": (lambda: MLPStudent((3,), input_dropout=-0.1),
+                          r"input_dropout=-0\.1: widths must be positive and dropout rates in \[0, 1\)"),
+    "mlp teacher dropout": (lambda: MLPTeacher(dropout=1.0), r"dropout rates in \[0, 1\)"),
     "resnet depth": (lambda: CifarResNet(depth=21), r"depth must be 6n\+2 \(8, 14, 20, 32, 56\)"),
     "teacher width": (lambda: TeacherCNN(width=0), "width must be positive"),
     "cnn width": (lambda: CNNStudent(width=0), "width=0: must be a positive integer"),
@@ -141,4 +225,5 @@ def test_count_macs_of_course_models():
     # CNNStudent(width=2): conv 1->2 at 28x28, conv 2->4 at 14x14, conv 4->8 at 7x7, head 8->10
     expected = 2 * 28 * 28 * 1 * 9 + 4 * 14 * 14 * 2 * 9 + 8 * 7 * 7 * 4 * 9 + 8 * 10
     assert count_macs(CNNStudent(width=2), MNIST_LIKE) == expected
-    assert count_macs(make_teacher("mnist"), MNIST_LIKE) > count_macs(CNNStudent(width=8), MNIST_LIKE)
+    assert count_macs(make_teacher("mnist", "cnn"), MNIST_LIKE) > count_macs(CNNStudent(width=8), MNIST_LIKE)
+    assert count_macs(MLPTeacher(), MNIST_LIKE) == 784 * 1200 + 1200 * 1200 + 1200 * 10

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kd_lessons.losses import distillation_loss
-from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
+from kd_lessons.losses import distillation_loss, kd_loss
+from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD, Objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,7 +117,7 @@ BAD_BATCHES = {
     "nan student": ((torch.full((4, 5), math.nan), V, Y), "student_logits contains NaN or inf.*smaller lr"),
     "inf teacher": ((S, torch.full((4, 5), math.inf), Y), "teacher_logits contains NaN or inf"),
     "labels too big": ((S, V, Y + 2), r"y must lie in \[0, 5\), got values from 2 to 5"),
-    "negative labels": ((S, V, Y - 1), r"y must lie in \[0, 5\), got values from -1"),
+    "negative labels": ((S, V, Y - 2), r"y must lie in \[0, 5\), got values from -2|labels below -1 found"),
     "float labels": ((S, V, Y.float()), "integer class indices.*not one-hot, not floats"),
     "int32 labels": ((S, V, Y.int()), r"use y\.long\(\)"),
     "one-hot labels": ((S, V, F.one_hot(Y, 5)), r"y must have shape \[4\]"),
@@ -146,3 +146,23 @@ def test_objective_base_class_must_be_subclassed():
     assert Objective.uses_teacher and not Objective.uses_features
     with pytest.raises(NotImplementedError, match=r"subclass computes the loss in forward\(student_out"):
         Objective()(S, V, Y)
+
+
+def test_hinton_kd_with_unlabeled_rows_uses_the_labels_it_has_and_the_teacher_everywhere():
+    torch.manual_seed(0)
+    z, v = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10)
+    y = torch.tensor([3, UNLABELED, 1, UNLABELED, UNLABELED, 7])
+    labelled = y != UNLABELED
+    got = HintonKD(T=2.0, alpha=0.3)(z, v, y)
+    want = 0.3 * kd_loss(z, v, 2.0) + 0.7 * F.cross_entropy(z[labelled], y[labelled])
+    torch.testing.assert_close(got, want)
+    HintonKD().check(z, v, y)  # -1 is allowed ...
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 10\), got values from -1"):
+        CrossEntropy().check(z, None, y)  # ... but cross-entropy alone needs every label
+
+
+def test_hinton_kd_on_a_batch_with_no_labels_is_the_soft_term_alone_not_nan():
+    z, v = torch.randn(4, 10), torch.randn(4, 10)
+    y = torch.full((4,), UNLABELED)
+    got = HintonKD(T=4.0, alpha=0.5)(z, v, y)
+    torch.testing.assert_close(got, 0.5 * kd_loss(z, v, 4.0))

@@ -190,3 +190,25 @@ def test_bias_sweep_figure_shows_the_window_and_marks_the_chosen_shift():
     narrow = plots.bias_sweep(sweep, chosen=-1.0, label="7s and 8s", window=(-1.0, 1.0))
     assert len(narrow.axes[0].lines[0].get_xdata()) == 5
     assert "chosen shift -1.0" in [t.get_text() for t in narrow.axes[0].get_legend().get_texts()]
+
+
+def test_training_curves_plot_against_optimizer_steps():
+    h = {"epoch": [1, 2, 3], "step": [40, 80, 120], "train_loss": [1.0, 0.5, 0.3],
+         "val_accuracy": [0.9, 0.95], "val_step": [80, 120]}
+    fig = plots.training_curves(h)
+    loss_ax, acc_ax = fig.axes
+    assert list(loss_ax.lines[0].get_xdata()) == [40, 80, 120]
+    assert list(acc_ax.lines[0].get_xdata()) == [80, 120] and list(acc_ax.lines[0].get_ydata()) == [0.9, 0.95]
+    assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "optimizer step"
+    # two runs with different steps per epoch share one step axis (the app's baseline vs distilled curves)
+    other = {"epoch": [1, 2], "step": [60, 120], "train_loss": [0.8, 0.2], "val_accuracy": [0.97], "val_step": [120]}
+    fig = plots.training_curves({"baseline": h, "distilled": other})
+    assert [list(line.get_xdata()) for line in fig.axes[0].lines] == [[40, 80, 120], [60, 120]]
+    _renders(fig)
+
+
+def test_training_curves_fall_back_to_epochs_without_steps():
+    h = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.3], "val_accuracy": [0.8, 0.9, 0.95]}
+    fig = plots.training_curves(h)
+    assert all(list(ax.lines[0].get_xdata()) == [1, 2, 3] for ax in fig.axes)
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)

@@ -355,3 +355,54 @@ def test_optimizer_is_fused_where_torch_has_it(monkeypatch):
     assert not _optimizer("adamw", params, 1e-3, 0.0).defaults.get("fused")
     with pytest.raises(ValueError, match="optimizer='lbfgs': use 'adamw' or 'sgd'"):
         _optimizer("lbfgs", params, 1e-3, 0.0)
+
+
+def test_history_records_the_step_count_at_each_epoch_and_at_each_evaluation():
+    x, y, _ = _tiny(200)
+    val = (x[:50], y[:50])
+    history = fit(MLPStudent((8,)), x, y, num_epochs=3, lr=1e-3, batch_size=64, val=val, device="cpu", options=QUIET)
+    assert history["step"] == [4, 8, 12]          # 200 rows / 64 = 4 steps per epoch
+    assert history["val_step"] == [4, 8, 12]      # <= 20 epochs: the test set every epoch
+    assert len(history["val_accuracy"]) == len(history["val_errors"]) == 3
+    capped = distill(MLPStudent((8,)), x, y, torch.randn(200, 10), num_epochs=3, lr=1e-3, batch_size=64, val=val,
+                     device="cpu", options=TrainOptions(progress=False, max_steps=5))
+    assert capped["step"] == [4, 5] and capped["val_step"] == [4, 5]  # stopped mid-epoch: still evaluated
+    assert fit(MLPStudent((8,)), x, y, num_epochs=2, lr=1e-3, batch_size=64, device="cpu",
+               options=QUIET)["val_step"] == []
+
+
+@pytest.mark.parametrize("num_epochs, max_steps, expected", [
+    (40, None, list(range(2, 41, 2))),               # ceil(40 / 20) = 2: every 2nd epoch
+    (45, None, list(range(3, 46, 3))),               # every 3rd, 45 is one of them
+    (41, None, list(range(3, 40, 3)) + [41]),        # every 3rd, plus the last
+    (60, 31, list(range(2, 31, 2)) + [31]),          # max_steps ends the run at epoch 31: plus that one
+])
+def test_long_runs_evaluate_about_20_times_and_always_at_the_end(one_thread, num_epochs, max_steps, expected):
+    x, y, _ = _tiny(16)
+    history = fit(MLPStudent((4,)), x, y, num_epochs=num_epochs, lr=1e-3, batch_size=16, val=(x, y), device="cpu",
+                  options=TrainOptions(progress=False, max_steps=max_steps))  # one step per epoch
+    assert history["val_step"] == expected
+    assert len(history["val_accuracy"]) == len(expected) <= 20 + 1
+    assert history["step"] == list(range(1, len(history["epoch"]) + 1))
+
+
+class _Fixed(torch.nn.Module):
+    """Predicts class (row number % 10), the row number being stored in x[:, 0]; one parameter gets no gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return 10.0 * torch.nn.functional.one_hot(x[:, 0].long() % 10, 10).float() + 0.0 * self.unused
+
+
+def test_train_accuracy_counts_labelled_rows_only():
+    x = torch.zeros(20, 3)
+    x[:, 0] = torch.arange(20).float()
+    y = torch.full((20,), objectives.UNLABELED)
+    y[:5] = torch.arange(5)               # labelled and predicted right
+    y[5:10] = (torch.arange(5, 10) + 1) % 10  # labelled and predicted wrong; rows 10-19 have no label
+    history = distill(_Fixed(), x, y, torch.randn(20, 10), HintonKD(T=2.0, alpha=0.5), num_epochs=2, lr=1e-3,
+                      batch_size=8, device="cpu", options=QUIET)
+    assert history["train_accuracy"] == [0.5, 0.5]  # 5 of the 10 labelled rows, not 5 of 20

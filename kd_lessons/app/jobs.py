@@ -14,13 +14,12 @@ from typing import Callable
 from kd_lessons import config
 from kd_lessons.train import TrainOptions
 
-__all__ = ["Job", "STARTER_RECIPES", "needs_starter", "start_teachers", "wait_with_progress"]
+__all__ = ["Job", "STARTER_RECIPES", "needs_starter", "start_teachers", "start_grid", "wait_with_progress"]
 
-# Small teacher recipes (teachers.recipe overrides) for a fast first launch on a CPU: the app shows soft labels
-# from this "starter" teacher (1 epoch on a subset) while the mode's own teacher trains in the background.
+# Small CNN recipes (overrides of teachers.recipe(dataset, "cnn")) for a fast first launch on a CPU: the app
+# shows soft labels from this "starter" teacher (1 epoch on a subset) while the course's teacher trains.
 STARTER_RECIPES = {"mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
-                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
-                   "cifar10": {"num_epochs": 1, "n_train": 5000}}
+                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000}}
 
 
 class Job:
@@ -47,7 +46,7 @@ def needs_starter(dataset: str) -> bool:
     """True on a CPU while the teacher is not cached yet: training it takes minutes (full mode: much longer)."""
     from kd_lessons.teachers import teacher_info
 
-    return config.get_device().type == "cpu" and teacher_info(dataset) is None
+    return dataset in STARTER_RECIPES and config.get_device().type == "cpu" and teacher_info(dataset) is None
 
 
 def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[str, Job | None]:
@@ -64,7 +63,7 @@ def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[s
             if job is None or not job.future.set_running_or_notify_cancel():
                 continue
             try:
-                kwargs = {"recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
+                kwargs = {"arch": "cnn", "recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
                 job.future.set_result(get_teacher(dataset, options=TrainOptions(progress=False, on_step=job.on_step),
                                                   **kwargs))
             except BaseException as exc:  # handed to whoever waits on the future
@@ -72,6 +71,36 @@ def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[s
 
     threading.Thread(target=work, name=f"kd-teachers-{dataset}", daemon=True).start()
     return jobs
+
+
+def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -> Job:
+    """Fill the recipe's T x alpha grid (then the seed spread at `spread_cells`) in a daemon thread.
+
+    Cells are cached as they finish, so the page can draw the heatmap while it fills; the Job's
+    steps count cells. Its result is the spread table (empty without spread_cells).
+    """
+    from kd_lessons.runs import grid  # late: grid imports the training stack
+
+    job = Job("heatmap")
+    total = len(Ts) * len(alphas) + len(spread_cells) * (len(spread_seeds) - 1)
+
+    def work():
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            cached = grid.load(rec)
+            have = len({(t, a) for t, a in zip(cached["T"], cached["alpha"]) if t in Ts and a in alphas})
+            grid.load_or_run(rec, Ts, alphas, progress=False,
+                             callback=lambda done, n, row: job.on_step(have + done, total))
+            job.on_step(len(Ts) * len(alphas), total)
+            table = grid.spread(rec, spread_cells, spread_seeds) if spread_cells else None
+            job.on_step(total, total)
+            job.future.set_result(table)
+        except BaseException as exc:  # handed to whoever waits on the future
+            job.future.set_exception(exc)
+
+    threading.Thread(target=work, name=f"kd-grid-{rec['dataset']}", daemon=True).start()
+    return job
 
 
 def wait_with_progress(job: Job, on_progress: Callable[[float | None, str], None], poll_s: float = 0.5):

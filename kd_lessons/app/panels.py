@@ -25,7 +25,8 @@ from kd_lessons.train import predict_logits
 
 __all__ = ["STUDENT_WIDTHS", "label", "available_datasets", "temperatures", "nearest", "test_pool", "pick_examples",
            "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
-           "student_logits", "heatmap_table", "kd_source", "figure_png", "explain_error"]
+           "student_logits", "heatmap_table", "grid_caption", "grid_summary", "kd_source", "figure_png",
+           "explain_error"]
 
 STUDENT_WIDTHS = (30, 100, 300, 800)
 _ON_DEMAND = ("mnist", "fashion_mnist")  # fetched when picked; others only when their files are here
@@ -163,6 +164,29 @@ def heatmap_table(df: pd.DataFrame, T: float, alpha: float, value: str = "accura
     row = alphas.index(nearest(alpha, alphas, log=False))
     exact = math.isclose(Ts[col], T) and math.isclose(alphas[row], alpha) and bool(np.isfinite(table.iat[row, col]))
     return table.to_numpy(dtype=float), [f"{a:g}" for a in alphas], [f"{t:g}" for t in Ts], (row, col), exact
+
+
+def grid_caption(rec: dict) -> str:
+    """What one heatmap cell is, in words, from the grid recipe. Notebook 04_distill_mnist."""
+    w = rec["student_width"]
+    pool = "all training images" if rec["n_pool"] is None else f"a {rec['n_pool']}-image training pool"
+    return (f"Each cell: an MLP student (two hidden layers of {w}) that keeps the labels of {rec['n_labeled']} images "
+            f"of {pool}; the teacher labels all of them (alpha = 0: no teacher, the labelled images alone). "
+            f"{rec['steps']} steps of batch {rec['batch_size']}, {rec['mode']} mode, tested on the full test set.")
+
+
+def grid_summary(table: pd.DataFrame, spread: pd.DataFrame | None) -> dict:
+    """Span of the heatmap vs the seed spread, in accuracy points: is what the class sees more than noise?"""
+    if table.empty:
+        raise ValueError("the grid table is empty; fill it with grid.load_or_run(rec) first")
+    span = 100.0 * float(table["accuracy"].max() - table["accuracy"].min())
+    if spread is None or spread.empty:
+        return {"span": span, "spread": float("nan"), "ratio": float("nan"), "spread_cells": ""}
+    worst = spread.loc[spread["accuracy_std"].idxmax()]
+    noise = 100.0 * float(worst["accuracy_std"])
+    cells = ", ".join(f"T={r.T:g}, alpha={r.alpha:g}: {100 * r.accuracy_std:.2f}" for r in spread.itertuples())
+    return {"span": span, "spread": noise, "ratio": span / noise if noise > 0 else float("inf"),
+            "spread_cells": f"std in points over {int(worst['seeds'])} seeds at {cells}"}
 
 
 def kd_source() -> str:

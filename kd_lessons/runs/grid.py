@@ -1,10 +1,12 @@
 """Student accuracy over a grid of T and alpha, trained once per cell and cached on disk.
 
 Introduced in notebook 04_distill_mnist (its T x alpha heatmap); the Streamlit app's accuracy panel
-draws the same table and adds its live runs to it. Everything a cell's number depends on besides
-(T, alpha) is the grid's `recipe` (dataset, student width, epochs, training-set size, seed, lr,
-batch size, mode and the teacher's recipe key); it names the cache file. A corrupt or foreign
-file is reported with a `CacheWarning`, deleted and rebuilt.
+draws the same table and adds its live runs to it. The setting is `runs.few_labels`: a small MLP
+student with a few labelled images and a teacher that labels the rest; alpha = 0 ignores the
+teacher, so that cell is the student trained on its labelled images alone. Everything a cell's
+number depends on besides (T, alpha) is the grid's `recipe` (the few-labels recipe plus the
+teacher's recipe key); it names the cache file. A corrupt or foreign file is reported with a
+`CacheWarning`, deleted and rebuilt. `spread` measures the seed-to-seed spread beside it.
 
     from kd_lessons.runs import grid
     rec = grid.recipe("mnist")
@@ -12,6 +14,7 @@ file is reported with a `CacheWarning`, deleted and rebuilt.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,41 +22,34 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
-from kd_lessons.data import check_name
 from kd_lessons.losses import check_alpha, check_T
-from kd_lessons.models import make_student
-from kd_lessons.objectives import HintonKD
-from kd_lessons.runs.students import load_split, train_students
+from kd_lessons.runs import few_labels
 from kd_lessons.teachers import get_teacher, recipe_key
 from kd_lessons.teachers import recipe as teacher_recipe
 from kd_lessons.train import TrainOptions
 
 __all__ = ["COLUMNS", "recipe", "default_grid", "path", "load", "load_or_run", "add_result", "run_one", "history_for",
-           "baseline"]
+           "baseline", "spread", "SPREAD_CELLS"]
 
 COLUMNS = ["T", "alpha", "accuracy", "errors", "seconds", "source"]
 _FORMAT = 2
 
 
-def recipe(dataset: str, student_width: int = 100, num_epochs: int | None = None, seed: int = 0,
-           n_train: int | None = None) -> dict:
+def recipe(dataset: str, student_width: int = 100, seed: int = 0, n_labeled: int | None = None,
+           steps: int | None = None) -> dict:
     """Everything a grid cell depends on besides (T, alpha), with quick/full defaults. Notebook 04_distill_mnist."""
-    dataset = check_name(dataset)
-    num_epochs = config.pick(5, 2) if num_epochs is None else num_epochs
-    n_train = config.pick(10000, 1000) if n_train is None else n_train
-    for name, value in (("student_width", student_width), ("num_epochs", num_epochs), ("n_train", n_train)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: pass a positive integer")
-    return {"dataset": dataset, "student_width": student_width, "num_epochs": num_epochs, "n_train": n_train,
-            "seed": int(seed), "lr": 3e-3, "batch_size": 128, "mode": config.mode(),
-            "teacher": recipe_key(teacher_recipe(dataset))}
+    rec = few_labels.recipe(dataset, n_labeled, student_width, steps, seed)
+    return {**rec, "teacher": recipe_key(teacher_recipe(rec["dataset"]))}
 
 
 def default_grid() -> tuple[list[float], list[float]]:
-    """(Ts, alphas) for the classroom heatmap: 6 x 6 in full mode, 3 x 2 in quick mode. Notebook 04_distill_mnist."""
-    Ts = config.pick([0.5, 1.0, 2.0, 4.0, 8.0, 20.0], [1.0, 4.0, 16.0])
-    alphas = config.pick([0.0, 0.25, 0.5, 0.75, 0.9, 1.0], [0.0, 0.9])
+    """(Ts, alphas) for the classroom heatmap: 6 x 4 in full mode, 2 x 2 in quick mode. Notebook 04_distill_mnist."""
+    Ts = config.pick([0.5, 1.0, 2.0, 4.0, 8.0, 20.0], [1.0, 4.0])
+    alphas = config.pick([0.0, 0.5, 0.9, 1.0], [0.0, 0.9])
     return Ts, alphas
+
+
+SPREAD_CELLS = ((4.0, 0.9), (4.0, 0.0))  # the default setting and the no-teacher baseline
 
 
 def path(rec: dict) -> Path:
@@ -103,22 +99,21 @@ def history_for(rec: dict, T: float, alpha: float) -> dict | None:
 
 def run_one(rec: dict, T: float, alpha: float, progress: bool = False,
             callback: Callable | None = None) -> tuple[object, dict, dict]:
-    """Distil one MLP student at (T, alpha); alpha=0 is the from-scratch baseline. Notebook 04_distill_mnist.
+    """Train one student at (T, alpha); alpha = 0 is the student on its labelled images alone. Notebook 04.
 
     Returns (student, row, history): row holds T, alpha, accuracy, errors (full test set), seconds,
-    source="live"; history has val_accuracy per epoch. callback(epoch, history) runs after each epoch.
+    source="live"; history has val_accuracy at up to ~20 points (val_step). callback(epoch, history) runs
+    after each epoch.
     """
     name = _cell(T, alpha)
-    data = load_split(rec["dataset"], rec["n_train"], seed=rec["seed"])
     teacher, _ = get_teacher(rec["dataset"], options=TrainOptions(progress=False))
-    runs = train_students(lambda: make_student(rec["dataset"], "mlp", rec["student_width"]), data,
-                          {name: HintonKD(T, alpha)}, [rec["seed"]], teacher=teacher, num_epochs=rec["num_epochs"],
-                          lr=rec["lr"], batch_size=rec["batch_size"], val=True,
-                          options=TrainOptions(progress=progress, callback=callback))
+    method = "scratch" if float(alpha) == 0.0 else "distilled"
+    runs = few_labels.study({k: v for k, v in rec.items() if k != "teacher"}, teacher, [rec["seed"]], T, alpha,
+                            names=(method,), val=True, options=TrainOptions(progress=progress, callback=callback))
     r = runs.table.iloc[0]
     row = {"T": float(T), "alpha": float(alpha), "accuracy": float(r.accuracy), "errors": int(r.errors),
            "seconds": float(r.seconds), "source": "live"}
-    return runs.students[(name, rec["seed"])], row, runs.histories[(name, rec["seed"])]
+    return runs.students[(method, rec["seed"])], row, runs.histories[(method, rec["seed"])]
 
 
 def baseline(rec: dict) -> tuple[dict, dict | None]:
@@ -133,7 +128,10 @@ def baseline(rec: dict) -> tuple[dict, dict | None]:
 
 
 def _small(history: dict) -> dict:
-    return {k: [float(v) for v in history.get(k, [])] for k in ("epoch", "train_loss", "val_accuracy")}
+    return {k: [float(v) for v in history.get(k, [])] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_step")}
+
+
+_WRITE = threading.Lock()  # the app's background grid and its "train now" button write the same file
 
 
 def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFrame:
@@ -147,11 +145,12 @@ def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFram
     name = _cell(row["T"], row["alpha"])
     if not (isinstance(row["accuracy"], (int, float)) and 0.0 <= row["accuracy"] <= 1.0):
         raise ValueError(f"accuracy={row['accuracy']!r}: pass a fraction in [0, 1] such as 0.97")
-    rows, histories = _read(rec)
-    rows = [r for r in rows if _cell(r["T"], r["alpha"]) != name] + [{c: row[c] for c in COLUMNS}]
-    if history is not None:
-        histories[name] = _small(history)
-    cache.save_verified({"rows": rows, "histories": histories}, path(rec), _meta(rec))
+    with _WRITE:
+        rows, histories = _read(rec)
+        rows = [r for r in rows if _cell(r["T"], r["alpha"]) != name] + [{c: row[c] for c in COLUMNS}]
+        if history is not None:
+            histories[name] = _small(history)
+        cache.save_verified({"rows": rows, "histories": histories}, path(rec), _meta(rec))
     return _frame(rows)
 
 
@@ -192,3 +191,22 @@ def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[f
     if not include_extra:
         df = df[[_cell(T, a) in grid for T, a in zip(df["T"], df["alpha"])]].reset_index(drop=True)
     return df
+
+
+def spread(rec: dict, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
+           progress: bool = False) -> pd.DataFrame:
+    """Seed-to-seed spread at a few cells: is a difference in the heatmap larger than noise? Notebook 04.
+
+    Trains (once, cached like any cell) each (T, alpha) of `cells` with the recipe under every seed
+    (a seed picks the labelled images and the initialisation). Returns T, alpha, accuracy_mean,
+    accuracy_std, errors_mean, errors_std, seeds.
+    """
+    if len(seeds) < 2:
+        raise ValueError(f"seeds={list(seeds)}: a spread needs at least two seeds, e.g. (0, 1, 2)")
+    rows = []
+    for T, alpha in cells:
+        found = [load_or_run({**rec, "seed": int(s)}, [T], [alpha], progress=progress).iloc[0] for s in seeds]
+        acc, err = pd.Series([r.accuracy for r in found]), pd.Series([r.errors for r in found])
+        rows.append({"T": float(T), "alpha": float(alpha), "accuracy_mean": acc.mean(), "accuracy_std": acc.std(),
+                     "errors_mean": err.mean(), "errors_std": err.std(), "seeds": len(seeds)})
+    return pd.DataFrame(rows)

@@ -50,7 +50,7 @@ def load_data(s: dict | None = None, teacher: nn.Module | None = None) -> dict:
     """Transfer pool (first 55k), held-out split (last 5k), test set and cached teacher logits. Notebook 07."""
     s = s or recipe()
     if teacher is None:
-        teacher, info = get_teacher("mnist", options=TrainOptions(progress=False))
+        teacher, info = get_teacher("mnist", "mlp", options=TrainOptions(progress=False))  # the paper's big net
     else:
         info = {}
     x_all, y_all = load_tensors("mnist", train=True)
@@ -63,7 +63,8 @@ def load_data(s: dict | None = None, teacher: nn.Module | None = None) -> dict:
     logits = cached_logits(teacher, x)
     return {"x": x, "y": y, "teacher_logits": logits, "x_val": x_val, "y_val": y_val, "x_test": x_test,
             "y_test": y_test, "teacher": teacher, "teacher_test": evaluate(teacher, x_test, y_test),
-            "teacher_train_seconds": info.get("train_seconds")}
+            "teacher_train_seconds": info.get("train_seconds"),
+            "teacher_recipe": info.get("recipe", {}).get("arch", type(teacher).__name__)}
 
 
 def transfer_mask(y: torch.Tensor, drop: Sequence[int] = (), keep: Sequence[int] | None = None) -> torch.Tensor:

@@ -7,6 +7,7 @@ teacher's logits are computed once and cached on disk (`teachers.cached_logits`)
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
-__all__ = ["StudentRuns", "load_split", "train_students", "scratch_vs_distilled", "summarize", "error_ratio",
+__all__ = ["StudentRuns", "Method", "load_split", "train_students", "scratch_vs_distilled", "summarize", "error_ratio",
            "paired_differences"]
 
 
@@ -34,6 +35,19 @@ class StudentRuns:
     table: pd.DataFrame
     students: dict = field(default_factory=dict)
     histories: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method trained on other inputs (or targets) than the study's: e.g. scratch on the labelled images only.
+
+    `teacher` (optional) replaces the study's teacher for this method: a model, or logits on `x`.
+    """
+
+    objective: object
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    teacher: object = None
 
 
 def load_split(dataset: str, n_train: int | None = None, seed: int = 0) -> dict:
@@ -57,36 +71,45 @@ def _objective(spec, student: nn.Module) -> Objective:
 def train_students(make_student: Callable[[], nn.Module], data: Mapping, methods: Mapping[str, object],
                    seeds: Sequence[int] = (0,), teacher=None, num_epochs: int = 3, lr: float = 3e-3,
                    batch_size: int = 128, augment=None, val: bool = False, device=None,
-                   options: TrainOptions | None = None) -> StudentRuns:
+                   options: TrainOptions | None = None, steps: int | None = None) -> StudentRuns:
     """Train make_student() once per (method, seed) on data["x"], test on data["x_test"]. Notebook 04_distill_mnist.
 
-    `methods` maps a name to an Objective (CrossEntropy() is the from-scratch baseline) or to a
-    function student -> Objective. `teacher` is a model or its logits on data["x"]; a model's
-    logits are cached once when no augmentation or feature objective needs it live. val=True
-    records test accuracy per epoch in the histories. Weight decay defaults to 0 for every method.
+    `methods` maps a name to an Objective (CrossEntropy() is the from-scratch baseline), a function
+    student -> Objective, or a Method(objective, x, y, teacher) that trains on other inputs or targets. `teacher` is a
+    model or its logits on data["x"]; a model's logits are cached once per input set when no
+    augmentation or feature objective needs it live. steps=N gives every method exactly N optimizer
+    steps (a fair budget when methods see different amounts of data); otherwise num_epochs each.
+    val=True records test accuracy per epoch in the histories. Weight decay defaults to 0.
     """
     if not seeds or not methods:
         raise ValueError(f"seeds={list(seeds)} and methods={list(methods)}: pass at least one of each, "
                          f"e.g. seeds=[0, 1, 2]")
-    x, y = data["x"], data["y"]
     device = torch.device(device) if device is not None else get_device()
     options = options or TrainOptions(progress=False)
-    logits = teacher
-    if isinstance(teacher, nn.Module) and augment is None:
-        logits = cached_logits(teacher, x)
     rows, runs = [], StudentRuns(pd.DataFrame())
     plan = [(name, seed) for seed in seeds for name in methods]
     inner = options if len(plan) == 1 else replace(options, progress=False)  # one bar for many runs
     for name, seed in tqdm(plan, desc="students", disable=not options.progress or len(plan) < 2):
+        spec = methods[name]
+        x, y = (spec.x, spec.y) if isinstance(spec, Method) and spec.x is not None else (data["x"], data["y"])
         seed_everything(seed)
         student = make_student()
-        objective = _objective(methods[name], student)
-        source = teacher if objective.uses_features else logits
+        objective = _objective(spec.objective if isinstance(spec, Method) else spec, student)
+        own = spec.teacher if isinstance(spec, Method) and spec.teacher is not None else teacher
+        cacheable = objective.uses_teacher and not objective.uses_features and augment is None
+        source = cached_logits(own, x) if cacheable and isinstance(own, nn.Module) else own
+        if isinstance(source, torch.Tensor) and len(source) != len(x):
+            raise ValueError(f"method {name!r} trains on {len(x)} images but the teacher logits have {len(source)} "
+                             "rows; pass the teacher model so its logits are computed on each method's inputs")
+        epochs, run_options = num_epochs, inner
+        if steps is not None:
+            epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch_size)))
+            run_options = replace(inner, max_steps=steps)
         start = time.perf_counter()
         history = distill(student, x, y, source if objective.uses_teacher else None, objective,
-                          num_epochs=num_epochs, lr=lr, batch_size=batch_size, augment=augment,
+                          num_epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
                           val=(data["x_test"], data["y_test"]) if val else None, seed=seed, device=device,
-                          options=inner)
+                          options=run_options)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start

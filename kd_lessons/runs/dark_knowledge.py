@@ -1,0 +1,89 @@
+"""Is it the dark knowledge? Soft labels against controls with the same entropy or the same numbers.
+
+Introduced in notebook 04_distill_mnist (after Yuan et al., CVPR 2020, and Mueller, Kornblith &
+Hinton, NeurIPS 2019). Every arm trains the same student on the same labelled images with the same
+loss (HintonKD at T, alpha); only the soft targets differ:
+- "teacher": the teacher's soft labels at T;
+- "label smoothing": the true class with the rest spread evenly, at the teacher's mean entropy;
+- "shuffled": the teacher's soft labels with the non-top probabilities permuted per image (same
+  numbers, same entropy, same top class, but no class similarities);
+- "scratch": hard labels only.
+If "teacher" beats both controls, the similarity structure (which wrong classes are likely) helps,
+not just softer targets.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kd_lessons.losses import check_T
+from kd_lessons.objectives import CrossEntropy, HintonKD
+from kd_lessons.runs import few_labels
+from kd_lessons.runs.students import Method, StudentRuns, train_students
+from kd_lessons.teachers import cached_logits
+from kd_lessons.train import TrainOptions
+
+__all__ = ["ARMS", "smoothing_for_entropy", "control_logits", "study"]
+
+ARMS = ("scratch", "teacher", "label smoothing", "shuffled")
+
+
+def smoothing_for_entropy(entropy: float, num_classes: int = 10) -> float:
+    """The label-smoothing epsilon whose target (1 - eps + eps/K on the class) has this entropy (nats)."""
+    if not 0.0 <= entropy < math.log(num_classes):
+        raise ValueError(f"entropy={entropy!r}: must lie in [0, log {num_classes}) nats")
+
+    def h(eps: float) -> float:
+        on, off = 1 - eps + eps / num_classes, eps / num_classes
+        return -(on * math.log(on) + (num_classes - 1) * off * math.log(off)) if eps > 0 else 0.0
+
+    lo, hi = 0.0, (num_classes - 1) / num_classes  # h rises on [0, (K-1)/K]: bisection
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if h(mid) < entropy else (lo, mid)
+    return (lo + hi) / 2
+
+
+def control_logits(teacher_logits: torch.Tensor, y: torch.Tensor, T: float, kind: str, seed: int = 0) -> torch.Tensor:
+    """Logits whose softmax at T is the arm's soft target (T * log q), so HintonKD(T) trains on q exactly."""
+    T = check_T(T)
+    p = F.softmax(teacher_logits.float() / T, dim=1)
+    if kind == "teacher":
+        q = p
+    elif kind == "label smoothing":
+        entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+        eps = smoothing_for_entropy(entropy, p.shape[1])
+        q = torch.full_like(p, eps / p.shape[1])
+        q[torch.arange(len(y)), y] = 1 - eps + eps / p.shape[1]
+    elif kind == "shuffled":
+        g = torch.Generator().manual_seed(seed)
+        order = p.argsort(dim=1, descending=True)
+        rest = order[:, 1:]  # every class but the top one, per image
+        shuffled = rest.gather(1, torch.rand(rest.shape, generator=g).argsort(dim=1))
+        q = p.clone()
+        q.scatter_(1, shuffled, p.gather(1, rest))  # the same numbers on other wrong classes
+    else:
+        raise ValueError(f"kind={kind!r}: use 'teacher', 'label smoothing' or 'shuffled'")
+    return T * q.clamp_min(1e-12).log()
+
+
+def study(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), T: float = 4.0, alpha: float = 0.9,
+          options: TrainOptions | None = None) -> tuple[StudentRuns, dict]:
+    """Train every arm per seed on the recipe's labelled images only. Notebook 04_distill_mnist.
+
+    Returns (runs, info): info holds the teacher's mean soft-label entropy at T and the matched epsilon.
+    """
+    data = few_labels.split(rec)
+    x, y = data["x_labeled"], data["y_labeled"]
+    logits = cached_logits(teacher, x)
+    targets = {kind: control_logits(logits, y, T, kind, seed=rec["seed"]) for kind in ARMS[1:]}
+    methods = {"scratch": Method(CrossEntropy(), x, y),
+               **{kind: Method(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
+    p = F.softmax(logits / T, dim=1)
+    entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+    options = options or TrainOptions(progress=False, weight_decay=rec["weight_decay"])
+    runs = train_students(lambda: few_labels.make_student(rec), data, methods, seeds, lr=rec["lr"],
+                          batch_size=rec["batch_size"], options=options, steps=rec["steps"])
+    return runs, {"entropy": entropy, "epsilon": smoothing_for_entropy(entropy, p.shape[1]), "T": T}

@@ -1,0 +1,87 @@
+"""Few labels, many unlabelled images: the setting where distillation pays most, as in industry.
+
+Introduced in notebook 04_distill_mnist; the app's accuracy panel and the T x alpha grid use the
+same recipe. A student gets `n_labeled` labelled training images; every other training image is
+shown to the teacher only (its label hidden, `objectives.UNLABELED`). Methods, all with the same
+number of optimizer steps:
+- "scratch": cross-entropy on the labelled images only (what the student could do alone);
+- "distilled": HintonKD on all images: the teacher's soft labels everywhere, true labels where known;
+- "pseudo-labels": cross-entropy on the teacher's top class for the unlabelled images (hard targets);
+- "all labels": cross-entropy with every true label (a reference the few-labels student cannot have).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from kd_lessons import config
+from kd_lessons.data import check_name, hide_labels, load_tensors, stratified_subset
+from kd_lessons.models import MLPStudent
+from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
+from kd_lessons.runs.students import Method, StudentRuns, train_students
+from kd_lessons.teachers import cached_logits
+from kd_lessons.train import TrainOptions
+
+__all__ = ["METHODS", "recipe", "split", "methods", "study", "make_student"]
+
+METHODS = ("scratch", "distilled", "pseudo-labels", "all labels")
+
+
+def recipe(dataset: str, n_labeled: int | None = None, student_width: int = 100, steps: int | None = None,
+           seed: int = 0) -> dict:
+    """Everything a few-labels run depends on besides the method, T and alpha. Notebook 04_distill_mnist."""
+    dataset = check_name(dataset)
+    n_labeled = config.pick(1000, 500) if n_labeled is None else n_labeled
+    steps = config.pick(3000, 300) if steps is None else steps
+    for name, value in (("n_labeled", n_labeled), ("student_width", student_width), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: pass a positive integer")
+    return {"dataset": dataset, "n_labeled": n_labeled, "n_pool": config.pick(None, 5000),
+            "student_width": student_width, "steps": steps, "lr": 3e-3, "batch_size": 128,
+            "weight_decay": 5e-4, "seed": int(seed), "mode": config.mode()}
+
+
+def make_student(rec: dict) -> MLPStudent:
+    """The recipe's student: an MLP with two hidden layers of `student_width` units."""
+    return MLPStudent(hidden=(rec["student_width"], rec["student_width"]))
+
+
+def split(rec: dict) -> dict:
+    """The training pool with most labels hidden, its labelled part, the true labels and the test set."""
+    x, y = load_tensors(rec["dataset"], train=True)
+    if rec["n_pool"] is not None:
+        x, y = stratified_subset(x, y, rec["n_pool"], seed=0)
+    y_few = hide_labels(y, rec["n_labeled"], seed=rec["seed"])
+    labelled = y_few != UNLABELED
+    x_test, y_test = load_tensors(rec["dataset"], train=False)
+    return {"dataset": rec["dataset"], "x": x, "y": y_few, "y_true": y, "x_labeled": x[labelled],
+            "y_labeled": y[labelled], "x_test": x_test, "y_test": y_test}
+
+
+def methods(data: dict, teacher: torch.nn.Module, T: float = 4.0, alpha: float = 0.9,
+            names=METHODS) -> dict:
+    """The study's methods by name, as train_students takes them. Notebook 04_distill_mnist."""
+    unknown = set(names) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; use some of {list(METHODS)}")
+    table = {"scratch": Method(CrossEntropy(), data["x_labeled"], data["y_labeled"]),
+             "distilled": HintonKD(T, alpha),
+             "all labels": Method(CrossEntropy(), data["x"], data["y_true"])}
+    if "pseudo-labels" in names:
+        top = cached_logits(teacher, data["x"]).argmax(1)
+        table["pseudo-labels"] = Method(CrossEntropy(), data["x"], torch.where(data["y"] == UNLABELED, top, data["y"]))
+    return {name: table[name] for name in names}
+
+
+def study(rec: dict, teacher: torch.nn.Module, seeds=(0,), T: float = 4.0, alpha: float = 0.9,
+          names=METHODS, val: bool = False, options: TrainOptions | None = None) -> StudentRuns:
+    """Train each method's student per seed with the recipe's budget. Notebook 04_distill_mnist.
+
+    The labelled subset follows the recipe's seed; `seeds` vary the initialisation and batch order.
+    """
+    data = split(rec)
+    options = replace(options or TrainOptions(progress=False), weight_decay=rec["weight_decay"])
+    return train_students(lambda: make_student(rec), data, methods(data, teacher, T, alpha, names), seeds,
+                          teacher=teacher, lr=rec["lr"], batch_size=rec["batch_size"], val=val,
+                          options=options, steps=rec["steps"])
