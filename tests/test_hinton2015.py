@@ -110,7 +110,7 @@ def _fake_results():
 def test_paper_vs_ours_table_columns_and_values():
     table = h.paper_vs_ours(_fake_results())
     assert list(table.columns) == ["experiment", "paper", "ours", "ours_mean", "ours_std", "seeds", "wall_s_per_run"]
-    assert len(table) == 11
+    assert len(table) == 12  # incl. the baseline rows' teacher
     scratch = table[table.experiment.str.contains("from scratch")].iloc[0]
     assert scratch.paper == 146 and scratch.ours_mean == 155 and scratch.ours == "155.0 ± 7.1" and scratch.seeds == 2
     assert scratch.wall_s_per_run == 10.0
@@ -119,7 +119,7 @@ def test_paper_vs_ours_table_columns_and_values():
     pct = table[table.experiment == "only 7s and 8s: test error %"].iloc[0]
     assert pct.ours_mean == pytest.approx(3.1)  # 310 of 10,000 errors
     md = h.to_markdown(table[["experiment", "paper", "ours"]])
-    assert md.splitlines()[1] == "|---|---|---|" and len(md.splitlines()) == 13
+    assert md.splitlines()[1] == "|---|---|---|" and len(md.splitlines()) == 14
 
 
 def _tiny_data(seed=0):
@@ -212,7 +212,7 @@ def test_load_data_splits_transfer_held_out_and_test(monkeypatch, tmp_path, one_
     monkeypatch.setattr(h, "get_teacher", lambda *a, **k: pytest.fail("a given teacher must be used"))
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     s = {**h.recipe(), "n_val": 40, "n_val_used": 25, "n_train": 50}
-    data = h.load_data(s, teacher)
+    data = h.load_data(s, teacher=teacher)
     assert len(data["x"]) == 50 and torch.bincount(data["y"]).tolist() == [5] * 10
     assert torch.equal(data["x_val"], fake[True][0][160:185]) and torch.equal(data["y_val"], fake[True][1][160:185])
     held_out = {tuple(r.flatten()[:4].tolist()) for r in fake[True][0][160:]}
@@ -223,10 +223,10 @@ def test_load_data_splits_transfer_held_out_and_test(monkeypatch, tmp_path, one_
 
 
 def test_run_all_assembles_every_experiment_and_reuses_the_baseline_run(one_thread, monkeypatch):
-    monkeypatch.setattr(h, "load_data", lambda s: _tiny_data())
+    monkeypatch.setattr(h, "load_data", lambda s, arch: _tiny_data())
     s = _tiny_recipe(seeds=(0, 1))
     results = h.run_all(s, progress=False)
-    assert len(results["table"]) == 11 and results["wall_seconds"] > 0
+    assert len(results["table"]) == 12 and results["wall_seconds"] > 0
     assert set(results["baseline"]["method"]) == {"scratch", "distilled"} and len(results["baseline"]) == 4
     assert len(results["no3"]) == len(results["only78"]) == 2 and set(results["no3_sweeps"]) == {0, 1}
     d0 = results["baseline"].query("method == 'distilled' and seed == 0")["errors"].iloc[0]
