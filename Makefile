@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
-.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab clean
+.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab gpu-check clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ solutions: setup
 # Real JupyterLab in headless Chromium: notebook 02 runs and its T slider redraws the plot.
 check-lab: setup system-deps
 	$(BIN)/python scripts/check_lab.py
+
+# On a machine with an NVIDIA GPU: the suite on CUDA, notebooks 04, 06, 07 in full mode and the bench, with
+# logs and summary.txt in artifacts/gpu-check/. GPU_CHECK_FLAGS="--force-cpu --quick" tests the script on a CPU.
+gpu-check: setup data
+	GPU_CHECK_PYTHON=$(BIN)/python bash scripts/gpu_check.sh $(GPU_CHECK_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
