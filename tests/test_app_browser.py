@@ -123,8 +123,40 @@ def test_app_renders_in_a_real_browser(server, browser):
     browser.execute_script("arguments[0].focus()", slider)
     start = time.monotonic()
     ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "h3").text != heading)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    stale = (StaleElementReferenceException,)  # the heatmap fragment reruns, so elements can go stale
+    WebDriverWait(browser, 60, ignored_exceptions=stale).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "h3").text != heading)
     print(f"T slider step -> '{browser.find_element(By.CSS_SELECTOR, 'h3').text}' in {time.monotonic() - start:.2f} s")
-    assert "T = 5" in browser.find_element(By.CSS_SELECTOR, "h3").text  # 4 -> 5 on the log-spaced scale
+    assert WebDriverWait(browser, 10, ignored_exceptions=stale).until(
+        lambda d: "T = 5" in d.find_element(By.CSS_SELECTOR, "h3").text)  # 4 -> 5 on the log-spaced scale
     time.sleep(1)
     assert not browser.find_elements(By.CSS_SELECTOR, BAD)
+
+    # the Accuracy tab: the heatmap fills in the background and the seed spread appears beside it
+    def click_accuracy_tab(driver):  # the page reruns (its heatmap refreshes), so elements can go stale
+        tabs = driver.find_elements(By.XPATH, "//*[@role='tab'][contains(., 'Accuracy')]")
+        if tabs:
+            tabs[0].click()
+            return True
+        return False
+
+    WebDriverWait(browser, 60, ignored_exceptions=stale).until(click_accuracy_tab)
+
+    def spread_shown(driver):
+        if driver.find_elements(By.CSS_SELECTOR, BAD):
+            return "broken"
+        metrics = [m.text for m in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')]
+        return "ready" if any("Span / seed spread" in m for m in metrics) else False
+
+    start = time.monotonic()
+    state = WebDriverWait(browser, WAIT_S, ignored_exceptions=stale).until(spread_shown)
+    print(f"heatmap and seed spread shown {time.monotonic() - start:.1f} s after opening the Accuracy tab")
+    time.sleep(2)
+    browser.save_screenshot(str(out / "app_accuracy_screenshot.png"))
+    assert state == "ready", [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
+    def heatmap_shown(driver):
+        return any(i.is_displayed() for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img'))
+
+    assert WebDriverWait(browser, 30, ignored_exceptions=stale).until(heatmap_shown), "no heatmap on the Accuracy tab"
