@@ -56,7 +56,7 @@ def _cmd_prepare_class(args: argparse.Namespace) -> int:
     from kd_lessons.train import TrainOptions
 
     print(config.describe())
-    for dataset in args.datasets:
+    for dataset in args.datasets or ["mnist"]:
         start = time.perf_counter()
         _, info = teachers.get_teacher(dataset, options=TrainOptions(progress=not args.quiet))
         teacher_s = time.perf_counter() - start
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_teacher)
     p = sub.add_parser("prepare-class", help="before class: train and cache the teacher and the app's heatmap")
-    p.add_argument("datasets", nargs="*", default=["mnist"], choices=[n for n in names if n != "cifar10"])
+    p.add_argument("datasets", nargs="*", choices=[n for n in names if n != "cifar10"],
+                   help="datasets to prepare (default: mnist)")
     p.add_argument("--width", type=int, default=100, help="student width of the heatmap (the app's default: 100)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare_class)
