@@ -4,6 +4,10 @@ Introduced in notebook 00_start_here. Everything cached lives at `cache_dir()/<k
 (`path`), named by `key(...)` (a short hash of what the content depends on), and is written with
 `save_verified` (sha256 sidecar) and read with `load_verified` / `load_or_none`. Kinds in use:
 tensors (decoded datasets), teachers (checkpoints), logits (cached teacher logits), sweeps.
+
+Work that is cached is built under `lock(file, what)`: a file lock beside the cache file, so two
+processes (the app, two notebook kernels) or two threads never build the same thing twice; the
+one that comes second says that it is waiting, waits, and then finds the file built.
 """
 from __future__ import annotations
 
@@ -11,19 +15,22 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import filelock
 import torch
 
 from kd_lessons import config
 
 __all__ = ["CorruptFileError", "CacheWarning", "KINDS", "path", "key", "sidecar", "tensor_digest", "state_digest",
            "file_digest", "sha256_bytes", "atomic_path", "atomic_write_bytes", "save_verified", "load_verified",
-           "load_or_none", "discard"]
+           "load_or_none", "discard", "lock", "lock_path", "waiting", "LockTimeout"]
 
 KINDS = ("tensors", "teachers", "logits", "sweeps")
 
@@ -34,6 +41,10 @@ class CorruptFileError(RuntimeError):
 
 class CacheWarning(UserWarning):
     """A cached file was corrupt or belonged to another setting; it was deleted and will be rebuilt."""
+
+
+class LockTimeout(TimeoutError):
+    """`lock(..., timeout=...)` gave up: another process kept building the same file for too long."""
 
 
 def path(kind: str, name: str) -> Path:
@@ -153,9 +164,16 @@ def load_or_none(file: str | os.PathLike, meta: dict | None = None, what: str = 
         return load_verified(file, meta)
     except FileNotFoundError:
         return None
-    except CorruptFileError as exc:
-        discard(file, exc, what)
-        return None
+    except CorruptFileError:
+        pass
+    with lock(file, what):  # a writer may be between its two renames: judge the file once it is done
+        try:
+            return load_verified(file, meta)
+        except FileNotFoundError:
+            return None
+        except CorruptFileError as exc:
+            discard(file, exc, what)
+            return None
 
 
 def discard(file: str | os.PathLike, reason: Exception, what: str = "cache file") -> None:
@@ -164,3 +182,78 @@ def discard(file: str | os.PathLike, reason: Exception, what: str = "cache file"
                   CacheWarning, stacklevel=3)
     for p in (Path(file), sidecar(file)):
         p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- one build at a time
+
+_THREAD = threading.local()        # this thread's FileLock per lock file: reentrant within the thread
+_HELD: dict[str, int] = {}         # lock files held by some thread of this process (for the message)
+_WAITING: dict[int, str] = {}      # thread id -> what it is waiting for (for `waiting()`)
+_STATE = threading.Lock()
+
+
+def lock_path(file: str | os.PathLike) -> Path:
+    """The lock file beside a cache file: `<file>.lock`."""
+    file = Path(file)
+    return file.with_name(file.name + ".lock")
+
+
+def waiting() -> list[str]:
+    """What this process's threads are waiting for now (the app can show it beside its progress bars)."""
+    with _STATE:
+        return list(_WAITING.values())
+
+
+@contextmanager
+def lock(file: str | os.PathLike, what: str, timeout: float | None = None) -> Iterator[Path]:
+    """Hold the cross-process lock of a cache file while building it; yields the lock file's path.
+
+    Introduced in notebook 00_start_here. Inside the block, check the cache again before building:
+    whoever held the lock before may have just written the file. When another process (or thread)
+    holds it, says "waiting for another process that is building <what> (<lock file>)" once on
+    stderr (a notebook shows it under the cell) and waits; `timeout` seconds (None: no limit) then
+    raise LockTimeout. Reentrant within one thread; the OS releases it when its holder exits.
+    """
+    path = lock_path(file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.abspath(path)
+    mine = _THREAD.__dict__.setdefault("locks", {})
+    # One FileLock object per thread and file: reentrant here, exclusive against other threads' objects
+    # (flock excludes other open files even in the same process) and against other processes.
+    flock = mine.get(key)
+    if flock is None:
+        flock = mine[key] = filelock.FileLock(str(path))
+    try:
+        try:
+            flock.acquire(timeout=0)
+        except filelock.Timeout:
+            with _STATE:
+                who = "thread of this process" if _HELD.get(key) else "process"
+                message = f"waiting for another {who} that is building {what} ({path})"
+                _WAITING[threading.get_ident()] = message
+            print(message, file=sys.stderr, flush=True)
+            try:
+                flock.acquire(timeout=-1 if timeout is None else timeout)
+            except filelock.Timeout:
+                raise LockTimeout(
+                    f"gave up after {timeout:g} s waiting for {path}, held by another process building {what}. "
+                    f"The operating system releases the lock when its holder exits, so that process is still "
+                    f"running: let it finish or stop it (a hung notebook kernel: restart it). If none is left "
+                    f"(a network file system can keep a lock), the lock is stale: delete {path} and run "
+                    f"again.") from None
+            finally:
+                with _STATE:
+                    _WAITING.pop(threading.get_ident(), None)
+        with _STATE:
+            _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield path
+        finally:
+            with _STATE:
+                _HELD[key] -= 1
+                if not _HELD[key]:
+                    del _HELD[key]
+            flock.release()
+    finally:
+        if not flock.is_locked:
+            mine.pop(key, None)
