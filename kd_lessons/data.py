@@ -3,8 +3,8 @@
 Introduced in notebook 00_start_here (loading) and 04_distill_mnist (batches whose `idx` lines up
 with cached teacher logits). `DATASETS` is the one registry of datasets: every other module, the
 app and the command line take their names, shapes and labels from it. Raw files come from
-`kd_lessons.sources`; decoded uint8 tensors are cached (checksum-verified) as cache kind "tensors"
-and normalised on load.
+`kd_lessons.sources`; decoded uint8 tensors are cached (checksum-verified) as cache kind "tensors",
+decoded under `cache.lock` (once, however many processes ask), and normalised on load.
 """
 from __future__ import annotations
 
@@ -96,17 +96,26 @@ def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     split = "train" if train else "test"
     file = cache.path("tensors", f"{name}_{split}.pt")
     meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": sources.source_fingerprint(name)}
-    try:
+
+    def cached():
         st = file.stat()
         return _decoded(name, split, str(file), st.st_mtime_ns, st.st_size, meta["source"])
-    except FileNotFoundError:
-        pass
-    except CorruptFileError as exc:
-        cache.discard(file, exc, "tensor cache")
-    sources.ensure_raw(name)
-    x_np, y_np = sources.read_raw(name, train)
-    x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
-    cache.save_verified({"x": x, "y": y}, file, meta)
+
+    try:
+        return cached()
+    except (FileNotFoundError, CorruptFileError):
+        pass  # absent, or being written by another process right now: decided under the lock
+    with cache.lock(file, f"the decoded {DATASETS[name].label} {split} images"):
+        try:
+            return cached()  # whoever held the lock may have just written it
+        except FileNotFoundError:
+            pass
+        except CorruptFileError as exc:
+            cache.discard(file, exc, "tensor cache")
+        sources.ensure_raw(name)
+        x_np, y_np = sources.read_raw(name, train)
+        x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+        cache.save_verified({"x": x, "y": y}, file, meta)
     return x, y
 
 

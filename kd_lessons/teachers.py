@@ -1,7 +1,8 @@
 """Teachers trained once and cached as verified checkpoints, and their logits cached once per input set.
 
 Introduced in notebook 04_distill_mnist. A checkpoint is cache kind "teachers", named
-`<dataset>-<quick|full>-<recipe key>.pt`, with a sha256 sidecar (`kd_lessons.cache`). A corrupt
+`<dataset>-<quick|full>-<recipe key>.pt`, with a sha256 sidecar (`kd_lessons.cache`). It is trained
+under `cache.lock`, so a second process asking for it meanwhile waits and then loads it. A corrupt
 file, a checkpoint of another recipe or one whose weights do not fit the model is reported with a
 warning and retrained, never silently used. `get_teacher` returns `(teacher, info)`: the model and
 its measured test accuracy, errors, size and training time.
@@ -22,7 +23,7 @@ from torch import nn
 from kd_lessons import config
 from kd_lessons import cache
 from kd_lessons.cache import CorruptFileError
-from kd_lessons.data import check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
+from kd_lessons.data import DATASETS, check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
 from kd_lessons.models import CifarResNet, Ensemble, MLPTeacher, TeacherCNN, count_params
 from kd_lessons.train import TrainOptions, evaluate, fit, predict_logits
 
@@ -86,8 +87,8 @@ def checkpoint_path(dataset: str, rec: dict | None = None) -> Path:
     return cache.path("teachers", f"{dataset}-{rec['arch']}-{config.mode()}-{recipe_key(rec)}.pt")
 
 
-def _load(path: Path, rec: dict) -> tuple[nn.Module, dict] | None:
-    """The cached teacher and its info, or None (with a warning saying why) when unusable."""
+def _load(path: Path, rec: dict, quiet: bool = False) -> tuple[nn.Module, dict] | None:
+    """The cached teacher and its info, or None (with a warning saying why, unless quiet) when unusable."""
     if not path.exists():
         return None
     try:
@@ -96,8 +97,9 @@ def _load(path: Path, rec: dict) -> tuple[nn.Module, dict] | None:
         teacher.load_state_dict(blob["state_dict"])
         return teacher, dict(blob["info"])
     except (CorruptFileError, FileNotFoundError, RuntimeError, KeyError, TypeError) as exc:
-        warnings.warn(f"teacher checkpoint {path} is unusable and will be retrained: "
-                      f"{type(exc).__name__}: {exc}", cache.CacheWarning, stacklevel=3)
+        if not quiet:
+            warnings.warn(f"teacher checkpoint {path} is unusable and will be retrained: "
+                          f"{type(exc).__name__}: {exc}", cache.CacheWarning, stacklevel=3)
         return None
 
 
@@ -142,16 +144,20 @@ def get_teacher(dataset: str, arch: str | None = None, device=None, retrain: boo
         return _ensemble(dataset, device, retrain, options)
     rec = {**recipe(dataset, arch), **(recipe_override or {})}
     path = checkpoint_path(dataset, rec)
-    loaded = None if retrain else _load(path, rec)
+    # Quiet outside the lock: a file another process is writing right now is judged inside it.
+    loaded = None if retrain else _load(path, rec, quiet=True)
     if loaded is None:
-        teacher, info = _train(rec, device, options or TrainOptions())
-        state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-        cache.save_verified({"state_dict": state, "info": info}, path,
-                            {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"],
-                             "test_accuracy": info["test_accuracy"], "test_errors": info["test_errors"],
-                             "train_seconds": info["train_seconds"]})
-    else:
-        teacher, info = loaded
+        with cache.lock(path, f"the {DATASETS[dataset].label} {arch} teacher"):
+            loaded = None if retrain else _load(path, rec)  # whoever held the lock may have trained it
+            if loaded is None:
+                teacher, info = _train(rec, device, options or TrainOptions())
+                state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
+                cache.save_verified({"state_dict": state, "info": info}, path,
+                                    {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"],
+                                     "test_accuracy": info["test_accuracy"], "test_errors": info["test_errors"],
+                                     "train_seconds": info["train_seconds"]})
+                loaded = teacher, info
+    teacher, info = loaded
     return teacher.to(device).eval(), info
 
 
@@ -188,9 +194,16 @@ def cached_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     name = f"{cache.state_digest(teacher)}_{cache.tensor_digest(x)}.pt"
     path = cache.path("logits", name)
     meta = {"kind": "kd_lessons.teacher_logits", "rows": len(x)}
+
+    def fits(logits) -> bool:
+        return isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == len(x)
+
     logits = cache.load_or_none(path, meta, "cached teacher logits")
-    if isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == len(x):
+    if fits(logits):
         return logits
-    logits = predict_logits(teacher, x)
-    cache.save_verified(logits, path, meta)
+    with cache.lock(path, f"teacher logits for {len(x)} inputs"):
+        logits = cache.load_or_none(path, meta, "cached teacher logits")  # computed meanwhile by another process?
+        if not fits(logits):
+            logits = predict_logits(teacher, x)
+            cache.save_verified(logits, path, meta)
     return logits

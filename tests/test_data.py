@@ -6,6 +6,7 @@ import functools
 import hashlib
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,26 @@ def test_memo_reads_the_cache_once_until_cleared(mnist, tmp_path, monkeypatch):
     _, y = data.load_tensors("mnist", train=False)
     assert len(reads) == 2  # clear_memo forgets it: the disk cache is read and verified again
     assert torch.equal(y, mnist[1][1])
+
+
+def test_two_threads_decode_the_tensor_cache_once(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KD_OFFLINE", "1")
+    decodes, start, results = [], threading.Barrier(2), []
+    real = sources.read_raw
+    monkeypatch.setattr(sources, "read_raw", lambda *a, **k: decodes.append(a) or real(*a, **k))
+
+    def load():
+        start.wait(10)
+        results.append(data.load_tensors("mnist", train=False))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(decodes) == 1 and len(results) == 2  # the second waited under cache.lock, then read the cache
+    assert all(torch.equal(x, mnist[1][0]) and torch.equal(y, mnist[1][1]) for x, y in results)
 
 
 @pytest.mark.skipif(not HAS_DEB, reason="Debian dataset-fashion-mnist is not installed")

@@ -1,14 +1,56 @@
 """cache.lock: one build at a time across processes and threads; the second one says it waits, then reuses.
 
-Threads of one process take the same lock (no deadlock, no second build); a held lock with a
-timeout gives up with an error naming the lock file; a reader never deletes a file mid-write.
+Two real processes ask for the same tiny teacher at once (exactly one trains); threads of one
+process take the same lock (no deadlock, no second build); a held lock with a timeout gives up
+with an error naming the lock file; a reader never deletes a file caught mid-write.
 """
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from kd_lessons import cache
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"width": 2, "num_epochs": 1, "n_train": 256, "batch_size": 64, "augment": "none"}
+
+# One child process: count trainings in a shared file, meet the other child, then ask for the teacher.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from kd_lessons import cache, teachers
+from kd_lessons.data import DataUnavailableError
+from kd_lessons.train import TrainOptions
+
+work, me = Path(sys.argv[1]), sys.argv[2]
+real_train = teachers._train
+
+def counted(rec, *args, **kwargs):
+    with open(work / "trainings", "a") as f:
+        f.write(me + "\\n")
+    return real_train(rec, *args, **kwargs)
+
+teachers._train = counted
+(work / f"ready-{me}").touch()
+deadline = time.time() + 60
+while len(list(work.glob("ready-*"))) < 2 and time.time() < deadline:  # start together
+    time.sleep(0.005)
+try:
+    teacher, info = teachers.get_teacher("mnist", "cnn", device="cpu", recipe_override=json.loads(sys.argv[3]),
+                                         options=TrainOptions(progress=False))
+except DataUnavailableError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(77)
+print(json.dumps({"me": me, "weights": cache.state_digest(teacher), "errors": info["test_errors"],
+                  "train_seconds": info["train_seconds"]}))
+"""
 
 
 def _hold(file, held: threading.Event, release: threading.Event):
@@ -22,6 +64,26 @@ def _hold(file, held: threading.Event, release: threading.Event):
     thread.start()
     assert held.wait(30)
     return thread
+
+
+def test_two_processes_train_one_teacher_once(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KD_CACHE_DIR": str(tmp_path / "cache"), "KD_QUICK": "1",
+           "KD_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), name, json.dumps(TINY)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in "ab"]
+    outputs = [child.communicate(timeout=120) for child in children]
+    if any(child.returncode == 77 for child in children):
+        pytest.skip(f"MNIST not available: {outputs[0][1][-500:]}")
+    assert [child.returncode for child in children] == [0, 0], [err[-2000:] for _, err in outputs]
+    trainers = (tmp_path / "trainings").read_text().split()
+    assert len(trainers) == 1, f"trained by {trainers}: the lock did not keep the second process out"
+    results = {json.loads(out)["me"]: json.loads(out) for out, _ in outputs}
+    assert results["a"] == {**results["b"], "me": "a"}  # same weights, same measured info
+    waiter = ({"a", "b"} - set(trainers)).pop()
+    err = outputs["ab".index(waiter)][1]
+    lock_file = cache.lock_path(next((tmp_path / "cache" / "teachers").glob("*.pt")))
+    assert f"waiting for another process that is building the MNIST cnn teacher ({lock_file})" in err
+    assert "waiting" not in outputs["ab".index(trainers[0])][1]
 
 
 def test_second_thread_waits_says_so_and_gets_the_lock_after_the_first(tmp_path, capsys):

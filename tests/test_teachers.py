@@ -6,6 +6,7 @@ Everything that trains here uses a private KD_CACHE_DIR, tiny MNIST splits and t
 """
 import copy
 import shutil
+import threading
 import warnings
 
 import pytest
@@ -117,6 +118,24 @@ def test_retrain_flag_forces_training(tiny_zoo):
     _get()
     teachers.get_teacher("mnist", "cnn", device="cpu", options=QUIET, recipe_override=TINY, retrain=True)
     assert len(tiny_zoo) == 2
+
+
+def test_two_threads_asking_at_once_train_once(tiny_zoo):
+    """The app's background jobs are threads: the second waits on cache.lock and loads the first's teacher."""
+    start, results = threading.Barrier(2), []
+
+    def ask():
+        start.wait(10)
+        results.append(_get())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and tiny_zoo == ["TeacherCNN"]
+    (a, a_info), (b, b_info) = results
+    assert cache.state_digest(a) == cache.state_digest(b) and a_info == b_info
 
 
 def test_the_course_teacher_is_the_mean_of_its_cnn_and_mlp_members(tiny_zoo, mnist_tiny):
