@@ -6,6 +6,7 @@ ones: the grid's caching logic is what is under test, not the quick teacher.
 """
 import json
 import re
+import threading
 import warnings
 
 import pandas as pd
@@ -73,6 +74,45 @@ def test_grid_trains_each_cell_once_and_reuses_the_cache(tiny):
     pd.testing.assert_frame_equal(df, again)
     assert grid.history_for(rec, 4.0, 0.0)["val_accuracy"]  # the shared cell has the baseline's history
     assert grid.path(rec).exists() and grid.path(rec).is_relative_to(tiny["tmp"])
+
+
+def test_two_threads_filling_one_grid_train_each_cell_once(tiny):
+    """The app's heatmap job and a notebook (or two processes) filling the same grid share its cells."""
+    rec, start, tables = tiny["rec"], threading.Barrier(2), []
+
+    def fill():
+        start.wait(10)
+        tables.append(grid.load_or_run(rec, [1.0, 4.0], [0.0, 0.9], progress=False))
+
+    threads = [threading.Thread(target=fill) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(tables) == 2
+    assert sorted(tiny["calls"]) == [(1.0, 0.0), (1.0, 0.9), (4.0, 0.9)]  # each cell once, alpha=0 shared
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert len(tables[0]) == 4
+
+
+def test_a_live_result_is_stored_while_a_cell_trains_elsewhere(tiny, capsys):
+    """The app's "train now" saves its row without waiting for the background grid's current cell."""
+    rec, training, release = tiny["rec"], threading.Event(), threading.Event()
+
+    def cell():
+        with grid._training(rec):
+            training.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=cell)
+    thread.start()
+    try:
+        assert training.wait(10)
+        grid.add_result(rec, _row(2.0, 0.5))
+        assert len(grid.load(rec)) == 1 and "waiting" not in capsys.readouterr().err
+    finally:
+        release.set()
+        thread.join(10)
 
 
 def test_run_one_uses_the_recipe_data_and_teacher(tiny):

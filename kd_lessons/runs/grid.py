@@ -14,7 +14,6 @@ teacher's recipe key); it names the cache file. A corrupt or foreign file is rep
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -116,14 +115,23 @@ def run_one(rec: dict, T: float, alpha: float, progress: bool = False,
     return runs.students[(method, rec["seed"])], row, runs.histories[(method, rec["seed"])]
 
 
+def _cached_baseline(rec: dict) -> tuple[dict, dict] | None:
+    rows, histories = _read(rec)
+    return next(((r, histories[_cell(r["T"], 0.0)]) for r in rows
+                 if r["alpha"] == 0.0 and histories.get(_cell(r["T"], 0.0)) is not None), None)
+
+
 def baseline(rec: dict) -> tuple[dict, dict | None]:
     """(row, history) of the from-scratch student (alpha = 0): the cached one, else trained and stored now."""
-    rows, histories = _read(rec)
-    for r in rows:
-        if r["alpha"] == 0.0 and histories.get(_cell(r["T"], 0.0)) is not None:
-            return r, histories[_cell(r["T"], 0.0)]
-    _, row, history = run_one(rec, 1.0, 0.0)
-    add_result(rec, row, history)
+    found = _cached_baseline(rec)
+    if found is not None:
+        return found
+    with _training(rec):
+        found = _cached_baseline(rec)  # another process may have trained it meanwhile
+        if found is not None:
+            return found
+        _, row, history = run_one(rec, 1.0, 0.0)
+        add_result(rec, row, history)
     return row, _small(history)
 
 
@@ -131,7 +139,15 @@ def _small(history: dict) -> dict:
     return {k: [float(v) for v in history.get(k, [])] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_step")}
 
 
-_WRITE = threading.Lock()  # the app's background grid and its "train now" button write the same file
+def _writing(rec: dict):
+    """The grid file's cache.lock, held briefly to read-modify-write it (app threads, other processes)."""
+    return cache.lock(path(rec), f"the {rec['dataset']} T x alpha grid file")
+
+
+def _training(rec: dict):
+    """A second lock beside the grid file, held while a cell trains, so that writers wait only for writes."""
+    cells = path(rec)
+    return cache.lock(cells.with_name(cells.name + ".cells"), f"a cell of the {rec['dataset']} T x alpha grid")
 
 
 def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFrame:
@@ -145,7 +161,7 @@ def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFram
     name = _cell(row["T"], row["alpha"])
     if not (isinstance(row["accuracy"], (int, float)) and 0.0 <= row["accuracy"] <= 1.0):
         raise ValueError(f"accuracy={row['accuracy']!r}: pass a fraction in [0, 1] such as 0.97")
-    with _WRITE:
+    with _writing(rec):
         rows, histories = _read(rec)
         rows = [r for r in rows if _cell(r["T"], r["alpha"]) != name] + [{c: row[c] for c in COLUMNS}]
         if history is not None:
@@ -159,8 +175,10 @@ def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[f
     """The T x alpha table of student test accuracy, training only the cells not cached yet. Notebook 04_distill_mnist.
 
     Ts/alphas default to `default_grid()`. Each finished cell is saved at once, so an interrupted
-    grid resumes. alpha=0 ignores the teacher (pure cross-entropy), so it is trained once and shared
-    by every T. callback(done, total, row) runs after each cell (e.g. a Streamlit progress bar).
+    grid resumes; cells train one at a time under a `cache.lock` beside the grid file, so two
+    processes (or threads) filling the same grid share its cells instead of training each twice.
+    alpha=0 ignores the teacher (pure cross-entropy), so it is trained once and shared by every T.
+    callback(done, total, row) runs after each cell (e.g. a Streamlit progress bar).
     include_extra=True adds cached off-grid live results.
     """
     default_Ts, default_alphas = default_grid()
@@ -169,20 +187,22 @@ def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[f
     if not Ts or not alphas:
         raise ValueError(f"Ts={Ts} and alphas={alphas} must both be non-empty lists")
     grid = {_cell(T, a) for T in Ts for a in alphas}
-    rows, histories = _read(rec)
-    have = {_cell(r["T"], r["alpha"]): r for r in rows}
+    have = {_cell(r["T"], r["alpha"]) for r in _read(rec)[0]}
     todo = [(T, a) for a in alphas for T in Ts if _cell(T, a) not in have]
     bar = tqdm(total=len(todo), desc=f"grid {rec['dataset']}", disable=not progress or not todo)
     for done, (T, alpha) in enumerate(todo, 1):
-        base = next((k for k, r in have.items() if r["alpha"] == 0.0), None) if alpha == 0.0 else None
-        if base is not None:
-            row, history = {**have[base], "T": T, "source": "grid (alpha=0 shared)"}, histories.get(base)
-        else:
-            _, row, history = run_one(rec, T, alpha)
-            row["source"] = "grid"
-        add_result(rec, row, history)
-        have[_cell(T, alpha)] = row
-        histories[_cell(T, alpha)] = history
+        with _training(rec):  # one cell at a time; read again: another process (or thread) may have filled it
+            rows, histories = _read(rec)
+            have = {_cell(r["T"], r["alpha"]): r for r in rows}
+            row = have.get(_cell(T, alpha))
+            if row is None:
+                base = next((k for k, r in have.items() if r["alpha"] == 0.0), None) if alpha == 0.0 else None
+                if base is not None:
+                    row, history = {**have[base], "T": T, "source": "grid (alpha=0 shared)"}, histories.get(base)
+                else:
+                    _, row, history = run_one(rec, T, alpha)
+                    row["source"] = "grid"
+                add_result(rec, row, history)
         bar.update(1)
         if callback is not None:
             callback(done, len(todo), row)
