@@ -35,6 +35,9 @@ real_train = teachers._train
 def counted(rec, *args, **kwargs):
     with open(work / "trainings", "a") as f:
         f.write(me + "\\n")
+    while len(list(work.glob("asking-*"))) < 2 and time.time() < deadline:  # until the other one asks too
+        time.sleep(0.005)
+    time.sleep(0.5)
     return real_train(rec, *args, **kwargs)
 
 teachers._train = counted
@@ -42,6 +45,7 @@ teachers._train = counted
 deadline = time.time() + 60
 while len(list(work.glob("ready-*"))) < 2 and time.time() < deadline:  # start together
     time.sleep(0.005)
+(work / f"asking-{me}").touch()
 try:
     teacher, info = teachers.get_teacher("mnist", "cnn", device="cpu", recipe_override=json.loads(sys.argv[3]),
                                          options=TrainOptions(progress=False))
@@ -71,7 +75,11 @@ def test_two_processes_train_one_teacher_once(tmp_path):
            "KD_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), name, json.dumps(TINY)], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in "ab"]
-    outputs = [child.communicate(timeout=120) for child in children]
+    try:
+        outputs = [child.communicate(timeout=120) for child in children]
+    finally:
+        for child in children:
+            child.kill()
     if any(child.returncode == 77 for child in children):
         pytest.skip(f"MNIST not available: {outputs[0][1][-500:]}")
     assert [child.returncode for child in children] == [0, 0], [err[-2000:] for _, err in outputs]
