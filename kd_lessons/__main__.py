@@ -55,6 +55,10 @@ def _cmd_prepare_class(args: argparse.Namespace) -> int:
     from kd_lessons.runs import grid
     from kd_lessons.train import TrainOptions
 
+    unknown = [d for d in args.datasets if d not in DATASETS or d == "cifar10"]
+    if unknown:
+        print(f"prepare-class: no heatmap for {unknown}; use mnist and/or fashion_mnist", file=sys.stderr)
+        return 2
     print(config.describe())
     for dataset in args.datasets or ["mnist"]:
         start = time.perf_counter()
@@ -105,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_teacher)
     p = sub.add_parser("prepare-class", help="before class: train and cache the teacher and the app's heatmap")
-    p.add_argument("datasets", nargs="*", choices=[n for n in names if n != "cifar10"],
-                   help="datasets to prepare (default: mnist)")
+    p.add_argument("datasets", nargs="*", metavar="DATASET",  # argparse rejects an empty '*' list with choices
+                   help=f"datasets to prepare, from {[n for n in names if n != 'cifar10']} (default: mnist)")
     p.add_argument("--width", type=int, default=100, help="student width of the heatmap (the app's default: 100)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare_class)
