@@ -187,3 +187,19 @@ def test_start_grid_hands_spread_errors_to_the_waiter(fake_grid, monkeypatch):
     with pytest.raises(ValueError, match="a spread needs at least two seeds"):
         jobs.wait_with_progress(job, lambda frac, text: None, poll_s=0.01)
     assert len(fake_grid["rows"]) == 1  # the grid itself was filled first
+
+
+def test_wait_with_progress_says_when_another_process_holds_the_teachers_lock(monkeypatch):
+    from kd_lessons import cache
+
+    message = "waiting for another process that is building the MNIST cnn teacher (/x/teacher.pt.lock)"
+    monkeypatch.setattr(cache, "waiting", lambda: [message])
+
+    def get_teacher(dataset, options, **kwargs):
+        time.sleep(0.3)  # no training step reported: the lock is held elsewhere
+        return "teacher", {}
+
+    running = jobs.start_teachers("mnist", get_teacher, starter=False)
+    seen = []
+    jobs.wait_with_progress(running["full"], lambda frac, text: seen.append(text), poll_s=0.05)
+    assert any(text.startswith(message) for text in seen)

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
-from kd_lessons import config
+from kd_lessons import cache, config
 from kd_lessons.train import TrainOptions
 
 __all__ = ["Job", "STARTER_RECIPES", "needs_starter", "start_teachers", "start_grid", "wait_with_progress"]
@@ -112,4 +112,6 @@ def wait_with_progress(job: Job, on_progress: Callable[[float | None, str], None
         except FutureTimeout:
             pass
         elapsed = f"{time.perf_counter() - start:.0f} s"
-        on_progress(job.fraction(), f"{job.text()}, {elapsed}" if job.text() else elapsed)
+        waits = cache.waiting()  # another process (a notebook, the CLI) may be training the same teacher
+        text = f"{job.text()}, {elapsed}" if job.text() else (f"{waits[0]}, {elapsed}" if waits else elapsed)
+        on_progress(job.fraction(), text)
