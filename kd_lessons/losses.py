@@ -46,7 +46,7 @@ def check_alpha(alpha) -> float:
     return value
 
 
-def _check_float(name: str, x, ndim: int | None = None) -> None:
+def check_float(name: str, x, ndim: int | None = None) -> None:
     """Reject non-tensors, integer tensors, wrong ranks and NaN/inf values with a clear message."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         kind = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -59,10 +59,21 @@ def _check_float(name: str, x, ndim: int | None = None) -> None:
                          "and the inputs (normalised? any NaN in x?).")
 
 
+def check_weight(name: str, value, example: float = 1.0) -> float:
+    """A loss weight is a finite real >= 0 (0 switches its term off); say so, with an example, when it is not."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"{name}={value!r}: pass a finite weight >= 0 such as {name}={float(example)} "
+                         "(0 switches the term off).")
+    return float(value)
+
+
 def check_logits(student_logits, teacher_logits) -> None:
     """Both logits must be finite [batch_size, num_classes] float tensors of the same shape."""
-    _check_float("student_logits", student_logits, ndim=2)
-    _check_float("teacher_logits", teacher_logits, ndim=2)
+    check_float("student_logits", student_logits, ndim=2)
+    check_float("teacher_logits", teacher_logits, ndim=2)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits has shape {list(student_logits.shape)} but teacher_logits "
                          f"has shape {list(teacher_logits.shape)}; both must be [batch_size, "
@@ -88,8 +99,8 @@ def check_labels(y, batch_size: int, num_classes: int) -> None:
 
 def _check_features(student_features, teacher_features, ndims: tuple[int, ...]) -> None:
     """Feature maps must be finite float tensors of the same rank and batch size."""
-    _check_float("student_features", student_features)
-    _check_float("teacher_features", teacher_features)
+    check_float("student_features", student_features)
+    check_float("teacher_features", teacher_features)
     s, t = student_features, teacher_features
     if s.dim() not in ndims or t.dim() != s.dim() or s.shape[0] != t.shape[0]:
         raise ValueError(f"student_features {list(s.shape)} and teacher_features {list(t.shape)} "
@@ -104,7 +115,7 @@ def log_soften(logits: torch.Tensor, T) -> torch.Tensor:
 
     log_soften(z, T)_i = z_i / T - logsumexp_j(z_j / T), over the last dim.
     """
-    _check_float("logits", logits)
+    check_float("logits", logits)
     return F.log_softmax(logits / check_T(T), dim=-1)
 
 
@@ -121,7 +132,7 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
     H(p) = -sum_i p_i log p_i in nats over the last dim, with 0 log 0 = 0 (and a finite gradient).
     """
-    _check_float("probs", probs)
+    check_float("probs", probs)
     log_p = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()  # log 0 would give a NaN gradient
     return -(probs * log_p).sum(dim=-1)
 
@@ -238,7 +249,7 @@ def attention_map(features: torch.Tensor, p: float = 2) -> torch.Tensor:
     Zagoruyko & Komodakis 2017: Q = vec(sum_c |A_c|^p) / ||vec(sum_c |A_c|^p)||_2, shape [B, H*W].
     (The paper's mean over channels gives the same Q after normalisation.)
     """
-    _check_float("features", features, ndim=4)
+    check_float("features", features, ndim=4)
     return F.normalize(_raw_attention(features, p).flatten(1), dim=1)
 
 

@@ -89,9 +89,9 @@ def test_gradients_reach_student_and_regressor_but_not_teacher():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"hint_weight": -1.0}, r"hint_weight=-1\.0: pass a weight >= 0"),
-    ({"at_weight": float("nan")}, r"at_weight=nan: pass a weight >= 0"),
-    ({"hint_weight": True}, r"hint_weight=True: pass a weight >= 0"),
+    ({"hint_weight": -1.0}, r"hint_weight=-1\.0: pass a finite weight >= 0"),
+    ({"at_weight": float("nan")}, r"at_weight=nan: pass a finite weight >= 0"),
+    ({"hint_weight": True}, r"hint_weight=True: pass a finite weight >= 0"),
     ({"hint_weight": 1.0, "hint_layer": 5}, r"hint_layer=\[5\] but the models return 3 feature maps; pick indices"),
     ({"at_weight": 1.0, "at_layers": [7]}, r"at_layers=\[7\] but the models return 3 feature maps; pick indices"),
     ({"T": 0.0}, r"T=0\.0; pass a float such as T=4\.0"),

@@ -64,6 +64,11 @@ Q40 | 000 C2 | 实现一个基于知识蒸馏的文本分类模型 | Coding: dis
 Q41 | 000 C3; 001 (ResNet-18 example) | 实现一个基于知识蒸馏的图像识别模型 | Coding: distill an image classifier (CNN).
 Q42 | 003 sections 4.3 and 5.2 (Keras code) | 用TensorFlow/Keras实现知识蒸馏 |
     Coding: what is wrong with a Keras distillation loop that stops the student's gradient?
+## methods beyond Hinton's loss
+Q43 | - | - | What does decoupled KD (DKD) decouple, and why would that help?
+Q44 | - | - | DIST matches correlations instead of probabilities: what does it transfer, and why?
+Q45 | - | - | Why standardise the logits before KD (logit standardisation)?
+Q46 | - | - | What do relation-based (RKD) and contrastive (CRD) distillation transfer?
 """
 
 

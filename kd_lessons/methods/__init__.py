@@ -2,4 +2,7 @@
 
 One small module per family: `features` (FitNets hints, attention transfer; notebook
 05_feature_distillation). Hinton KD itself is the default objective (`kd_lessons.objectives`).
+`relations`: RKD distance and angle losses (Park et al. 2019; notebook 11_methods_tour).
+`contrastive`: CRD-style in-batch contrastive distillation (Tian et al. 2020; notebook 11_methods_tour).
+`logits`: DKD, DIST and logit standardisation (LogitStandardizedKD); notebook 11_methods_tour.
 """

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from kd_lessons.losses import HintRegressor, attention_map, attention_transfer_loss, hint_loss
+from kd_lessons.losses import HintRegressor, attention_map, attention_transfer_loss, check_weight, hint_loss
 from kd_lessons.objectives import HintonKD, Objective
 
 __all__ = ["feature_shapes", "FeatureKD", "FEATURE_METHODS", "feature_objective", "attention_pair"]
@@ -57,11 +57,8 @@ class FeatureKD(Objective):
         if n == 0 or len(teacher_shapes) != n:
             raise ValueError(f"student gives {n} feature maps and teacher {len(teacher_shapes)}; pair models "
                              "whose return_features lists have the same length (e.g. TeacherCNN and CNNStudent).")
-        for name, w in (("hint_weight", hint_weight), ("at_weight", at_weight)):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-                raise ValueError(f"{name}={w!r}: pass a weight >= 0 (0 switches the term off).")
         self.response = HintonKD(T, alpha)
-        self.hint_weight, self.at_weight = float(hint_weight), float(at_weight)
+        self.hint_weight, self.at_weight = check_weight("hint_weight", hint_weight), check_weight("at_weight", at_weight)
         self.hint_layer = _check_layers("hint_layer", [hint_layer], n)[0]
         self.at_layers = _check_layers("at_layers", range(n) if at_layers is None else at_layers, n)
         if self.at_weight > 0 and any(len(student_shapes[i]) != 3 for i in self.at_layers):
