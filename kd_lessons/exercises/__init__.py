@@ -10,6 +10,7 @@ from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summ
 from kd_lessons.exercises.features import HintLoss, MakeHintRegressor
 from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixRawTargets, FixReduction,
                                           FixStopGradient, FixSwapped, FixTSquared)
+from kd_lessons.exercises.methods import DKDSplit, MutualStep, RKDDistance
 from kd_lessons.exercises.questions import QUESTIONS
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
 from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
@@ -19,4 +20,5 @@ __all__ = [
     "SoftmaxWithTemperature", "KDLoss", "DistillationLoss", "MakeHintRegressor", "HintLoss", "DistillationStep",
     "FixReduction", "FixTSquared", "FixLogProbs", "FixSwapped", "FixOneSided", "FixStopGradient",
     "FixRawTargets", "FixHardTarget", "FixTeacherMode", "FixSofteningT", "FixCachedLogits",
+    "DKDSplit", "RKDDistance", "MutualStep",
 ]

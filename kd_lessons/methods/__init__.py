@@ -5,4 +5,5 @@ One small module per family: `features` (FitNets hints, attention transfer; note
 `relations`: RKD distance and angle losses (Park et al. 2019; notebook 11_methods_tour).
 `contrastive`: CRD-style in-batch contrastive distillation (Tian et al. 2020; notebook 11_methods_tour).
 `logits`: DKD, DIST and logit standardisation (LogitStandardizedKD); notebook 11_methods_tour.
+`schemes`: recipes around the loss: TAKD, born-again, deep mutual learning, function matching; notebook 11_methods_tour.
 """

@@ -1,0 +1,128 @@
+"""kd_lessons.exercises.methods: DKD's split (18), RKD distance (19), the deep mutual learning step (20)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd_lessons.exercises import DKDSplit, MutualStep, RKDDistance
+from kd_lessons.exercises.methods import DKD_VARIANTS, DML_VARIANTS, RKD_VARIANTS, reference_mutual_step
+from kd_lessons.methods.logits import dkd_terms
+from kd_lessons.methods.relations import rkd_distance_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+EXERCISES = [DKDSplit, RKDDistance, MutualStep]
+
+
+def solution(cls):
+    namespace = {"torch": torch, "F": F, "nn": nn}
+    exec(cls.solution_code, namespace)
+    return namespace[cls.fn_name]
+
+
+@pytest.mark.parametrize("cls", EXERCISES, ids=lambda c: c.key)
+def test_three_outcomes(cls):
+    ex = cls()
+    assert ex.check(solution(cls)).outcome == "correct"
+    assert ex.check(None).outcome == "not_attempted"
+    starter = {"torch": torch, "F": F, "nn": nn}
+    exec(ex.starter_code, starter)
+    assert ex.check(starter[cls.fn_name]).outcome == "not_attempted"
+    wrong = ex.check(cls.variants[0].fn)
+    assert (wrong.outcome, wrong.mistake, wrong.message) == ("incorrect", cls.variants[0].name, cls.variants[0].hint)
+
+
+CASES = [pytest.param(cls, v, id=f"{cls.key}-{v.name}") for cls in EXERCISES for v in cls.variants]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("cls,variant", CASES)
+def test_each_wrong_answer_gets_its_own_hint(cls, variant):
+    result = cls().check(variant.fn)
+    assert (result.outcome, result.mistake, result.message) == ("incorrect", variant.name, variant.hint)
+
+
+def test_the_briefs_mistakes_are_all_known():
+    assert {"nckd_target_left_in", "nckd_not_renormalised", "no_T_squared", "student_pt_both_sides"} \
+        <= {v.name for v in DKD_VARIANTS}
+    assert {"no_normalisation", "squared_error", "diagonal_in_mean"} <= {v.name for v in RKD_VARIANTS}
+    assert {"not_detached", "sequential", "kl_swapped"} <= {v.name for v in DML_VARIANTS}
+
+
+GARBAGE = [lambda *a: "a string", lambda *a: None, lambda *a: torch.zeros(3), lambda *a: (1, 2),
+           lambda *a: (torch.zeros(2, 2), torch.zeros(5)), lambda *a: torch.tensor(float("nan")),
+           lambda *a: 1 / 0, lambda: None, 42]
+
+
+@pytest.mark.parametrize("cls", EXERCISES, ids=lambda c: c.key)
+@pytest.mark.parametrize("fn", GARBAGE)
+def test_garbage_never_raises(cls, fn):
+    result = cls().check(fn)
+    assert result.outcome == "incorrect" and result.message, result
+
+
+def test_dkd_wants_a_pair_of_per_row_terms():
+    result = DKDSplit().check(lambda z, v, y, T: torch.stack(dkd_terms(z, v, y, T)).mean(1))
+    assert (result.mistake, "return a pair (tckd, nckd)" in result.message) == ("not_a_pair", True)
+
+
+def test_dkd_mdistiller_style_mask_is_accepted():
+    """The authors' -1000 mask renormalises over the non-target classes too: a correct answer."""
+    def masked(z, v, y, T):
+        mask = F.one_hot(y, z.shape[1]).bool()
+        out = []
+        for s in (z, v.detach()):
+            p = F.softmax(s / T, dim=1)
+            pt = (p * mask).sum(1, keepdim=True)
+            out.append((torch.cat([pt, 1 - pt], 1), F.log_softmax(s / T - 1000.0 * mask, dim=1)))
+        (b_s, o_s), (b_t, o_t) = out
+        tckd = F.kl_div(b_s.log(), b_t, reduction="none").sum(1)
+        nckd = F.kl_div(o_s, o_t.exp(), reduction="none").sum(1)
+        return T**2 * tckd, T**2 * nckd
+    assert DKDSplit().check(masked).outcome == "correct"
+
+
+def test_detached_student_is_named():
+    r1 = DKDSplit().check(lambda z, v, y, T: dkd_terms(z.detach(), v, y, T))
+    r2 = RKDDistance().check(lambda s, t: rkd_distance_loss(s.detach(), t))
+    assert (r1.mistake, r2.mistake) == ("detached", "detached")
+    assert "student's logits" in r1.message and "student's embeddings" in r2.message
+
+
+def test_rkd_scaled_loss_is_incorrect_without_a_known_name():
+    result = RKDDistance().check(lambda s, t: 1.5 * rkd_distance_loss(s, t))
+    assert (result.outcome, result.mistake) == ("incorrect", None) and "values differ" in result.message
+
+
+def test_mutual_step_that_updates_one_model_names_it():
+    def only_a(model_a, model_b, opt_a, opt_b, x, y, T=1.0):
+        za, zb = model_a(x), model_b(x).detach()
+        loss = F.cross_entropy(za, y) + T**2 * F.kl_div(F.log_softmax(za / T, dim=1), F.softmax(zb / T, dim=1),
+                                                        reduction="batchmean")
+        opt_a.zero_grad()
+        loss.backward()
+        opt_a.step()
+    result = MutualStep().check(only_a)
+    assert (result.outcome, result.mistake) == ("incorrect", "b_not_updated") and "model_b" in result.message
+    assert MutualStep().check(lambda *a: None).mistake == "a_not_updated"
+
+
+def test_mutual_step_unknown_mistake_gets_the_general_message():
+    def ce_only(model_a, model_b, opt_a, opt_b, x, y, T=1.0):
+        for model, opt in ((model_a, opt_a), (model_b, opt_b)):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    result = MutualStep().check(ce_only)
+    assert (result.outcome, result.mistake) == ("incorrect", None) and "differ from the reference" in result.message
+
+
+def test_reference_step_updates_both_peers_and_leaves_the_batch_alone():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3), torch.randint(0, 2, (4,))
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    x0 = x.clone()
+    reference_mutual_step(a, b, torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1),
+                          x, y, 2.0)
+    after = list(a.parameters()) + list(b.parameters())
+    assert all(not torch.equal(p, q) for p, q in zip(after, before)) and torch.equal(x, x0)
