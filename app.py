@@ -17,7 +17,8 @@ from kd_lessons import config, plots
 from kd_lessons.app import jobs, panels
 from kd_lessons.cache import CacheWarning
 from kd_lessons.data import class_names, denormalize
-from kd_lessons.runs import grid
+from kd_lessons.runs import grid, tour
+from kd_lessons.runs.students import StudentRuns
 
 st.set_page_config(page_title="Knowledge distillation, live", page_icon="🎓", layout="wide")
 MODE, CACHE = config.mode(), str(config.cache_dir())  # part of every cache key
@@ -284,13 +285,42 @@ def compare_panel(pool: dict, shown: list[int]) -> None:
         for index in shown:
             col.image(soft_label_png(dataset, MODE, CACHE, st.session_state.get('teacher_kind', 'full'), index, t, pool))
 
+def methods_panel() -> None:
+    st.subheader("Methods tour: one teacher, one student, one budget (notebook 11)")
+    if dataset != "mnist":
+        st.info("The methods tour runs on MNIST: pick MNIST in the sidebar.")
+        return
+    teacher, _ = get_cnn_teacher(MODE, CACHE)
+    rec = tour.recipe()
+    st.caption(f"MNIST, {rec['n_train']} labelled images, a 784-100-100-10 student, {rec['steps']} steps per run, "
+               f"the course's CNN teacher ({MODE} mode). Results are cached; notebook 11 runs all of them with 3 seeds.")
+    name = st.selectbox("Method", list(tour.FAMILIES), index=1, key="tour_method")
+    seed = st.number_input("Seed", 0, 9, 0, key="tour_seed")
+    if st.button(f"Train {name} now (seed {seed})", key="tour_train"):
+        with st.spinner(f"training {name}…"):
+            tour.load_or_run(rec, teacher, seeds=[int(seed)], names=["scratch", name])
+    table = tour.load(rec, teacher)
+    if table.empty:
+        st.info("No method trained yet: pick one and press the button (it also trains the scratch baseline).")
+        return
+    st.dataframe(tour.summary(StudentRuns(table)).round(2))
+    st.image(panels.figure_png(plots.method_bars(table, value="errors", title="test errors per method")))
+
+
+@st.cache_resource(show_spinner="Loading the CNN teacher (trained once)…")
+def get_cnn_teacher(mode: str, cache: str):  # mode and cache folder key the resource
+    from kd_lessons.teachers import get_teacher as train_or_load
+
+    return train_or_load("mnist", "cnn")
+
+
 def code_panel() -> None:
     st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")
     st.code(panels.kd_source(), language="python")
 
 
-tab_soft, tab_acc, tab_loss, tab_cmp, tab_code = st.tabs(["Soft labels", "Accuracy", "Loss anatomy", "Compare",
-                                                          "Code"])
+tab_soft, tab_acc, tab_loss, tab_cmp, tab_methods, tab_code = st.tabs(
+    ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Code"])
 NO_POOL = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
 pool, shown = None, []
 with tab_soft, guarded("Soft labels"):
@@ -307,5 +337,7 @@ with tab_cmp, guarded("Compare"):
         st.info(NO_POOL)
     else:
         compare_panel(pool, shown)
+with tab_methods, guarded("Methods"):
+    methods_panel()
 with tab_code, guarded("Code"):
     code_panel()

@@ -108,7 +108,7 @@ def app(monkeypatch):
 def test_app_runs_with_every_panel(app):
     _clean(app)
     assert app.title[0].value == "Knowledge distillation, live"
-    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Code"]
+    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Code"]
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"
@@ -315,3 +315,20 @@ def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_train
         assert (len(Ts), len(alphas)) == (6, 4) and cells == grid.SPREAD_CELLS
     finally:
         release.set()
+
+
+def test_methods_tab_trains_a_method_and_its_baseline_and_shows_the_table(app):
+    from kd_lessons.runs import tour
+    from kd_lessons.teachers import get_teacher
+
+    app.selectbox(key="tour_method").set_value("DKD")
+    app.number_input(key="tour_seed").set_value(3).run()
+    app.button(key="tour_train").click().run()
+    _clean(app)
+    table = tour.load(tour.recipe(), get_teacher("mnist", "cnn")[0])
+    assert {("DKD", 3), ("scratch", 3)} <= set(zip(table["method"], table["seed"]))
+    shown = app.dataframe[0].value
+    assert {"DKD", "scratch"} <= set(shown.index) and "gain_vs_scratch" in shown.columns
+    dkd_gain = shown.loc["DKD", "gain_vs_scratch"]
+    wide = table[table.seed == 3].set_index("method")["accuracy"]
+    assert dkd_gain == pytest.approx(round(100 * (wide["DKD"] - wide["scratch"]), 2), abs=0.01)

@@ -1,0 +1,114 @@
+"""The methods tour: one teacher, one student, one budget, every method family, 3 seeds.
+
+Introduced in notebook 11_methods_tour. The setting: a class-balanced subset of MNIST training images
+(all labelled), the course's CNN teacher (it has feature maps, which relation and contrastive
+methods need) and a 784-100-100-10 MLP student whose last hidden layer is its embedding. Every
+method trains the same student for the same number of optimizer steps with the same seeds, so the
+only difference is the objective; `summary` turns the runs into a table in the style of the
+published method tables (mean +- std accuracy, gain over scratch and over Hinton KD, paired).
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+
+from kd_lessons import cache, config
+from kd_lessons.methods.contrastive import crd_for
+from kd_lessons.methods.logits import DIST, DKD, LogitStandardizedKD
+from kd_lessons.methods.relations import RKD
+from kd_lessons.models import MLPStudent
+from kd_lessons.objectives import CrossEntropy, HintonKD
+from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
+from kd_lessons.train import TrainOptions
+
+__all__ = ["FAMILIES", "recipe", "make_student", "methods", "run", "summary", "load", "load_or_run"]
+
+FAMILIES = {"scratch": "none", "Hinton KD": "logits", "DKD": "logits", "DIST": "logits",
+            "logit standardisation": "logits", "RKD": "relations", "CRD": "contrastive"}
+
+
+def recipe(n_train: int | None = None, steps: int | None = None) -> dict:
+    """The tour's budget in the current mode. Notebook 11_methods_tour."""
+    return {"dataset": "mnist", "n_train": n_train or config.pick(10_000, 2_000), "steps": steps or config.pick(1500, 150),
+            "lr": 3e-3, "batch_size": 128, "weight_decay": 5e-4, "T": 4.0, "alpha": 0.9, "mode": config.mode()}
+
+
+def make_student() -> MLPStudent:
+    """The tour's student: 784-100-100-10; its last hidden layer is the embedding for RKD and CRD."""
+    return MLPStudent(hidden=(100, 100))
+
+
+def methods(teacher: torch.nn.Module, rec: dict) -> dict:
+    """Every family's objective with its paper's default weights (CRD's heads are fresh per run)."""
+    T, alpha = rec["T"], rec["alpha"]
+    return {"scratch": CrossEntropy(), "Hinton KD": HintonKD(T, alpha), "DKD": DKD(T=T),
+            "DIST": DIST(), "logit standardisation": LogitStandardizedKD(T=2.0, alpha=alpha),
+            "RKD": RKD(T=T, alpha=alpha), "CRD": crd_for(teacher, (1, 28, 28), T=T, alpha=alpha)}
+
+
+def run(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=None) -> StudentRuns:
+    """Train every method (or `names`) per seed with the recipe's budget. Notebook 11_methods_tour."""
+    data = load_split(rec["dataset"], n_train=rec["n_train"])
+    table = methods(teacher, rec)
+    chosen = {name: table[name] for name in (names or table)}
+    options = TrainOptions(progress=False, weight_decay=rec["weight_decay"])
+    return train_students(make_student, data, chosen, seeds, teacher=teacher, lr=rec["lr"],
+                          batch_size=rec["batch_size"], options=options, steps=rec["steps"])
+
+
+def _paired(table: pd.DataFrame, method: str, baseline: str) -> dict | None:
+    """Paired accuracy differences, or None when the baseline is the method itself or shares no seed."""
+    if method == baseline or baseline not in set(table["method"]):
+        return None
+    try:
+        return paired_differences(table, method, baseline, "accuracy")
+    except ValueError:  # no shared seed yet (the app fills the table one run at a time)
+        return None
+
+
+def summary(runs: StudentRuns, extra_params: dict | None = None) -> pd.DataFrame:
+    """Mean +- std test accuracy per method, paired gains over scratch and Hinton KD, seconds per run."""
+    t = runs.table
+    g = t.groupby("method", sort=False)
+    rows = {}
+    for name, part in g:
+        gain = _paired(t, name, "scratch")
+        vs_kd = _paired(t, name, "Hinton KD") if name != "scratch" else None
+        rows[name] = {"family": FAMILIES.get(name, "?"), "accuracy_mean": 100 * part["accuracy"].mean(),
+                      "accuracy_std": 100 * part["accuracy"].std(), "seeds": len(part),
+                      "gain_vs_scratch": 100 * gain["mean"] if gain else float("nan"),
+                      "gain_vs_scratch_std": 100 * gain["std"] if gain else float("nan"),
+                      "gain_vs_hinton": 100 * vs_kd["mean"] if vs_kd else float("nan"),
+                      "gain_vs_hinton_std": 100 * vs_kd["std"] if vs_kd else float("nan"),
+                      "seconds_per_run": part["seconds"].mean(),
+                      "extra_params": (extra_params or {}).get(name, 0)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _path(rec: dict, teacher: torch.nn.Module):
+    return cache.path("sweeps", f"tour_{rec['mode']}_{cache.key(rec)}_{cache.state_digest(teacher)}.pt")
+
+
+def load(rec: dict, teacher: torch.nn.Module) -> pd.DataFrame:
+    """The cached (method, seed) rows of this recipe and teacher (empty when none). Notebook 11_methods_tour."""
+    rows = cache.load_or_none(_path(rec, teacher), {"kind": "kd_lessons.tour"}, "methods-tour cache")
+    return pd.DataFrame(rows if isinstance(rows, list) else [],
+                        columns=["method", "seed", "accuracy", "errors", "seconds", "device"])
+
+
+def load_or_run(rec: dict, teacher: torch.nn.Module, seeds=(0,), names=None) -> pd.DataFrame:
+    """Every requested (method, seed) row, training (and caching) only the missing ones; the app's tab."""
+    path = _path(rec, teacher)
+    with cache.lock(path, "the methods-tour table"):
+        table = load(rec, teacher)
+        have = set(zip(table["method"], table["seed"]))
+        for name in names or list(FAMILIES):
+            for seed in seeds:
+                if (name, seed) not in have:
+                    new = run(rec, teacher, seeds=[seed], names=[name]).table
+                    table = pd.concat([table, new], ignore_index=True)
+                    rows = json.loads(table.to_json(orient="records"))  # plain Python types: loads with weights_only
+                    cache.save_verified(rows, path, {"kind": "kd_lessons.tour"})
+    return table
