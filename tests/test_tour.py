@@ -33,3 +33,14 @@ def test_summary_reports_paired_gains_over_scratch_and_hinton_kd():
     assert out.loc["Hinton KD", "gain_vs_scratch"] == pytest.approx(2.5)       # points: (3 + 2) / 2
     assert out.loc["DIST", "gain_vs_hinton"] == pytest.approx(-1.5)            # (-2 - 1) / 2
     assert pd.isna(out.loc["scratch", "gain_vs_scratch"]) and out.loc["DIST", "family"] == "logits"
+
+
+def test_schemes_run_with_the_tour_budget_and_join_its_table(monkeypatch, mnist_subset, one_thread):
+    x, y, x_test, y_test = mnist_subset(128, 64)
+    monkeypatch.setattr(tour, "load_split", lambda dataset, n_train: {"dataset": dataset, "x": x, "y": y,
+                                                                      "x_test": x_test, "y_test": y_test})
+    rows = tour.run_schemes(tour.recipe(n_train=128, steps=3), TeacherCNN(width=2).eval(), seeds=[0])
+    assert list(rows["method"]) == list(tour.SCHEMES)
+    assert list(rows.columns) == ["method", "seed", "accuracy", "errors", "seconds", "device"]  # joins run()'s table
+    out = tour.summary(StudentRuns(rows))
+    assert set(out["family"]) == {"schemes"} and out["gain_vs_scratch"].isna().all()  # no scratch row to pair with

@@ -10,23 +10,31 @@ published method tables (mean +- std accuracy, gain over scratch and over Hinton
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import pandas as pd
 import torch
 
 from kd_lessons import cache, config
+from kd_lessons.config import get_device, seed_everything
+from kd_lessons.data import random_shift
+from kd_lessons.methods import schemes
 from kd_lessons.methods.contrastive import crd_for
 from kd_lessons.methods.logits import DIST, DKD, LogitStandardizedKD
 from kd_lessons.methods.relations import RKD
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
-from kd_lessons.train import TrainOptions
+from kd_lessons.train import TrainOptions, distill, evaluate
 
-__all__ = ["FAMILIES", "recipe", "make_student", "methods", "run", "summary", "load", "load_or_run"]
+__all__ = ["FAMILIES", "SCHEMES", "run_schemes", "recipe", "make_student", "methods", "run", "summary", "load", "load_or_run"]
 
 FAMILIES = {"scratch": "none", "Hinton KD": "logits", "DKD": "logits", "DIST": "logits",
             "logit standardisation": "logits", "RKD": "relations", "CRD": "contrastive"}
+
+
+SCHEMES = ("teacher assistant", "born-again", "mutual learning", "function matching")
 
 
 def recipe(n_train: int | None = None, steps: int | None = None) -> dict:
@@ -58,6 +66,42 @@ def run(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=None) -> Stu
                           batch_size=rec["batch_size"], options=options, steps=rec["steps"])
 
 
+def run_schemes(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=SCHEMES) -> pd.DataFrame:
+    """The training schemes with the tour's budget, as rows like `run(...).table`. Notebook 11_methods_tour.
+
+    teacher assistant: teacher -> 400-400 MLP -> student; born-again: a student trained with labels,
+    then the same architecture distilled from it; mutual learning: two students from scratch teaching
+    each other (T = 1, alpha = 0.5); function matching: alpha = 1, T = 1, the teacher on every shifted batch.
+    """
+    data = load_split(rec["dataset"], n_train=rec["n_train"])
+    x, y = data["x"], data["y"]
+    kw = {"num_epochs": math.ceil(rec["steps"] / math.ceil(len(x) / rec["batch_size"])), "lr": rec["lr"],
+          "batch_size": rec["batch_size"],
+          "options": TrainOptions(progress=False, weight_decay=rec["weight_decay"], max_steps=rec["steps"])}
+    rows = []
+    for seed in seeds:
+        for name in names:
+            start = time.perf_counter()
+            if name == "teacher assistant":
+                _, student, _ = schemes.teacher_assistant(lambda: MLPStudent(hidden=(400, 400)), make_student, teacher,
+                                                          x, y, rec["T"], rec["alpha"], seed=seed, **kw)
+            elif name == "born-again":
+                seed_everything(seed)
+                parent = make_student()
+                distill(parent, x, y, None, CrossEntropy(), seed=seed, **kw)
+                student = schemes.born_again(make_student, parent, x, y, 1, rec["T"], rec["alpha"], seed=seed, **kw)[0]
+            elif name == "mutual learning":
+                student, _, _ = schemes.mutual_learning(make_student, make_student, x, y, seed=seed, **kw)
+            else:
+                seed_everything(seed)
+                student = make_student()
+                schemes.function_matching(student, teacher, x, y, random_shift, seed=seed, **kw)
+            result = evaluate(student, data["x_test"], data["y_test"])
+            rows.append({"method": name, "seed": seed, "accuracy": result["accuracy"], "errors": result["errors"],
+                         "seconds": time.perf_counter() - start, "device": str(get_device())})
+    return pd.DataFrame(rows)
+
+
 def _paired(table: pd.DataFrame, method: str, baseline: str) -> dict | None:
     """Paired accuracy differences, or None when the baseline is the method itself or shares no seed."""
     if method == baseline or baseline not in set(table["method"]):
@@ -76,7 +120,7 @@ def summary(runs: StudentRuns, extra_params: dict | None = None) -> pd.DataFrame
     for name, part in g:
         gain = _paired(t, name, "scratch")
         vs_kd = _paired(t, name, "Hinton KD") if name != "scratch" else None
-        rows[name] = {"family": FAMILIES.get(name, "?"), "accuracy_mean": 100 * part["accuracy"].mean(),
+        rows[name] = {"family": FAMILIES.get(name, "schemes" if name in SCHEMES else "?"), "accuracy_mean": 100 * part["accuracy"].mean(),
                       "accuracy_std": 100 * part["accuracy"].std(), "seeds": len(part),
                       "gain_vs_scratch": 100 * gain["mean"] if gain else float("nan"),
                       "gain_vs_scratch_std": 100 * gain["std"] if gain else float("nan"),
