@@ -254,7 +254,7 @@ def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # a fresh cache key, so nothing cached is reused
     missing = DataUnavailableError("Could not load dataset 'mnist' (simulated: offline, no copy)")
 
-    def offline(dataset, **kwargs):
+    def offline(dataset, *args, **kwargs):  # get_teacher(dataset, arch, ...)
         raise missing
 
     def failed_grid(rec, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)):
@@ -269,9 +269,10 @@ def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_
     for _ in range(2):  # a rerun retries the failed heatmap job and says the same
         assert not at.exception, [e.value for e in at.exception]
         errors = [e.value for e in at.error]
-        assert len(errors) == 2, errors
+        assert len(errors) == 3, errors
         assert errors[0].startswith("**Soft labels failed.**") and "make data" in errors[0]
         assert errors[1].startswith("**Accuracy failed.** The dataset is not available") and "make data" in errors[1]
+        assert errors[2].startswith("**Methods failed.** The dataset is not available") and "make data" in errors[2]
         no_pool = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
         assert [i.value for i in at.info].count(no_pool) == 2  # Loss anatomy and Compare say why they are empty
         assert "def kd_loss" in at.code[0].value  # the Code panel still renders
