@@ -40,8 +40,9 @@ def test_soft_label_entropy_rises_with_T(logits, t1, t2):
     lo, hi = sorted((t1, t2))
     h_lo = demo.soft_labels(z, y, lo)["entropy"].item()
     h_hi = demo.soft_labels(z, y, hi)["entropy"].item()
-    assert h_lo <= h_hi + 1e-9
-    assert 0 <= h_hi <= math.log(10) + 1e-9
+    tol = 1e-6  # the panel computes in float32 (the app's logits are float32): its rounding, not a rise
+    assert h_lo <= h_hi + tol
+    assert 0 <= h_hi <= math.log(10) + tol
 
 
 def test_soft_labels_match_torch_softmax():
