@@ -73,7 +73,7 @@ DKD_VARIANTS = (
             "softmax(teacher_logits / T), the student's from softmax(student_logits / T).",
             lambda z, v, y, T: _dkd_wrong(z, v, y, T, binary_from_student=True)),
     Variant("nckd_weighted", "Your NCKD is multiplied by (1 - p_t) of the teacher: that is the coupling inside "
-            "Hinton's KD (KD = TCKD + (1 - p_t) NCKD, the paper's Eq. 7) which DKD removes. Return NCKD alone; "
+            "Hinton's KD (KD = TCKD + (1 - p_t) NCKD in the paper's decomposition) which DKD removes. Return NCKD alone; "
             "DKD weighs it with its own beta.", _coupled_nckd),
     Variant("terms_swapped", "The two terms are in the wrong order: return (TCKD, NCKD), target-class "
             "knowledge first.", lambda z, v, y, T: dkd_terms(z, v, y, T)[::-1]),
@@ -163,11 +163,11 @@ def _rkd_wrong(s, t, normalise=True, loss="huber", diag_in_loss=False, diag_in_m
 
 RKD_VARIANTS = (
     Variant("no_normalisation", "You compared raw distances: divide each model's distances by their own mean "
-            "over the pairs of the batch (mu in Park et al.'s Eq. 4), so a student embedding of another scale "
+            "over the pairs of the batch (Park et al.'s mu), so a student embedding of another scale "
             "or width is not penalised for its scale, only for the structure.",
             lambda s, t: _rkd_wrong(s, t, normalise=False)),
-    Variant("squared_error", "You used the squared error. RKD uses the Huber loss (F.smooth_l1_loss, delta = 1, "
-            "Eq. 5): quadratic for small differences, linear for large ones, so outlier pairs do not dominate.",
+    Variant("squared_error", "You used the squared error. RKD uses the Huber loss (F.smooth_l1_loss, delta = 1)"
+            ": quadratic for small differences, linear for large ones, so outlier pairs do not dominate.",
             lambda s, t: _rkd_wrong(s, t, loss="mse")),
     Variant("diagonal_in_mean", "Your loss is (B - 1) / B times the reference: the final mean included the B "
             "zero-distance pairs (i, i) on the diagonal. Average over the B(B - 1) pairs i != j (the authors' "

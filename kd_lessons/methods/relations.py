@@ -37,7 +37,7 @@ def _distances(e: torch.Tensor) -> torch.Tensor:
 
 
 def _rkd_distance(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Eqs. 3-5 without checks: Huber between mean-normalised distances, averaged over pairs i != j."""
+    """RKD-D without checks: Huber between mean-normalised distances, averaged over pairs i != j."""
     n = len(s)
     off = 1.0 - torch.eye(n, device=s.device, dtype=s.dtype)  # a float mask: boolean indexing would sync
 
@@ -55,7 +55,7 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 
 
 def _rkd_angle(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Eqs. 5-7 without checks: Huber between triplet cosines, averaged over triplets of distinct samples."""
+    """RKD-A without checks: Huber between triplet cosines, averaged over triplets of distinct samples."""
     n = len(s)
     eye = torch.eye(n, device=s.device, dtype=s.dtype)
     distinct = (1 - eye)[:, :, None] * (1 - eye)[:, None, :] * (1 - eye)[None, :, :]  # j != i, j != k, i != k
@@ -66,7 +66,7 @@ def _rkd_angle(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
     """RKD-D: match pairwise distances, each normalised by its batch mean. Introduced in notebook 11_methods_tour.
 
-    Park et al. (CVPR 2019), Eqs. 3-5: psi_D(e_i, e_j) = ||e_i - e_j||_2 / mu with mu the mean distance
+    Park et al. (CVPR 2019), distance-wise loss: psi_D(e_i, e_j) = ||e_i - e_j||_2 / mu with mu the mean distance
     over the pairs i != j of the batch; loss = mean over pairs of Huber(psi_D(s), psi_D(t)) (smooth L1,
     delta = 1). [B, D_s] and [B, D_t] embeddings (widths may differ), B >= 2; the teacher is detached.
     The authors' code averages over all B^2 entries (diagonal included): (B - 1) / B times this.
@@ -78,7 +78,7 @@ def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> t
 def rkd_angle_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
     """RKD-A: match the angles that triplets of samples form. Introduced in notebook 11_methods_tour.
 
-    Park et al. (CVPR 2019), Eqs. 5-7: psi_A(e_i, e_j, e_k) = <u_ij, u_kj>, u_ij = (e_i - e_j) / ||e_i - e_j||;
+    Park et al. (CVPR 2019), angle-wise loss: psi_A(e_i, e_j, e_k) = <u_ij, u_kj>, u_ij = (e_i - e_j) / ||e_i - e_j||;
     loss = mean over triplets of distinct samples of Huber(psi_A(s), psi_A(t)). B >= 3; teacher detached.
     Memory grows as B^2 * D (the unit difference vectors) and B^3 (the cosines).
     """
@@ -134,7 +134,7 @@ class EmbeddingObjective(Objective):
 class RKD(EmbeddingObjective):
     """HintonKD(T, alpha) + distance_weight * RKD-D + angle_weight * RKD-A on one layer. Notebook 11_methods_tour.
 
-    Park et al. (CVPR 2019), Eqs. 3-7, with the weights 25 and 50 of RepDistiller's CIFAR-100 runs.
+    Park et al. (CVPR 2019), with the weights 25 and 50 of RepDistiller's CIFAR-100 runs.
     The embedding is feature map `layer`, flattened (global-average-pooled when [B, C, H, W]). A batch
     too small for a relation (B < 2 distances, B < 3 angles: a last partial batch) adds 0 for it.
     `last` holds the latest unweighted terms as detached tensors (no host sync).

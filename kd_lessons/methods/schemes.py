@@ -87,7 +87,7 @@ def mutual_learning(make_a: Callable[[], nn.Module], make_b: Callable[[], nn.Mod
 
     On every batch each model minimises HintonKD(T, alpha) against the *other* model's logits, which
     are computed before either update and detached, so no gradient flows into the other model. The
-    paper's loss (Eqs. 3-4) is CE + KL(p_other || p_own) at T=1; the default alpha=0.5 gives half of it
+    paper's loss is CE + KL(p_other || p_own) at T=1; the default alpha=0.5 gives half of it
     (the same direction; lr absorbs the factor), alpha=0 trains two independent from-scratch models
     (the same steps as two `train.fit` runs), and T > 1 softens both sides as in Hinton's loss. The paper
     updates the models one after the other; here both step on the same predictions (a common variant).
