@@ -13,17 +13,26 @@ from kd_lessons.data import DATASETS
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    """Fetch, verify and cache every dataset; exit 0 when at least MNIST is ready."""
+    """Fetch, verify and cache every dataset and text corpus; exit 0 when at least MNIST is ready."""
     from kd_lessons import cache, config, data
 
+    from kd_lessons.generative import text
+
     print(f"data folder:  {config.data_dir()}\ncache folder: {cache.path('tensors', '')}")
-    report = data.prepare_all(args.only or None, progress=not args.quiet, offline=True if args.offline else None)
+    offline = True if args.offline else None
+    images = [n for n in args.only if n in DATASETS] if args.only else None
+    texts = [n for n in args.only if n in text.TEXT_CORPORA] if args.only else list(text.TEXT_CORPORA)
+    report = data.prepare_all(images, progress=not args.quiet, offline=offline) if images != [] else {}
     for name, row in report.items():
         if row["ok"]:
             print(f"[ok]     {name}: {row['train']} train / {row['test']} test images (from {row['source']})")
         else:
             print(f"[failed] {name}:\n{row['error']}")
-    failed = [name for name, row in report.items() if not row["ok"]]
+    text_report = text.prepare_text(texts, offline=offline) if texts else {}
+    for name, row in text_report.items():  # the text corpora of notebook 10 (kd_lessons.generative.text)
+        print(f"[ok]     {name}: {row['chars']:,} characters of text (from {row['source']})" if row["ok"]
+              else f"[failed] {name}:\n{row['error']}")
+    failed = [name for name, row in {**report, **text_report}.items() if not row["ok"]]
     if failed:
         print(f"\nNot available: {', '.join(failed)} (see the reasons and fixes above).")
     if "mnist" in report:  # the course's core lessons need only MNIST
@@ -92,13 +101,19 @@ def _cmd_hinton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_corpora() -> list[str]:
+    from kd_lessons.generative.text import TEXT_CORPORA
+
+    return list(TEXT_CORPORA)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; add a subparser and a `_cmd_*` function for each new command."""
     parser = argparse.ArgumentParser(prog="python -m kd_lessons", description="kd-lessons utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     names = sorted(DATASETS)
-    p = sub.add_parser("data", help="download/copy, verify and cache the datasets (MNIST, Fashion-MNIST, CIFAR-10)")
-    p.add_argument("--only", nargs="+", choices=names, help="just these datasets")
+    p = sub.add_parser("data", help="download/copy, verify and cache the datasets (MNIST, Fashion-MNIST, CIFAR-10, Shakespeare)")
+    p.add_argument("--only", nargs="+", choices=names + sorted(_text_corpora()), help="just these datasets/corpora")
     p.add_argument("--offline", action="store_true", help="skip torchvision downloads (as KD_OFFLINE=1 does)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data)

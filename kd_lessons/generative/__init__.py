@@ -5,4 +5,10 @@ distributions (forward KL, reverse KL as in MiniLLM, the generalized JSD of GKD,
 distillation), a toy that makes the KL direction visible, a real text corpus, a tiny causal
 Transformer and the methods that distil one into a smaller one. Nothing is imported here, so
 importing the package changes no setting.
+
+Modules: `text` (the verified Shakespeare corpus, CharVocab, train/val split, next-character
+windows), `transformer` (CharTransformer, generate, bits_per_char, token_log_probs,
+tokens_per_second), `lm` (train_lm: the one training loop, with a loss_fn hook for KD), `zoo`
+(get_text_teacher: trained once and cached; make_text_student; text_model_table), `divergences`,
+`toy`, `plots`, `methods`.
 """
