@@ -137,3 +137,15 @@ def test_train_lm_rejects_bad_input(model):
         train_lm(model, torch.arange(50), steps=0)
     with pytest.raises(ValueError, match="pass data"):
         train_lm(model, None, steps=1)
+
+
+def test_train_lm_takes_batches_from_batch_fn(model):
+    seen = []
+
+    def batch_fn(generator):
+        x = torch.randint(0, V, (2, 12), generator=generator)
+        seen.append(x)
+        return x, x
+
+    history = train_lm(model, None, steps=2, batch_fn=batch_fn, progress=False)
+    assert len(seen) == 2 and not torch.equal(seen[0], seen[1]) and history["step"][-1] == 2
