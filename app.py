@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from kd_lessons import config, plots
-from kd_lessons.app import jobs, panels
+from kd_lessons.app import generative, jobs, panels
 from kd_lessons.cache import CacheWarning
 from kd_lessons.data import class_names, denormalize
 from kd_lessons.runs import grid, tour
@@ -314,13 +314,44 @@ def get_cnn_teacher(mode: str, cache: str):  # mode and cache folder key the res
     return train_or_load("mnist", "cnn")
 
 
+@st.fragment  # its sliders rerun only this tab, not the whole page
+def kl_direction_panel() -> None:
+    st.subheader("Generative KD: which way the KL points (notebook 10)")
+    st.caption("A one-bump student fitted to a two-bump teacher on a 1-D grid (a softmax, like a next-token "
+               "distribution). Forward KL(teacher ‖ student) covers both modes; reverse KL(student ‖ teacher), "
+               "MiniLLM's choice, seeks one; GKD's generalized JSD(beta) lies between (0 = forward, 1 = reverse).")
+    c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
+    beta = c1.slider("beta of the generalized JSD (0 = forward KL, 1 = reverse KL)", 0.0, 1.0, 0.5,
+                     generative.BETA_STEP, key="gen_beta")
+    low, high, step = generative.SEPARATIONS
+    separation = c2.slider("Distance between the teacher's two modes", low, high, 4.0, step, key="gen_separation")
+    reference = c3.checkbox("Show forward and reverse KL too", value=True, key="gen_reference")
+    view = generative.kl_direction_view(beta, separation, reference)
+    fit = view["fit"]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric(f"Student entropy, JSD(beta={fit.beta:g})", f"{fit.entropy:.3f} nats",
+              help=f"the teacher's: {fit.teacher_entropy:.3f} nats")
+    m2.metric("Student mass between the modes", f"{fit.mass_between:.3f}",
+              help=f"the teacher's: {fit.teacher_mass_between:.3f}")
+    m3.metric("Student mass near the left / right mode", f"{fit.mass_near[0]:.3f} / {fit.mass_near[1]:.3f}",
+              help="the teacher's left mode holds 60% of its mass, the right one 40%")
+    m4.metric("Redraw time (server)", f"{view['seconds']:.3f} s",
+              help="fitting (cached per setting after the first time) and preparing the chart")
+    curves = alt.Chart(view["frame"]).encode(x=alt.X("x:Q", title="position on the grid (the toy's vocabulary)"),
+                                             y=alt.Y("probability:Q"), color=alt.Color("curve:N", title=None))
+    chart = curves.transform_filter(alt.datum.curve == "teacher").mark_area(opacity=0.35) + \
+        curves.transform_filter(alt.datum.curve != "teacher").mark_line(strokeWidth=2.5)
+    st.altair_chart(chart.properties(height=300))
+    st.dataframe(view["table"])
+
+
 def code_panel() -> None:
     st.subheader("The loss the students are trained with (from `kd_lessons/losses.py`)")
     st.code(panels.kd_source(), language="python")
 
 
-tab_soft, tab_acc, tab_loss, tab_cmp, tab_methods, tab_code = st.tabs(
-    ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Code"])
+tab_soft, tab_acc, tab_loss, tab_cmp, tab_methods, tab_gen, tab_code = st.tabs(
+    ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Generative KD: KL direction", "Code"])
 NO_POOL = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
 pool, shown = None, []
 with tab_soft, guarded("Soft labels"):
@@ -339,5 +370,7 @@ with tab_cmp, guarded("Compare"):
         compare_panel(pool, shown)
 with tab_methods, guarded("Methods"):
     methods_panel()
+with tab_gen, guarded("Generative KD: KL direction"):
+    kl_direction_panel()
 with tab_code, guarded("Code"):
     code_panel()

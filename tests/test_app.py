@@ -108,7 +108,8 @@ def app(monkeypatch):
 def test_app_runs_with_every_panel(app):
     _clean(app)
     assert app.title[0].value == "Knowledge distillation, live"
-    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Code"]
+    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods",
+                                           "Generative KD: KL direction", "Code"]
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"

@@ -160,3 +160,44 @@ def test_app_renders_in_a_real_browser(server, browser):
         return any(i.is_displayed() for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img'))
 
     assert WebDriverWait(browser, 30, ignored_exceptions=stale).until(heatmap_shown), "no heatmap on the Accuracy tab"
+
+    # the Generative KD tab: move the beta slider and time the redraw the browser shows
+    def click_generative_tab(driver):
+        tabs = driver.find_elements(By.XPATH, "//*[@role='tab'][contains(., 'Generative KD')]")
+        if tabs:
+            tabs[0].click()
+            return True
+        return False
+
+    WebDriverWait(browser, 60, ignored_exceptions=stale).until(click_generative_tab)
+
+    def metric_text(driver, label):
+        texts = [m.text for m in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
+                 if m.is_displayed() and label in m.text]
+        return texts[0] if texts else None
+
+    assert WebDriverWait(browser, 60, ignored_exceptions=stale).until(
+        lambda d: metric_text(d, "JSD(beta=0.5)")), "the KL-direction tab shows no student entropy"
+    assert float(metric_text(browser, "Student mass between the modes").split()[-1]) > 0.3  # covering at 0.5
+
+    def beta_slider(driver):
+        for box in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"]'):
+            if box.is_displayed() and "beta of the generalized JSD" in box.text:
+                return box.find_element(By.CSS_SELECTOR, 'input[type="range"]')
+        return False
+
+    times = []
+    for expected in ("0.55", "0.6"):  # two notches: 0.5 -> 0.55 -> 0.6, where the best fit jumps to one mode
+        slider = WebDriverWait(browser, 30, ignored_exceptions=stale).until(beta_slider)
+        browser.execute_script("arguments[0].focus()", slider)
+        start = time.monotonic()
+        ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+        WebDriverWait(browser, 60, ignored_exceptions=stale).until(
+            lambda d: metric_text(d, f"JSD(beta={expected})"))
+        times.append(time.monotonic() - start)
+    between = float(metric_text(browser, "Student mass between the modes").split()[-1])
+    print(f"KL-direction tab: beta slider steps redrawn in the browser in "
+          f"{', '.join(f'{t:.2f} s' for t in times)}; mass between the modes at beta 0.6: {between:.3f}")
+    assert between < 0.1  # seeking one mode at beta 0.6 (measured 0.054)
+    browser.save_screenshot(str(out / "app_generative_screenshot.png"))
+    assert not browser.find_elements(By.CSS_SELECTOR, BAD)

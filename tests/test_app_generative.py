@@ -1,0 +1,90 @@
+"""The app's "Generative KD: KL direction" tab under AppTest (quick mode), and its logic without Streamlit.
+
+The tab needs no data and no teacher of its own; the rest of the page still runs, so the quick MNIST
+teacher is trained (once, cached) up front as in tests/test_app.py.
+"""
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kd_lessons.app import generative
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TAB = "Generative KD: KL direction"
+ENTROPY, BETWEEN, NEAR, REDRAW = ("Student entropy", "Student mass between the modes",
+                                  "Student mass near the left / right mode", "Redraw time (server)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_teacher():
+    from kd_lessons.teachers import get_teacher
+    from kd_lessons.train import TrainOptions
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KD_QUICK", "1")
+        get_teacher("mnist", options=TrainOptions(progress=False))
+
+
+def _metric(at: AppTest, label_start: str) -> str:
+    found = [m.value for m in at.metric if m.label.startswith(label_start)]
+    assert found, f"no metric starting with {label_start!r}; have {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture
+def app(monkeypatch, no_grid_job):
+    monkeypatch.setenv("KD_QUICK", "1")
+    return AppTest.from_file(APP, default_timeout=300).run()
+
+
+@pytest.fixture
+def no_grid_job(monkeypatch):
+    """The heatmap job never trains here (this file tests another tab): its future stays pending."""
+    from kd_lessons.app import jobs
+
+    monkeypatch.setattr(jobs, "start_grid", lambda *args, **kwargs: jobs.Job("heatmap"))
+
+
+def test_tab_renders_and_the_beta_slider_moves_the_numbers(app):
+    _clean(app)
+    assert TAB in [t.label for t in app.tabs]
+    assert app.slider(key="gen_beta").value == 0.5
+    covering = (_metric(app, ENTROPY), _metric(app, BETWEEN), _metric(app, NEAR))
+    assert float(covering[1]) > 0.3                     # beta 0.5: still covering (measured 0.375)
+    start = time.perf_counter()
+    app.slider(key="gen_beta").set_value(0.9).run()
+    seconds = time.perf_counter() - start
+    _clean(app)
+    seeking = (_metric(app, ENTROPY), _metric(app, BETWEEN), _metric(app, NEAR))
+    assert float(seeking[1]) < 0.1 and float(seeking[2].split(" / ")[0]) > 0.9   # one mode (measured 0.054, 0.954)
+    assert float(seeking[0].split()[0]) < float(covering[0].split()[0])
+    server = float(_metric(app, REDRAW).split()[0])
+    print(f"beta 0.5 -> 0.9: whole-page AppTest rerun {seconds:.2f} s, the tab's own redraw {server:.3f} s")
+    assert app.dataframe[-1].value.index.tolist() == ["forward KL", "reverse KL", "JSD(beta=0.9)", "(the teacher)"]
+
+
+def test_separation_and_reference_widgets(app):
+    app.slider(key="gen_separation").set_value(0.0).run()
+    _clean(app)
+    assert float(_metric(app, BETWEEN)) == 0.0          # one merged mode: nothing is between
+    app.checkbox(key="gen_reference").uncheck().run()
+    _clean(app)
+    assert app.dataframe[-1].value.index.tolist() == ["JSD(beta=0.5)", "(the teacher)"]
+
+
+def test_view_logic_without_streamlit():
+    view = generative.kl_direction_view(0.2, separation=5.0)
+    assert set(view["frame"]["curve"]) == {"teacher", "student, forward KL", "student, reverse KL",
+                                           "student, JSD(beta=0.2)"}
+    assert len(view["frame"]) == 4 * 200 and view["seconds"] >= 0
+    again = generative.kl_direction_view(0.2, separation=5.0)
+    assert again["fit"] is view["fit"]                  # cached: a repeated setting costs no fit
+    with pytest.raises(ValueError, match="beta must be a number in"):
+        generative.kl_direction_view(2.0)
