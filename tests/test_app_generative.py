@@ -88,3 +88,15 @@ def test_view_logic_without_streamlit():
     assert again["fit"] is view["fit"]                  # cached: a repeated setting costs no fit
     with pytest.raises(ValueError, match="beta must be a number in"):
         generative.kl_direction_view(2.0)
+
+
+def test_a_failure_in_the_tab_stays_in_the_tab(monkeypatch, no_grid_job):
+    def broken(*args, **kwargs):
+        raise ValueError("toy broke")
+
+    monkeypatch.setattr(generative, "kl_direction_view", broken)
+    monkeypatch.setenv("KD_QUICK", "1")
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Generative KD: KL direction failed" in e.value and "toy broke" in e.value for e in at.error)
+    assert any(m.label.startswith("Mean entropy of the soft labels") for m in at.metric)  # the rest still works
