@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kd_lessons", description="kd-lessons utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     names = sorted(DATASETS)
-    p = sub.add_parser("data", help="download/copy, verify and cache the datasets (MNIST, Fashion-MNIST, CIFAR-10, Shakespeare)")
+    p = sub.add_parser("data", help="download/copy, verify and cache the datasets (MNIST, Fashion-MNIST, CIFAR-10) "
+                                    "and the Shakespeare text")
     p.add_argument("--only", nargs="+", choices=names + sorted(_text_corpora()), help="just these datasets/corpora")
     p.add_argument("--offline", action="store_true", help="skip torchvision downloads (as KD_OFFLINE=1 does)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

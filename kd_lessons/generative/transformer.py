@@ -58,7 +58,7 @@ class Block(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    """Token + position embeddings, n_layers causal blocks, a final norm and a linear head. Notebook 10_generative_kd."""
+    """Token + position embeddings, n_layers causal blocks, a final norm, a linear head. Notebook 10_generative_kd."""
 
     def __init__(self, vocab_size: int, d_model: int = 128, n_layers: int = 4, n_heads: int = 4, context: int = 128,
                  dropout: float = 0.0):
@@ -120,8 +120,8 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def generate(model: CharTransformer, prompt_idx: torch.Tensor, num_tokens: int, T: float = 1.0, top_k: int | None = None,
-             greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def generate(model: CharTransformer, prompt_idx: torch.Tensor, num_tokens: int, T: float = 1.0,
+             top_k: int | None = None, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """Prompt + `num_tokens` sampled ids ([L] -> [L + n], [B, L] -> [B, L + n]). Notebook 10_generative_kd.
 
     Samples from softmax(logits / T), restricted to the top_k ids if given; greedy takes the argmax.
