@@ -41,8 +41,7 @@ def train_lm(model: nn.Module, data: torch.Tensor | None, steps: int, lr: float 
              context: int | None = None, seed: int = 0, loss_fn=None, batch_fn=None,
              val_data: torch.Tensor | None = None, eval_every: int | None = None, eval_chars: int | None = 50_000,
              weight_decay: float = 0.01, warmup: int | None = None, grad_clip: float = 1.0, device=None,
-             progress: bool = True,
-             on_step=None, desc: str = "train_lm") -> dict:
+             progress: bool = True, on_step=None, desc: str = "train_lm") -> dict:
     """Train a language model for `steps` AdamW steps; return its history. Notebook 10_generative_kd.
 
     Batches: `sample_windows(data, context, batch_size)` (context defaults to the model's) or, if
