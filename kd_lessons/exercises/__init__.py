@@ -8,6 +8,8 @@ modelled on the source articles' mistakes, summarised in docs/references.md.
 from kd_lessons.exercises.caching import FixCachedLogits
 from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
 from kd_lessons.exercises.features import HintLoss, MakeHintRegressor
+from kd_lessons.exercises.generative import GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized
+from kd_lessons.exercises.generative_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
 from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixRawTargets, FixReduction,
                                           FixStopGradient, FixSwapped, FixTSquared)
 from kd_lessons.exercises.methods import DKDSplit, MutualStep, RKDDistance
@@ -21,4 +23,6 @@ __all__ = [
     "FixReduction", "FixTSquared", "FixLogProbs", "FixSwapped", "FixOneSided", "FixStopGradient",
     "FixRawTargets", "FixHardTarget", "FixTeacherMode", "FixSofteningT", "FixCachedLogits",
     "DKDSplit", "RKDDistance", "MutualStep",
+    "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
+    "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
 ]

@@ -26,9 +26,11 @@ def _log_soft(z, T):
     return F.log_softmax(z / T, dim=1)
 
 
-REVERSE_KL = ("Reverse KL is a deliberate, mode-seeking choice in generative / LLM distillation (MiniLLM, "
-              "Gu et al. ICLR 2024; GKD, Agarwal et al. ICLR 2024), but this exercise asks for Hinton's "
-              "forward KL(teacher || student) for classification.")
+REVERSE_KL = ("Reverse KL is a deliberate, mode-seeking choice in generative / LLM distillation, where the "
+              "student generates its own sequences and the teacher scores every token (on-policy: MiniLLM, "
+              "Gu et al. ICLR 2024; GKD, Agarwal et al. ICLR 2024; exercise 21), so a student too small to "
+              "cover every teacher mode keeps to the likely ones instead of spreading onto text the teacher "
+              "finds unlikely. This exercise asks for Hinton's forward KL(teacher || student) for classification.")
 
 KD_VARIANTS = (
     Variant("reduction_mean", "Your loss is num_classes times too small: reduction='mean' averages over "
