@@ -63,6 +63,7 @@ def test_missing_module_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
     assert "transformers" in P.missing()
     assert not P.available()
+    assert 'pip install "kd-lessons[llm]"' in P.unavailable_reason()
     with pytest.raises(P.LLMExtraMissing, match=r'missing here: transformers.*\npip install "kd-lessons\[llm\]"'):
         P.load_smollm2()
     with pytest.raises(ImportError, match=r'pip install -e "\.\[llm\]"'):  # an ImportError, as skips expect
@@ -167,9 +168,8 @@ def test_distill_from_topk_bad_input_is_explained(teacher):
 
 @pytest.mark.slow
 def test_smollm2_loads_and_its_topk_round_trips(cache_dir, one_thread):
-    if not P.available():
-        pytest.skip(f"the optional `llm` extra is not installed (missing: {', '.join(P.missing())}); install with "
-                    f"{P.INSTALL_COMMAND}")
+    if P.unavailable_reason():
+        pytest.skip(P.unavailable_reason())
     from kd_lessons.generative.text import DataUnavailableError, load_text
     try:
         text = load_text("shakespeare")

