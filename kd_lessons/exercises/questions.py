@@ -69,6 +69,24 @@ Q43 | - | - | What does decoupled KD (DKD) decouple, and why would that help?
 Q44 | - | - | DIST matches correlations instead of probabilities: what does it transfer, and why?
 Q45 | - | - | Why standardise the logits before KD (logit standardisation)?
 Q46 | - | - | What do relation-based (RKD) and contrastive (CRD) distillation transfer?
+## generative and LLM distillation
+Q47 | - | - | Forward or reverse KL for a language model: which covers, which seeks, and what does each do to
+    generated text?
+Q48 | - | - | What is GKD's generalized JSD(beta), and what happens at its two ends?
+Q49 | - | - | What is exposure bias, and why does on-policy distillation reduce it?
+Q50 | - | - | Word-level vs sequence-level KD (Kim & Rush): what does each train on, and what does each minimise?
+Q51 | - | - | How does MiniLLM optimise the reverse KL, and how is that different from GKD's on-policy KD?
+Q52 | - | - | What does each generative KD method cost in teacher forward passes per student token?
+Q53 | - | - | An API returns only the top-k log-probabilities: how do you distil from them, and what does
+    renormalising do?
+Q54 | - | - | Can you distil from an API's generated text alone (synthetic data, 'distilled' reasoning models)? What
+    is lost?
+Q55 | - | - | DistilBERT's triple loss vs TinyBERT's layer-wise losses: what does each match?
+Q56 | - | - | Teacher and student use different tokenizers: what breaks, and what can you do?
+Q57 | - | - | What is "Distilling step-by-step" (Hsieh et al., 2023)?
+Q58 | - | - | How does a speculative-decoding drafter relate to distillation?
+Q59 | - | - | How do you evaluate a distilled language model?
+Q60 | - | - | A token-level KD loss for an LLM trains nothing or behaves oddly: which bugs do you check first?
 """
 
 
