@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_lessons data|teacher|prepare-class|hinton`, the course's jobs outside a notebook.
+"""Command line: `python -m kd_lessons data|teacher|prepare-class|hinton|notebooks|app`, the course outside a notebook.
 
 Introduced in notebook 00_start_here. Each subcommand is a `_cmd_<name>(args) -> exit code` function
 registered in `build_parser()`, so others can be added the same way. Settings come from the
@@ -101,6 +101,45 @@ def _cmd_hinton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    """Copy the lessons to a folder of the learner's; edited copies there are kept unless --force."""
+    from kd_lessons import course
+
+    try:
+        report = course.copy_notebooks(args.dest, force=args.force)
+    except ValueError as exc:
+        print(f"notebooks: {exc}", file=sys.stderr)
+        return 1
+    for what in ("copied", "overwritten", "unchanged"):
+        if report[what]:
+            print(f"{what} ({len(report[what])}): {', '.join(report[what])}")
+    print(f"\nThe lessons are in {args.dest}. Open them with `jupyter lab {args.dest}` "
+          f"(set KD_QUICK=1 for small, fast settings).")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    """Start the classroom app (Streamlit) from wherever kd_lessons is installed; extra args go to streamlit."""
+    import importlib.util
+    import os
+    import subprocess
+
+    from kd_lessons import course
+
+    if importlib.util.find_spec("streamlit") is None:
+        print("app: Streamlit is not installed; install the app extra: pip install 'kd-lessons[app]' "
+              "(from a clone: pip install -e '.[app]')", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "streamlit", "run", str(course.app_script()), *args.streamlit_args]
+    print(" ".join(command), flush=True)
+    if os.name == "posix":  # become the server: Ctrl-C and a stop signal reach Streamlit itself
+        os.execv(sys.executable, command)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 130
+
+
 def _text_corpora() -> list[str]:
     from kd_lessons.generative.text import TEXT_CORPORA
 
@@ -133,12 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hinton", help="the Hinton et al. (2015) MNIST reproduction (KD_QUICK=1: smoke-test sizes)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: 0 1 2 in full mode)")
     p.set_defaults(func=_cmd_hinton)
+    p = sub.add_parser("notebooks", help="copy the lessons to a folder (keeps your edited copies unless --force)")
+    p.add_argument("dest", metavar="DEST", help="folder to copy the lessons into (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite edited copies in DEST (your edits are lost)")
+    p.set_defaults(func=_cmd_notebooks)
+    p = sub.add_parser("app", help="start the classroom app (Streamlit); arguments after it go to `streamlit run`")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="e.g. --server.port 8502")
+    p.set_defaults(func=_cmd_app)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m kd_lessons`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":  # only `app` passes unknown options on (to streamlit)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "app":
+        args.streamlit_args = extra + args.streamlit_args
     return args.func(args)
 
 

@@ -19,3 +19,30 @@ def test_teacher_command_names_the_architectures_in_its_help(capsys):
     with pytest.raises(SystemExit, match="^0$"):
         main(["teacher", "--help"])
     assert "cnn, mlp or ensemble" in capsys.readouterr().out
+
+
+def test_notebooks_command_copies_and_then_refuses_to_overwrite_edits(tmp_path, capsys):
+    from kd_lessons import course
+
+    assert main(["notebooks", str(tmp_path)]) == 0
+    assert f"The lessons are in {tmp_path}" in capsys.readouterr().out
+    first = tmp_path / course.lessons()[0].name
+    first.write_text(first.read_text(encoding="utf-8") + " ", encoding="utf-8")
+    assert main(["notebooks", str(tmp_path)]) == 1
+    assert f"edited copies of {first.name}" in capsys.readouterr().err
+    assert main(["notebooks", str(tmp_path), "--force"]) == 0
+    assert f"overwritten (1): {first.name}" in capsys.readouterr().out
+
+
+def test_app_command_runs_the_packaged_script_with_streamlit_arguments(monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from kd_lessons import course
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(os, "execv", lambda exe, cmd: calls.append(cmd))  # POSIX: the process becomes Streamlit
+    assert main(["app", "--server.port", "8599"]) == 0
+    assert calls[0] == [sys.executable, "-m", "streamlit", "run", str(course.app_script()), "--server.port", "8599"]

@@ -4,6 +4,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from kd_lessons.course import NOTEBOOK_GLOB, SETUP_SNIPPET
+
 NOTEBOOKS = sorted(p for p in (Path(__file__).parents[1] / "notebooks").rglob("*.ipynb")
                    if ".ipynb_checkpoints" not in p.parts)
 
@@ -22,3 +24,16 @@ def test_notebook_is_clean_and_runs_code(path):
     assert not dirty, f"{path.name} has outputs in cells {dirty}: run `make strip` before committing"
     assert path.stat().st_size < 200_000, f"{path.name} is {path.stat().st_size} bytes: keep notebooks small"
     assert nb.cells[0].cell_type == "markdown", f"{path.name} should open with a title and learning goals"
+
+
+LESSONS = sorted((Path(__file__).parents[1] / "notebooks").glob(NOTEBOOK_GLOB))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_first_code_cell_starts_with_the_setup_snippet(path):
+    """Every lesson opens where kd_lessons is missing (Colab, a fresh kernel) with the one install snippet."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert first.source.startswith(SETUP_SNIPPET), (
+        f"{path.name}: its first code cell must start with kd_lessons.course.SETUP_SNIPPET; run "
+        f"`.venv/bin/python scripts/apply_setup_cell.py {path}` and then `make strip`")

@@ -1,0 +1,108 @@
+"""kd_lessons.course: the lessons' first-cell setup snippet, and copying the lessons out without losing edits."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kd_lessons import course
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_snippet(monkeypatch, tmp_path, installed: bool, flag: bool = False, colab: bool = False,
+                 wheel_present: bool = False):
+    """Execute SETUP_SNIPPET as a notebook kernel would; return the pip commands it ran."""
+    ran = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "kd_lessons" and not installed else real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: ran.append(cmd))
+    if colab:
+        monkeypatch.setitem(sys.modules, "google.colab", object())
+    monkeypatch.chdir(tmp_path)
+    if wheel_present:
+        (tmp_path / course.INSTALL_SOURCE).write_bytes(b"stand-in")
+    source = course.SETUP_SNIPPET.replace("INSTALL = False", f"INSTALL = {flag}")
+    exec(compile(source, "setup-cell", "exec"), {})
+    return ran
+
+
+def test_snippet_does_nothing_where_kd_lessons_is_installed(monkeypatch, tmp_path):
+    assert _run_snippet(monkeypatch, tmp_path, installed=True) == []
+
+
+def test_snippet_says_how_to_install_when_the_flag_is_not_set(monkeypatch, tmp_path):
+    with pytest.raises(ModuleNotFoundError, match=r"set INSTALL = True above .* -m pip install -q kd_lessons-"):
+        _run_snippet(monkeypatch, tmp_path, installed=False)
+
+
+def test_snippet_installs_the_wheel_when_the_flag_is_set(monkeypatch, tmp_path):
+    ran = _run_snippet(monkeypatch, tmp_path, installed=False, flag=True, wheel_present=True)
+    assert ran == [[sys.executable, "-m", "pip", "install", "-q", course.INSTALL_SOURCE]]
+
+
+def test_snippet_installs_on_colab_without_the_flag(monkeypatch, tmp_path):
+    ran = _run_snippet(monkeypatch, tmp_path, installed=False, colab=True, wheel_present=True)
+    assert len(ran) == 1 and ran[0][-1] == course.INSTALL_SOURCE
+
+
+def test_snippet_explains_a_missing_wheel(monkeypatch, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"is not in .*upload the course's wheel"):
+        _run_snippet(monkeypatch, tmp_path, installed=False, flag=True)
+
+
+def test_install_source_names_this_version_s_wheel():
+    import kd_lessons
+
+    assert course.INSTALL_SOURCE == f"kd_lessons-{kd_lessons.__version__}-py3-none-any.whl"
+
+
+def test_with_setup_replaces_an_older_snippet_and_keeps_the_cell():
+    old = "# --- kd-lessons setup: old ---\nINSTALL = 1\n" + course.SETUP_END + "\nimport torch\n"
+    assert course.with_setup(old) == course.SETUP_SNIPPET + "import torch\n"
+    assert course.with_setup("import torch\n") == course.SETUP_SNIPPET + "import torch\n"
+
+
+def test_a_clone_reads_its_own_files():
+    assert course.course_root() == ROOT and course.app_script() == ROOT / "app.py"
+    assert course.lessons() == sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [p.name[:2] for p in course.lessons()] == sorted(p.name[:2] for p in course.lessons())
+
+
+def test_copy_notebooks_copies_lessons_with_working_reference_links(tmp_path):
+    report = course.copy_notebooks(tmp_path / "lessons")
+    dest = tmp_path / "lessons"
+    names = {p.name for p in course.lessons()}
+    assert names <= set(report["copied"]) and "references.md" in report["copied"]
+    assert (dest / "sanitize.cfg").is_file() and (dest / "solutions").is_dir()
+    for nb in [*dest.glob("*.ipynb"), *dest.glob("solutions/*.ipynb")]:
+        text = nb.read_text(encoding="utf-8")
+        json.loads(text)
+        assert "../docs/references.md" not in text, nb.name  # clone-only links are rewritten
+        if "](references.md" in text:
+            assert (nb.parent / "references.md").is_file()
+    solved = next(dest.glob("solutions/*.ipynb")).read_text(encoding="utf-8")
+    assert "](../references.md" in solved
+
+
+def test_copy_notebooks_keeps_edits_unless_forced(tmp_path):
+    course.copy_notebooks(tmp_path)
+    first = tmp_path / course.lessons()[0].name
+    edit = '"INSTALL = False\\n"', '"INSTALL = True  # my edit\\n"'
+    first.write_text(first.read_text(encoding="utf-8").replace(*edit), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"edited copies of {first.name}; nothing was copied.*--force"):
+        course.copy_notebooks(tmp_path)
+    assert "# my edit" in first.read_text(encoding="utf-8")  # the learner's edit survives
+    again = course.copy_notebooks(tmp_path, force=True)
+    assert again["overwritten"] == [first.name] and not again["copied"]
+    assert "# my edit" not in first.read_text(encoding="utf-8")
+    assert course.copy_notebooks(tmp_path)["overwritten"] == []
+
+
+def test_copy_notebooks_refuses_a_file_as_destination(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file; pass a folder"):
+        course.copy_notebooks(tmp_path / "f")
