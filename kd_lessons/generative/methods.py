@@ -1,0 +1,269 @@
+"""Generative KD methods as plug-ins for train_lm (loss_fn / batch_fn), each counting what it costs.
+
+Introduced in notebook 10_generative_kd. Every plug-in is a callable `loss_fn(model, x, y)` (and, where
+the data changes, a `batch_fn(generator) -> (x, y)`), so all methods share `lm.train_lm`:
+
+- `scratch_loss`: next-character cross-entropy on the corpus (targets -100 are skipped);
+- `TokenKD`: per-position forward KL to the teacher's next-character distribution at T, mixed with the
+  cross-entropy by alpha (word-level KD, Kim & Rush, EMNLP 2016; Hinton et al., 2015);
+- `transfer_corpus` + `SequenceKD`: sequence-level KD (Kim & Rush, EMNLP 2016): the teacher (eval mode,
+  no grad) continues corpus prompts once, and the student trains with cross-entropy on that text;
+- `OnPolicyKD`: with probability lam the student samples continuations of the batch's prompts and the
+  teacher scores every position (GKD, Agarwal et al., ICLR 2024, loss generalized JSD(beta)); with
+  divergence="reverse" it is the per-token reverse KL on student samples of GKD's reverse-KL variant.
+  MiniLLM (Gu et al., ICLR 2024) optimises the *sequence-level* reverse KL with a policy-gradient
+  method; ours is the simpler per-token version, not a reproduction of MiniLLM;
+- `topk_pool` + `TopKKD`: distillation from cached top-k teacher log-probs (what an LLM API returns).
+
+`CostMeter` counts teacher and student forward positions, generated characters and the positions that
+carry a loss, so the cost model of the lesson is measured from the runs, not derived from formulas.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kd_lessons.generative.divergences import forward_kl, generalized_jsd, reverse_kl, topk_kd_loss
+from kd_lessons.generative.text import sample_windows
+from kd_lessons.generative.transformer import generate
+from kd_lessons.losses import check_T
+
+__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus", "SequenceKD",
+           "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
+
+IGNORE = -100  # a target that cross-entropy skips (prompt positions of teacher-generated text)
+DIVERGENCES = ("jsd", "reverse", "forward")
+
+
+@dataclasses.dataclass
+class CostMeter:
+    """What a method spent: forward positions of teacher and student, generated characters, trained positions."""
+
+    trained_positions: int = 0            # positions whose loss the student trains on
+    teacher_positions: int = 0            # teacher forward positions spent scoring (KD targets)
+    teacher_generation_positions: int = 0  # teacher forward positions spent generating (no KV cache)
+    teacher_generated: int = 0            # characters the teacher generated
+    student_generation_positions: int = 0  # student forward positions spent sampling
+    student_generated: int = 0            # characters the student generated
+    sampled_batches: int = 0              # on-policy batches (student samples)
+    corpus_batches: int = 0               # batches of corpus windows
+
+    def add(self, other: "CostMeter") -> "CostMeter":
+        """Counts of both meters added up (a run plus its share of a cache)."""
+        return CostMeter(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _generation_positions(batch: int, prompt_len: int, num_tokens: int, context: int) -> int:
+    """Forward positions `generate` computes (the prefix is re-run each step, cropped to the context)."""
+    return batch * sum(min(prompt_len + i, context) for i in range(num_tokens))
+
+
+def scratch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meter: CostMeter | None = None) -> torch.Tensor:
+    """Next-character cross-entropy (nats), skipping targets equal to IGNORE: training from the text alone."""
+    logits = model(x)
+    if meter is not None:
+        meter.trained_positions += int((y != IGNORE).sum())
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+
+
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, meter: CostMeter | None = None) -> torch.Tensor:
+    """The teacher's logits in eval mode without a graph; the teacher's own train/eval mode is restored."""
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            out = teacher(x)
+    finally:
+        teacher.train(was_training)
+    if meter is not None:
+        meter.teacher_positions += x.numel()
+    return out
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the KD term), got alpha={alpha!r}.")
+    return float(alpha)
+
+
+class TokenKD:
+    """Token-level KD: alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE, per position. Notebook 10_generative_kd."""
+
+    def __init__(self, teacher: nn.Module, T: float = 1.0, alpha: float = 1.0, meter: CostMeter | None = None):
+        self.teacher, self.T, self.alpha = teacher, check_T(T), _check_alpha(alpha)
+        self.meter = meter if meter is not None else CostMeter()
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.meter.corpus_batches += 1
+        self.meter.trained_positions += y.numel()
+        student_logits = model(x)
+        kd = forward_kl(student_logits, teacher_logits(self.teacher, x, self.meter), T=self.T) * self.T ** 2
+        if self.alpha == 1.0:
+            return kd
+        ce = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), y.reshape(-1))
+        return self.alpha * kd + (1.0 - self.alpha) * ce
+
+
+def transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, prompt_len: int, length: int,
+                    T: float = 1.0, greedy: bool = False, seed: int = 0, batch_size: int = 256,
+                    progress: bool = True) -> dict:
+    """Sequence-level KD data: the teacher continues n corpus prompts once (eval, no grad). Notebook 10_generative_kd.
+
+    Returns {"ids": int64 [n, length + 1] (prompt_len real characters, then the teacher's), "prompt_len",
+    "T", "greedy", "meter": CostMeter counts of the generation}. Sampling at T = 1 draws from the
+    teacher's distribution; greedy=True takes its argmax at each step (the beam-search-like mode of the
+    distribution, usually repetitive). The teacher's own train/eval mode is restored.
+    """
+    if not 1 <= prompt_len < length + 1 or n_sequences < 1:
+        raise ValueError(f"n_sequences={n_sequences}, prompt_len={prompt_len}, length={length}: need n >= 1 and "
+                         "1 <= prompt_len <= length (the teacher generates length + 1 - prompt_len characters)")
+    check_T(T)
+    generator = torch.Generator().manual_seed(seed)
+    prompts, _ = sample_windows(data, prompt_len, n_sequences, generator=generator)
+    num_tokens = length + 1 - prompt_len
+    rows, meter = [], CostMeter()
+    device = next(teacher.parameters()).device
+    gen_device = torch.Generator(device=device).manual_seed(seed) if device.type != "cpu" else generator
+    for start in tqdm(range(0, n_sequences, batch_size), desc="teacher writes the transfer corpus",
+                      disable=not progress, leave=False):
+        batch = prompts[start:start + batch_size]
+        rows.append(generate(teacher, batch, num_tokens, T=T, greedy=greedy, generator=gen_device).cpu())
+        meter.teacher_generated += batch.shape[0] * num_tokens
+        meter.teacher_generation_positions += _generation_positions(batch.shape[0], prompt_len, num_tokens,
+                                                                    teacher.context)
+    return {"ids": torch.cat(rows), "prompt_len": prompt_len, "T": T, "greedy": greedy, "meter": meter}
+
+
+class SequenceKD:
+    """Sequence-level KD: cross-entropy on the teacher's text (prompt targets skipped). Notebook 10_generative_kd.
+
+    `batch_fn` draws batch_size rows of a `transfer_corpus`; `__call__` is the loss_fn.
+    """
+
+    def __init__(self, transfer: dict, batch_size: int, meter: CostMeter | None = None):
+        ids = transfer.get("ids") if isinstance(transfer, dict) else None
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[1] < 2:
+            raise ValueError("transfer must be the dict of transfer_corpus(...) with ids [n, length + 1]")
+        self.ids, self.prompt_len, self.batch_size = ids, int(transfer["prompt_len"]), batch_size
+        self.meter = meter if meter is not None else CostMeter()
+
+    def batch_fn(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.ids[torch.randint(0, len(self.ids), (self.batch_size,), generator=generator)]
+        x, y = rows[:, :-1], rows[:, 1:].clone()
+        y[:, :self.prompt_len - 1] = IGNORE  # those targets are corpus text, not the teacher's
+        return x, y
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.meter.corpus_batches += 1
+        return scratch_loss(model, x, y, self.meter)
+
+
+class OnPolicyKD:
+    """On-policy distillation (GKD): the student samples, the teacher scores every position. Notebook 10_generative_kd.
+
+    Each step a coin (own generator, seeded) decides: with probability lam the student continues the
+    first prompt_len characters of each corpus window with its own samples (at T_sample, eval mode, no
+    grad) and the loss is taken on the sampled positions only; otherwise on the corpus window itself.
+    divergence: "jsd" (generalized JSD(beta), GKD's default family), "reverse" (per-token reverse KL,
+    GKD's reverse-KL variant; MiniLLM optimises a sequence-level version with policy gradients) or
+    "forward". `last_x` and `last_sampled` keep the last batch for inspection.
+    """
+
+    def __init__(self, teacher: nn.Module, divergence: str = "jsd", beta: float = 0.5, lam: float = 0.5,
+                 prompt_len: int = 32, T_sample: float = 1.0, seed: int = 0, meter: CostMeter | None = None):
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}.")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be a probability in [0, 1] (share of on-policy batches), got lam={lam!r}.")
+        if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1:
+            raise ValueError(f"prompt_len must be an int >= 1 (corpus characters before sampling), got {prompt_len!r}.")
+        self.teacher, self.divergence, self.beta, self.lam = teacher, divergence, beta, float(lam)
+        self.prompt_len, self.T_sample = prompt_len, check_T(T_sample)
+        self.coin = torch.Generator().manual_seed(seed)
+        self.sampler = torch.Generator().manual_seed(seed + 1)
+        self.meter = meter if meter is not None else CostMeter()
+        self.last_x, self.last_sampled = None, False
+
+    def _divergence(self, student_logits, teacher_logits, mask):
+        if self.divergence == "jsd":
+            return generalized_jsd(student_logits, teacher_logits, self.beta, mask=mask)
+        fn = reverse_kl if self.divergence == "reverse" else forward_kl
+        return fn(student_logits, teacher_logits, mask=mask)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        L = x.shape[1]
+        if not self.prompt_len < L:
+            raise ValueError(f"prompt_len={self.prompt_len} must be shorter than the windows ({L} characters)")
+        sampled = bool(torch.rand((), generator=self.coin) < self.lam)
+        mask = None
+        if sampled:
+            num_tokens = L - self.prompt_len
+            x = generate(model, x[:, :self.prompt_len].cpu(), num_tokens, T=self.T_sample,
+                         generator=self.sampler).to(x.device)  # eval mode + no grad inside; mode restored
+            mask = torch.zeros_like(x, dtype=torch.bool)
+            mask[:, self.prompt_len - 1:] = True  # distributions of the sampled characters (and the next one)
+            self.meter.sampled_batches += 1
+            self.meter.student_generated += x.shape[0] * num_tokens
+            self.meter.student_generation_positions += _generation_positions(x.shape[0], self.prompt_len,
+                                                                             num_tokens, model.context)
+        else:
+            self.meter.corpus_batches += 1
+        self.last_x, self.last_sampled = x.detach(), sampled
+        self.meter.trained_positions += x.numel() if mask is None else int(mask.sum())
+        return self._divergence(model(x), teacher_logits(self.teacher, x, self.meter), mask)
+
+
+def topk_pool(teacher: nn.Module, data: torch.Tensor, n_windows: int, context: int, k: int, seed: int = 0,
+              batch_size: int = 64, progress: bool = True) -> dict:
+    """Corpus windows with the teacher's top-k log-probs at every position, computed once. Notebook 10_generative_kd.
+
+    What an API would return for this text: {"x", "y" [n, context], "idx" int16 [n, context, k] (sorted,
+    most likely first), "logprobs" float32 [n, context, k], "meter"}. Slice [..., :k'] for any k' <= k.
+    """
+    if n_windows < 1 or not 1 <= k <= teacher.vocab_size:
+        raise ValueError(f"n_windows={n_windows}, k={k}: need n_windows >= 1 and 1 <= k <= {teacher.vocab_size}")
+    x, y = sample_windows(data, context, n_windows, generator=torch.Generator().manual_seed(seed))
+    idx, logprobs, meter = [], [], CostMeter()
+    device = next(teacher.parameters()).device
+    for start in tqdm(range(0, n_windows, batch_size), desc=f"teacher top-{k} log-probs", disable=not progress,
+                      leave=False):
+        xb = x[start:start + batch_size].to(device)
+        values, ids = F.log_softmax(teacher_logits(teacher, xb, meter).float(), dim=-1).topk(k, dim=-1)
+        idx.append(ids.to(torch.int16).cpu())
+        logprobs.append(values.cpu())
+    return {"x": x, "y": y, "idx": torch.cat(idx), "logprobs": torch.cat(logprobs), "meter": meter}
+
+
+class TopKKD:
+    """Forward KL from cached top-k log-probs, renormalised or with a 'rest' bucket. Notebook 10_generative_kd.
+
+    `batch_fn` draws batch_size windows of a `topk_pool`; `__call__` (the loss_fn) uses their first k
+    cached log-probs (kd_lessons.generative.divergences.topk_kd_loss). The teacher is never run here.
+    """
+
+    def __init__(self, pool: dict, k: int, batch_size: int, renormalize: bool = True, meter: CostMeter | None = None):
+        if not 1 <= k <= pool["idx"].shape[-1]:
+            raise ValueError(f"k={k!r}: the pool holds the top {pool['idx'].shape[-1]} log-probs; use 1 <= k <= that")
+        self.pool, self.k, self.batch_size, self.renormalize = pool, k, batch_size, renormalize
+        self.meter = meter if meter is not None else CostMeter()
+        self.rows = None
+
+    def batch_fn(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        self.rows = torch.randint(0, len(self.pool["x"]), (self.batch_size,), generator=generator)
+        return self.pool["x"][self.rows], self.pool["y"][self.rows]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.rows is None:
+            raise ValueError("TopKKD's loss needs its own batches: pass batch_fn=plugin.batch_fn to train_lm")
+        idx = self.pool["idx"][self.rows, :, :self.k].long().to(x.device)
+        lp = self.pool["logprobs"][self.rows, :, :self.k].to(x.device)
+        self.meter.corpus_batches += 1
+        self.meter.trained_positions += y.numel()
+        return topk_kd_loss(model(x), idx, lp, renormalize=self.renormalize)

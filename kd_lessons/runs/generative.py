@@ -1,0 +1,295 @@
+"""The generative KD methods side by side: one teacher, one student size, one step budget, several seeds.
+
+Introduced in notebook 10_generative_kd. `run(rec, teacher, corpus, seeds)` trains one student per
+(method, seed) with `lm.train_lm` and the plug-ins of `kd_lessons.generative.methods`, then measures
+held-out bits/char (teacher-forced), agreement with the teacher's next-character argmax, and what the
+student *writes* (the teacher's bits/char of its samples, distinct word bigrams, share of words found in
+the training text), plus a cost meter per run and a top-k sweep on one seed. The result (plain data) is
+cached (kind "sweeps", verified, built under cache.lock) keyed by the recipe, the mode and the teacher's
+weights, so the notebook reruns in seconds.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kd_lessons import cache, config
+from kd_lessons.generative import methods as gm
+from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.text import Corpus, iterate_windows, sample_windows
+from kd_lessons.generative.transformer import bits_per_char, generate, token_log_probs
+from kd_lessons.generative.zoo import make_text_student
+
+__all__ = ["METHODS", "recipe", "word_set", "text_measures", "sample_measures", "evaluate", "train_method", "run",
+           "cached_run", "summarize", "paired", "cost_table"]
+
+METHODS = ("scratch", "token KD", "seq-level KD", "on-policy GKD", "reverse KL on-policy", "top-k KD")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def recipe() -> dict:
+    """The comparison's budget and each method's settings in the current mode. Notebook 10_generative_kd."""
+    return {"size": "small", "context": config.pick(64, 32), "steps": config.pick(150, 25),
+            "batch_size": 16, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
+            "seq_sequences": config.pick(256, 32), "seq_prompt": 16,
+            "onpolicy_prompt": config.pick(48, 16), "lam": 0.5, "beta": 0.5,
+            "topk": 5, "topk_renormalize": True, "topk_windows": config.pick(2400, 128),
+            "topk_sweep": config.pick((1, 5, 20, None), (1, None)),  # None = the whole vocabulary
+            "eval_chars": config.pick(20_000, 3_000), "sample_prompts": config.pick(32, 8),
+            "sample_prompt": 16, "sample_chars": config.pick(48, 16), "threads": 1}
+
+
+def word_set(text: str) -> frozenset:
+    """The lower-cased words (letters only) of a text: the 'dictionary' generated words are checked against."""
+    return frozenset(w.lower() for w in _WORD.findall(text))
+
+
+def _inner_words(prompt: str, continuation: str) -> list[str]:
+    """Words wholly inside the continuation (a word cut by the prompt boundary or the end is dropped)."""
+    words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(continuation)]
+    if words and words[0][0] == 0 and prompt[-1:].isalpha():
+        words = words[1:]
+    if words and words[-1][1] == len(continuation):
+        words = words[:-1]
+    return [w for _, _, w in words]
+
+
+def text_measures(prompts: list[str], continuations: list[str], vocabulary: frozenset) -> dict:
+    """distinct-2 (unique word bigrams / all, per continuation) and the share of words in `vocabulary`."""
+    bigrams, words = [], []
+    for p, c in zip(prompts, continuations):
+        w = _inner_words(p, c)
+        words += w
+        bigrams += list(zip(w, w[1:]))
+    return {"distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else float("nan"),
+            "word_share": sum(w in vocabulary for w in words) / len(words) if words else float("nan"),
+            "words": len(words)}
+
+
+def sample_measures(model, teacher, prompts: torch.Tensor, num_tokens: int, corpus: Corpus, vocabulary: frozenset,
+                    seed: int = 0, texts: torch.Tensor | None = None) -> dict:
+    """What a model writes from the prompts: the teacher's bits/char of it, distinct-2, known-word share.
+
+    `texts` (ids [n, prompt + num_tokens]) measures given text instead of sampling (e.g. the real continuations).
+    """
+    if texts is None:
+        texts = generate(model, prompts, num_tokens, generator=torch.Generator().manual_seed(seed))
+    P = prompts.shape[1]
+    logp = token_log_probs(teacher, texts)[:, P - 1:]  # the teacher scores the continuation only
+    decode = corpus.vocab.decode
+    out = text_measures([decode(t[:P]) for t in texts], [decode(t[P:]) for t in texts], vocabulary)
+    out["teacher_bpc_of_samples"] = float(-logp.mean() / torch.log(torch.tensor(2.0)))
+    out["example"] = decode(texts[0])
+    return out
+
+
+def _teacher_argmax(teacher, data, context, max_chars) -> torch.Tensor:
+    windows = max(1, max_chars // context)
+    with torch.no_grad():
+        return torch.cat([gm.teacher_logits(teacher, x).argmax(-1).cpu()
+                          for x, _ in iterate_windows(data, context, 64, windows, device=_device(teacher))])
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+def evaluate(student, teacher, corpus: Corpus, rec: dict, reference: dict, seed: int = 0) -> dict:
+    """Held-out bits/char, argmax agreement with the teacher, and the measures of the student's samples."""
+    context, max_chars = rec["context"], rec["eval_chars"]
+    was = student.training
+    student.eval()
+    with torch.no_grad():
+        argmax = torch.cat([student(x).argmax(-1).cpu() for x, _ in
+                            iterate_windows(corpus.val, context, 64, max(1, max_chars // context),
+                                            device=_device(student))])
+    student.train(was)
+    out = {"val_bpc": bits_per_char(student, corpus.val, context, max_chars=max_chars),
+           "agreement": float((argmax == reference["teacher_argmax"]).float().mean())}
+    out.update(sample_measures(student, teacher, reference["prompts"], rec["sample_chars"], corpus,
+                               reference["vocabulary"], seed=seed))
+    return out
+
+
+def _plugin(method: str, teacher, rec: dict, shared: dict, seed: int, k: int | None = None,
+            renormalize: bool | None = None):
+    """(loss_fn, batch_fn, meter) of one method."""
+    meter = gm.CostMeter()
+    if method == "scratch":
+        def scratch(model, x, y):
+            meter.corpus_batches += 1
+            return gm.scratch_loss(model, x, y, meter)
+        return scratch, None, meter
+    if method == "token KD":
+        return gm.TokenKD(teacher, rec["T"], rec["alpha"], meter), None, meter
+    if method == "seq-level KD":
+        plug = gm.SequenceKD(shared["transfer"], rec["batch_size"], meter)
+        return plug, plug.batch_fn, meter
+    if method in ("on-policy GKD", "reverse KL on-policy"):
+        divergence = "jsd" if method == "on-policy GKD" else "reverse"
+        return gm.OnPolicyKD(teacher, divergence, rec["beta"], rec["lam"], rec["onpolicy_prompt"], seed=seed,
+                             meter=meter), None, meter
+    if method == "top-k KD":
+        plug = gm.TopKKD(shared["pool"], k or rec["topk"], rec["batch_size"],
+                         rec["topk_renormalize"] if renormalize is None else renormalize, meter)
+        return plug, plug.batch_fn, meter
+    raise ValueError(f"method={method!r}: use one of {METHODS}")
+
+
+def train_method(method: str, teacher, corpus: Corpus, rec: dict, shared: dict, reference: dict, seed: int,
+                 k: int | None = None, renormalize: bool | None = None) -> dict:
+    """Train one student with one method and seed; return its row (measures, seconds, cost counts)."""
+    student = make_text_student(corpus.vocab_size, rec["size"], seed=seed, context=rec["context"])
+    loss_fn, batch_fn, meter = _plugin(method, teacher, rec, shared, seed, k, renormalize)
+    history = train_lm(student, corpus.train, rec["steps"], lr=rec["lr"], batch_size=rec["batch_size"],
+                       context=rec["context"], seed=seed, loss_fn=loss_fn, batch_fn=batch_fn, progress=False,
+                       desc=method)
+    row = {"method": method, "seed": seed, **evaluate(student, teacher, corpus, rec, reference, seed),
+           "seconds": history["seconds"], **meter.as_dict()}
+    return row
+
+
+def _shared(teacher, corpus: Corpus, rec: dict, progress: bool) -> tuple[dict, dict]:
+    """The caches several runs share (transfer corpus, top-k pool) and the evaluation reference."""
+    start = time.perf_counter()
+    transfer = gm.transfer_corpus(teacher, corpus.train, rec["seq_sequences"], rec["seq_prompt"], rec["context"],
+                                  progress=progress)
+    transfer["seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    k_max = max(k or teacher.vocab_size for k in (*rec["topk_sweep"], rec["topk"]))
+    pool = gm.topk_pool(teacher, corpus.train, rec["topk_windows"], rec["context"], k_max, progress=progress)
+    pool["seconds"] = time.perf_counter() - start
+    prompts, _ = sample_windows(corpus.val, rec["sample_prompt"], rec["sample_prompts"],
+                                generator=torch.Generator().manual_seed(1234))
+    reference = {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec["context"], rec["eval_chars"]),
+                 "prompts": prompts, "vocabulary": word_set(corpus.vocab.decode(corpus.train))}
+    return {"transfer": transfer, "pool": pool}, reference
+
+
+def run(rec: dict, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True) -> dict:
+    """Every method x seed, the references (teacher, real text) and the top-k sweep on seeds[0]. Notebook 10.
+
+    Returns plain data: "table" (rows per method and seed), "references" (rows for the teacher's own
+    samples and the real continuations), "sweep" (top-k rows), "shared" (one-off costs and seconds of the
+    transfer corpus and the top-k pool), "greedy" (measures of greedy teacher text), "recipe".
+    """
+    if not seeds:
+        raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
+    threads = torch.get_num_threads()
+    if rec.get("threads"):
+        torch.set_num_threads(rec["threads"])  # tiny models: extra threads only add overhead on a busy CPU
+    try:
+        return _run(rec, teacher, corpus, seeds, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(rec: dict, teacher, corpus: Corpus, seeds, progress: bool) -> dict:
+    shared, reference = _shared(teacher, corpus, rec, progress)
+    V = corpus.vocab_size
+    plan = [(m, s, None, None) for s in seeds for m in METHODS]
+    plan += [("top-k KD", seeds[0], k or V, r) for k in rec["topk_sweep"] for r in (True, False)
+             if (k or V, r) != (rec["topk"], rec["topk_renormalize"]) and not (k is None and not r)]
+    rows, sweep = [], []
+    for method, seed, k, r in tqdm(plan, desc="generative students", disable=not progress):
+        row = train_method(method, teacher, corpus, rec, shared, reference, seed, k, r)
+        if k is None:
+            rows.append(row)
+        else:
+            sweep.append({**row, "k": k, "renormalize": r})
+    main_topk = [dict(r) for r in rows if r["method"] == "top-k KD" and r["seed"] == seeds[0]]
+    sweep += [{**r, "k": rec["topk"], "renormalize": rec["topk_renormalize"]} for r in main_topk]
+    P, n = rec["sample_prompt"], rec["sample_chars"]
+    # the real text: consecutive held-out passages (their own prompts), measured like the samples
+    starts = torch.arange(len(reference["prompts"])) * (len(corpus.val) // (len(reference["prompts"]) + 1))
+    real_texts = corpus.val[starts[:, None] + torch.arange(P + n)]
+    refs = [{"method": "teacher", **sample_measures(teacher, teacher, reference["prompts"], n, corpus,
+                                                    reference["vocabulary"])},
+            {"method": "real text", **sample_measures(None, teacher, real_texts[:, :P], n, corpus,
+                                                      reference["vocabulary"], texts=real_texts)}]
+    greedy = gm.transfer_corpus(teacher, corpus.val, rec["sample_prompts"], P, P + n - 1, greedy=True,
+                                progress=False)["ids"]
+    refs.append({"method": "teacher, greedy", **sample_measures(None, teacher, greedy[:, :P], n, corpus,
+                                                                reference["vocabulary"], texts=greedy)})
+    one_off = {name: {**shared[name]["meter"].as_dict(), "seconds": shared[name]["seconds"]}
+               for name in ("transfer", "pool")}
+    return {"table": rows, "references": refs, "sweep": sweep, "shared": one_off, "recipe": rec,
+            "seeds": list(seeds), "vocab_size": V}
+
+
+def cached_run(rec: dict, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
+               refresh: bool = False) -> dict:
+    """`run`, cached (verified, under cache.lock) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
+    blob_key = cache.key({"recipe": rec, "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
+                          "teacher": cache.state_digest(teacher), "version": 1})
+    path = cache.path("sweeps", f"generative-{config.mode()}-{blob_key}.pt")
+    meta = {"key": blob_key, "kind": "kd_lessons.generative_runs"}
+    result = None if refresh else cache.load_or_none(path, meta, "the generative KD comparison")
+    if result is None:
+        with cache.lock(path, "the generative KD comparison"):
+            result = None if refresh else cache.load_or_none(path, meta, "the generative KD comparison")
+            if result is None:
+                result = run(rec, teacher, corpus, seeds, progress)
+                cache.save_verified(result, path, meta)
+    return result
+
+
+def summarize(rows, values=("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share",
+                            "seconds")) -> pd.DataFrame:
+    """Mean and sample std per method (in METHODS order when they are the methods). Notebook 10_generative_kd."""
+    table = pd.DataFrame(rows)
+    missing = {"method", *values} - set(table.columns)
+    if missing:
+        raise ValueError(f"the rows lack columns {sorted(missing)}; pass run(...)['table']")
+    g = table.groupby("method", sort=False)
+    out = pd.DataFrame({"seeds": g.size()})
+    for v in values:
+        out[f"{v}_mean"], out[f"{v}_std"] = g[v].mean(), g[v].std()
+    return out
+
+
+def paired(rows, method: str, baseline: str, value: str = "val_bpc") -> dict:
+    """Per-seed method - baseline differences of `value`, mean, std and whether all share a sign."""
+    table = pd.DataFrame(rows)
+    wide = table.pivot_table(index="seed", columns="method", values=value, aggfunc="first")
+    if method not in wide or baseline not in wide:
+        raise ValueError(f"need {method!r} and {baseline!r} rows, got methods {list(wide.columns)}")
+    diffs = [float(d) for d in (wide[method] - wide[baseline]).dropna()]
+    return {"per_seed": dict(zip(wide.index.tolist(), diffs)), "mean": statistics.fmean(diffs),
+            "std": statistics.stdev(diffs) if len(diffs) > 1 else float("nan"),
+            "all_below_zero": all(d < 0 for d in diffs), "all_above_zero": all(d > 0 for d in diffs)}
+
+
+def cost_table(result: dict) -> pd.DataFrame:
+    """Per method: teacher / student forward positions and generated characters per trained position. Notebook 10.
+
+    Measured by each run's CostMeter; the one-off work (the transfer corpus, the top-k pool) is shared by
+    every run that uses it (all seeds and, for the pool, the sweep), so each run carries an equal share.
+    """
+    table = pd.DataFrame(result["table"])
+    users = {"seq-level KD": ("transfer", (table["method"] == "seq-level KD").sum()),
+             "top-k KD": ("pool", (table["method"] == "top-k KD").sum() + len(result["sweep"]) - 1)}
+    rows = []
+    for method, g in table.groupby("method", sort=False):
+        trained = g["trained_positions"].mean()
+        name, n = users.get(method, (None, 1))
+        once = result["shared"][name] if name else {}
+        share = {k: once.get(k, 0) / n for k in ("teacher_positions", "teacher_generation_positions",
+                                                 "teacher_generated")}
+        rows.append({"method": method, "trained positions / run": trained,
+                     "teacher positions / trained": (g["teacher_positions"].mean() + share["teacher_positions"]
+                                                     + g["teacher_generation_positions"].mean()
+                                                     + share["teacher_generation_positions"]) / trained,
+                     "teacher-generated chars / trained": (g["teacher_generated"].mean()
+                                                           + share["teacher_generated"]) / trained,
+                     "student generation positions / trained": g["student_generation_positions"].mean() / trained,
+                     "student-generated chars / trained": g["student_generated"].mean() / trained,
+                     "on-policy share of batches": (g["sampled_batches"] / (g["sampled_batches"]
+                                                                            + g["corpus_batches"])).mean(),
+                     "seconds / run": g["seconds"].mean() + (once.get("seconds", 0.0) / n)})
+    return pd.DataFrame(rows).set_index("method")

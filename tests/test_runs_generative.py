@@ -1,0 +1,109 @@
+"""kd_lessons.runs.generative: text measures, the comparison's table, its cache, summaries and the cost table."""
+import pandas as pd
+import pytest
+import torch
+
+from kd_lessons import cache
+from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
+from kd_lessons.generative.transformer import CharTransformer
+from kd_lessons.runs import generative as rg
+
+TINY = {"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
+        "seq_sequences": 6, "seq_prompt": 4, "onpolicy_prompt": 8, "lam": 0.5, "beta": 0.5, "topk": 3,
+        "topk_renormalize": True, "topk_windows": 16, "topk_sweep": (1, None), "eval_chars": 400,
+        "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """The first 30,000 characters of the real corpus (a small real text; the whole one is not needed here)."""
+    try:
+        text = load_text("shakespeare")[:30_000]
+    except DataUnavailableError as exc:
+        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
+    vocab = CharVocab.from_text(text)
+    data = vocab.encode(text)
+    return Corpus("shakespeare", text, vocab, data, *split(data, 0.2))
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus):
+    torch.manual_seed(0)
+    return CharTransformer(corpus.vocab_size, 16, 1, 2, 16).eval()
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KD_QUICK", "1")
+    return tmp_path / "cache"
+
+
+def test_text_measures_count_whole_words_and_bigrams():
+    vocabulary = frozenset({"to", "be", "or", "not"})
+    # "ab" continues the prompt's word and "qq" is cut at the end: both dropped
+    out = rg.text_measures(["xx ab"], ["cd to be or zz to be qq"], vocabulary)
+    assert out["words"] == 6                                  # to be or zz to be
+    assert out["word_share"] == pytest.approx(5 / 6)
+    assert out["distinct_2"] == pytest.approx(4 / 5)          # (to,be) twice among 5 bigrams
+    assert rg.word_set("Ham. To be, OR not") == {"ham", "to", "be", "or", "not"}
+
+
+def test_run_table_columns_cost_and_cache(corpus, teacher, tmp_cache, monkeypatch):
+    result = rg.cached_run(TINY, teacher, corpus, seeds=(0, 1), progress=False)
+    rows = result["table"]
+    assert [r["method"] for r in rows] == list(rg.METHODS) * 2
+    for col in ("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share", "seconds",
+                "trained_positions", "teacher_positions", "student_generated"):
+        assert all(col in r for r in rows), col
+    assert all(0.0 <= r["agreement"] <= 1.0 and r["val_bpc"] > 0 for r in rows)
+    assert {r["method"] for r in result["references"]} == {"teacher", "real text", "teacher, greedy"}
+    assert {(r["k"], r["renormalize"]) for r in result["sweep"]} == {(1, True), (1, False), (corpus.vocab_size, True),
+                                                                    (3, True)}
+    costs = rg.cost_table(result)
+    assert list(costs.index) == list(rg.METHODS)
+    assert costs.loc["scratch", "teacher positions / trained"] == 0
+    assert costs.loc["token KD", "teacher positions / trained"] == pytest.approx(1.0)
+    assert costs.loc["seq-level KD", "teacher-generated chars / trained"] > 0
+    assert costs.loc["on-policy GKD", "student-generated chars / trained"] > 0 or \
+        costs.loc["on-policy GKD", "on-policy share of batches"] == 0
+    assert costs.loc["top-k KD", "teacher positions / trained"] < 1.0  # the pool is shared by every top-k run
+    assert list(tmp_cache.rglob("generative-*.pt"))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the cached result should have been used")
+    monkeypatch.setattr(rg, "run", boom)
+    again = rg.cached_run(TINY, teacher, corpus, seeds=(0, 1), progress=False)
+    assert pd.DataFrame(again["table"]).equals(pd.DataFrame(rows))  # NaN-aware equality
+    with pytest.raises(AssertionError, match="cached result"):
+        rg.cached_run({**TINY, "steps": 4}, teacher, corpus, seeds=(0, 1), progress=False)
+
+
+def test_summaries_and_paired_differences():
+    rows = [{"method": m, "seed": s, "val_bpc": v, "agreement": 0.5, "teacher_bpc_of_samples": 3.0,
+             "distinct_2": 0.9, "word_share": 0.8, "seconds": 1.0}
+            for m, vals in {"scratch": (3.0, 3.2, 3.1), "token KD": (2.9, 3.0, 3.05)}.items()
+            for s, v in enumerate(vals)]
+    table = rg.summarize(rows)
+    assert table.loc["scratch", "val_bpc_mean"] == pytest.approx(3.1)
+    assert table.loc["token KD", "seeds"] == 3
+    d = rg.paired(rows, "token KD", "scratch")
+    assert d["per_seed"] == pytest.approx({0: -0.1, 1: -0.2, 2: -0.05})
+    assert d["all_below_zero"] and not d["all_above_zero"]
+    with pytest.raises(ValueError, match="need 'top-k KD' and 'scratch' rows"):
+        rg.paired(rows, "top-k KD", "scratch")
+    with pytest.raises(ValueError, match="the rows lack columns"):
+        rg.summarize([{"method": "scratch", "seed": 0}])
+
+
+def test_run_rejects_no_seeds(corpus, teacher):
+    with pytest.raises(ValueError, match="seeds is empty"):
+        rg.run(TINY, teacher, corpus, seeds=())
+    with pytest.raises(ValueError, match="method='distillation': use one of"):
+        rg._plugin("distillation", teacher, TINY, {}, 0)
+
+
+def test_cache_key_depends_on_the_teacher(corpus, tmp_cache):
+    a = CharTransformer(corpus.vocab_size, 16, 1, 2, 16)
+    b = CharTransformer(corpus.vocab_size, 16, 1, 2, 16)
+    assert cache.state_digest(a) != cache.state_digest(b)
