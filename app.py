@@ -208,6 +208,34 @@ def heatmap_live(rec: dict, T: float, alpha: float) -> None:
         s3.metric("Span / seed spread", f"{summary['ratio']:.1f}x")
 
 
+@st.cache_resource(show_spinner=False)
+def training_queue() -> jobs.TrainingQueue:
+    return jobs.TrainingQueue()  # one per server: every session's "train now", one training at a time
+
+
+@st.fragment(run_every=1)
+def queued_training(request: str, panel: str) -> None:
+    """This session's "train now" request: its place in the queue, then its progress; redraws the page when done."""
+    with guarded(panel):  # inside the fragment too (see heatmap_live)
+        ask = st.session_state.get(request)
+        job = training_queue().get(ask["key"]) if ask else None
+        if job is None:  # the server restarted since: the button asks again
+            st.session_state.pop(request, None)
+            return
+        ahead, text = training_queue().status(job)
+        if ahead:
+            st.info(text)
+            return
+        if ahead == 0:
+            st.progress(job.fraction() or 0.0, text=text)
+            return
+        del st.session_state[request]
+        result = job.future.result()  # raises the training's error, which `guarded` shows
+        if ask.get("store_as"):
+            st.session_state[ask["store_as"]] = {**ask["meta"], **result}
+        st.rerun(scope="app")  # redraw the heatmap / table with the new result
+
+
 def accuracy_panel() -> None:
     st.subheader(f"Student test accuracy over T and alpha ({panels.label(dataset)}, width {width})")
     rec = grid.recipe(dataset, width)
@@ -221,21 +249,12 @@ def accuracy_panel() -> None:
     st.divider()
     if st.button(f"Train this student now (T = {T:g}, alpha = {alpha:g})", key="train_now", type="primary",
                  disabled=busy):
-        bar, curve = st.progress(0.0, text="from-scratch baseline (alpha = 0)…"), st.empty()
-        base_row, base_hist = grid.baseline(rec)
-
-        def on_epoch(epoch, history):
-            done = history["step"][-1]
-            bar.progress(min(done / rec["steps"], 1.0), text=f"distilling: step {done}/{rec['steps']}")
-            curve.image(panels.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist,
-                                                                 f"KD T={T:g}, alpha={alpha:g}": history})))
-
-        student, row, history = grid.run_one(rec, T, alpha, callback=on_epoch)
-        grid.add_result(rec, row, history)
-        bar.empty()
-        st.session_state["live"] = {"key": (dataset, width, T, alpha, MODE), "row": row,
-                                    "base": base_row, "student": student}
-        st.rerun()  # redraw the heatmap with the new cell
+        key = ("grid", str(grid.path(rec)), T, alpha)  # the same cell asked twice (any session) trains once
+        training_queue().submit(key, f"KD T={T:g}, alpha={alpha:g}", jobs.train_cell(rec, T, alpha))
+        st.session_state["train_request"] = {"key": key, "store_as": "live",
+                                             "meta": {"key": (dataset, width, T, alpha, MODE)}}
+    if "train_request" in st.session_state:
+        queued_training("train_request", "Accuracy")
     live = st.session_state.get("live")
     if live and live["key"][:2] == (dataset, width) and live["key"][4] == MODE:
         k1, k2, k3 = st.columns(3)
@@ -297,8 +316,11 @@ def methods_panel() -> None:
     name = st.selectbox("Method", list(tour.FAMILIES), index=1, key="tour_method")
     seed = st.number_input("Seed", 0, 9, 0, key="tour_seed")
     if st.button(f"Train {name} now (seed {seed})", key="tour_train"):
-        with st.spinner(f"training {name}…"):
-            tour.load_or_run(rec, teacher, seeds=[int(seed)], names=["scratch", name])
+        key = ("tour", MODE, CACHE, name, int(seed))
+        training_queue().submit(key, f"{name}, seed {seed}", jobs.train_method(rec, teacher, name, int(seed)))
+        st.session_state["tour_request"] = {"key": key}
+    if "tour_request" in st.session_state:
+        queued_training("tour_request", "Methods")
     table = tour.load(rec, teacher)
     if table.empty:
         st.info("No method trained yet: pick one and press the button (it also trains the scratch baseline).")

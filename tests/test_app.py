@@ -51,6 +51,17 @@ def _wait_for_heatmap(at: AppTest, timeout: float = FILL_TIMEOUT) -> AppTest:
     return at
 
 
+def _wait_for_training(at: AppTest, request: str = "train_request", timeout: float = TIMEOUT) -> AppTest:
+    """Rerun the page until this session's queued "train now" request is done (the page redraws with it)."""
+    deadline = time.monotonic() + timeout
+    while request in at.session_state:
+        assert not at.exception, [e.value for e in at.exception]
+        assert time.monotonic() < deadline, f"the queued training did not finish within {timeout} s"
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
 def _linear_teacher(dataset, options=None, arch=None, recipe_override=None):
     """A stand-in teacher (a seeded linear map): instant, so tests with a private cache need no training."""
     import torch
@@ -199,6 +210,7 @@ def test_train_button_yields_an_accuracy_that_joins_the_grid(app):
     app.select_slider(key="T").set_value(3.0)
     app.slider(key="alpha").set_value(0.7).run()
     app.button(key="train_now").click().run()
+    _wait_for_training(app)
     _clean(app)
     student = _number(app, "Distilled student (T=3, alpha=0.7)")
     baseline = _number(app, "From-scratch baseline")
@@ -225,10 +237,48 @@ def test_failed_training_run_is_reported(app, monkeypatch):
 
     monkeypatch.setattr(grid, "run_one", boom)
     app.button(key="train_now").click().run()
+    _wait_for_training(app)
     assert not app.exception
     assert any("Accuracy failed" in e.value and "diverged" in e.value for e in app.error)
     assert _number(app, "Mean entropy of the soft labels") > 0
     assert _number(app, "Total loss") > 0
+
+
+def test_two_sessions_train_one_at_a_time_and_the_second_sees_its_queue_position(monkeypatch, tmp_path, no_grid_job):
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # private grid path, so the queue's keys are this test's own
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
+    monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
+    gate, started = threading.Event(), []
+
+    def gated_cell(rec, T, alpha):
+        def work(job):
+            started.append((T, alpha))
+            job.on_step(1, 4)
+            assert gate.wait(60)
+            row = {"T": T, "alpha": alpha, "accuracy": 0.5, "errors": 5000, "seconds": 0.1, "source": "live"}
+            return {"row": row, "base": {**row, "alpha": 0.0, "accuracy": 0.4}, "student": _linear_teacher("mnist")[0]}
+        return work
+
+    monkeypatch.setattr(jobs, "train_cell", gated_cell)
+    first, second = (AppTest.from_file(APP, default_timeout=TIMEOUT).run() for _ in range(2))
+    try:
+        first.button(key="train_now").click().run()
+        deadline = time.monotonic() + 30
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second.slider(key="alpha").set_value(0.5).run()
+        second.button(key="train_now").click().run()
+        first.run()
+        _clean(first), _clean(second)
+        assert any(p.text.startswith("KD T=4, alpha=0.9: step 1/4") for p in first.progress)
+        assert any("Queued: 1 training ahead of yours (KD T=4, alpha=0.5)" in i.value for i in second.info)
+        assert started == [(4.0, 0.9)]  # the second waits; it does not train beside the first
+    finally:
+        gate.set()
+    _wait_for_training(first), _wait_for_training(second)
+    assert started == [(4.0, 0.9), (4.0, 0.5)]
+    assert _number(second, "Distilled student (T=4, alpha=0.5)") == 50.0
 
 
 def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, tmp_path, no_grid_job):
@@ -326,6 +376,7 @@ def test_methods_tab_trains_a_method_and_its_baseline_and_shows_the_table(app):
     app.selectbox(key="tour_method").set_value("DKD")
     app.number_input(key="tour_seed").set_value(3).run()
     app.button(key="tour_train").click().run()
+    _wait_for_training(app, "tour_request")
     _clean(app)
     table = tour.load(tour.recipe(), get_teacher("mnist", "cnn")[0])
     assert {("DKD", 3), ("scratch", 3)} <= set(zip(table["method"], table["seed"]))

@@ -203,3 +203,89 @@ def test_wait_with_progress_says_when_another_process_holds_the_teachers_lock(mo
     seen = []
     jobs.wait_with_progress(running["full"], lambda frac, text: seen.append(text), poll_s=0.05)
     assert any(text.startswith(message) for text in seen)
+
+
+# ---------------------------------------------------------------- the "train now" queue
+
+def _gated_work(log, gate, result):
+    """Work that records when it starts and trains until the gate opens."""
+    def work(job):
+        log.append(("start", result))
+        job.on_step(1, 2)
+        assert gate.wait(10), "the test never opened the gate"
+        log.append(("end", result))
+        return result
+    return work
+
+
+def test_two_requests_one_trains_the_other_shows_its_queue_position(tmp_path):
+    queue, log = jobs.TrainingQueue(lock_file=tmp_path / "live"), []
+    gate_a, gate_b = threading.Event(), threading.Event()
+    a = queue.submit("a", "KD T=4", _gated_work(log, gate_a, "A"))
+    b = queue.submit("b", "KD T=8", _gated_work(log, gate_b, "B"))
+    deadline = time.monotonic() + 10
+    while queue.ahead(a) != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue.ahead(a) == 0 and queue.ahead(b) == 1  # a trains; b waits with one training ahead
+    time.sleep(0.2)
+    assert log == [("start", "A")] and not b.future.running()  # b has not started while a trains
+    gate_a.set()
+    assert a.future.result(timeout=10) == "A"
+    while queue.ahead(b) != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue.ahead(b) == 0 and queue.ahead(a) is None
+    gate_b.set()
+    assert b.future.result(timeout=10) == "B"
+    assert log == [("start", "A"), ("end", "A"), ("start", "B"), ("end", "B")]  # one at a time, in order
+    assert queue.trained == ["a", "b"]
+
+
+def test_the_same_request_twice_trains_once(tmp_path):
+    queue, log, gate = jobs.TrainingQueue(lock_file=tmp_path / "live"), [], threading.Event()
+    first = queue.submit("cell", "KD", _gated_work(log, gate, "student"))
+    again = queue.submit("cell", "KD", _gated_work(log, gate, "another student"))
+    assert again is first
+    gate.set()
+    assert first.future.result(timeout=10) == "student"
+    assert queue.submit("cell", "KD", _gated_work(log, gate, "later")) is first  # finished: its result is kept
+    assert queue.trained == ["cell"] and log == [("start", "student"), ("end", "student")]
+
+
+def test_a_failed_request_reports_its_error_and_can_be_retried(tmp_path):
+    queue = jobs.TrainingQueue(lock_file=tmp_path / "live")
+
+    def diverges(job):
+        raise RuntimeError("simulated: training diverged")
+
+    failed = queue.submit("cell", "KD", diverges)
+    with pytest.raises(RuntimeError, match="diverged"):
+        failed.future.result(timeout=10)
+    retried = queue.submit("cell", "KD", lambda job: "ok")
+    assert retried is not failed and retried.future.result(timeout=10) == "ok"
+    assert queue.get("cell") is retried and queue.get("unknown") is None
+
+
+def test_queues_sharing_a_lock_file_never_train_at_once(tmp_path):
+    """Two servers on one machine (two queues, one lock file): their trainings never overlap."""
+    spans, lock = [], threading.Lock()
+
+    def work(job):
+        start = time.monotonic()
+        time.sleep(0.2)
+        with lock:
+            spans.append((start, time.monotonic()))
+        return "done"
+
+    queues = [jobs.TrainingQueue(lock_file=tmp_path / "live") for _ in range(2)]
+    submitted = [q.submit(("cell", i), "KD", work) for i in range(2) for q in queues]
+    assert [j.future.result(timeout=20) for j in submitted] == ["done"] * 4
+    spans.sort()
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_finished_jobs_beyond_keep_are_dropped(tmp_path):
+    queue = jobs.TrainingQueue(lock_file=False, keep=2)
+    done = [queue.submit(i, "KD", lambda job, i=i: i) for i in range(4)]
+    assert [j.future.result(timeout=10) for j in done] == [0, 1, 2, 3]
+    queue.submit(4, "KD", lambda job: 4).future.result(timeout=10)
+    assert queue.get(0) is None and queue.get(3) is done[3]

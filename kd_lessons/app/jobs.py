@@ -5,16 +5,19 @@ Introduced in notebook 00_start_here (the app tour). Training reports its steps 
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable
+from typing import Any, Callable, Hashable
 
 from kd_lessons import cache, config
 from kd_lessons.train import TrainOptions
 
-__all__ = ["Job", "STARTER_RECIPES", "needs_starter", "start_teachers", "start_grid", "wait_with_progress"]
+__all__ = ["Job", "STARTER_RECIPES", "TrainingQueue", "needs_starter", "start_teachers", "start_grid",
+           "wait_with_progress", "train_cell", "train_method"]
 
 # Small CNN recipes (overrides of teachers.recipe(dataset, "cnn")) for a fast first launch on a CPU: the app
 # shows soft labels from this "starter" teacher (1 epoch on a subset) while the course's teacher trains.
@@ -115,3 +118,119 @@ def wait_with_progress(job: Job, on_progress: Callable[[float | None, str], None
         waits = cache.waiting()  # another process (a notebook, the CLI) may be training the same teacher
         text = f"{job.text()}, {elapsed}" if job.text() else (f"{waits[0]}, {elapsed}" if waits else elapsed)
         on_progress(job.fraction(), text)
+
+
+class TrainingQueue:
+    """"Train now" requests from every session of a server, trained one at a time, in order of arrival.
+
+    Introduced in notebook 00_start_here (the app tour). A class of students pressing the button at once would
+    otherwise start a training each and starve every page of the cores. Identical requests (same key) share one
+    Job, so nothing is trained twice while its result is kept (the last `keep` finished jobs; a failed one is
+    replaced by the next request). Across processes on one machine (two app servers, a notebook kernel using
+    the same queue) the worker also holds cache.lock on `lock_file` while it trains (default: beside the cache's
+    sweeps; False: no cross-process lock).
+    """
+
+    def __init__(self, lock_file=None, keep: int = 64):
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[Hashable, Job, Callable[[Job], Any]]] = []  # in arrival order
+        self._jobs: OrderedDict[Hashable, Job] = OrderedDict()  # key -> its job: waiting, training or finished
+        self._running: Job | None = None
+        self._lock_file, self._keep, self._thread = lock_file, keep, None
+        self.trained: list[Hashable] = []  # keys in the order their training started (what the load test checks)
+
+    def submit(self, key: Hashable, label: str, work: Callable[[Job], Any]) -> Job:
+        """The Job for key: the one already waiting, training or done, else a new one at the end of the queue.
+
+        work(job) trains and returns the result; it may report steps with job.on_step(done, total).
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and not (job.future.done() and job.future.exception() is not None):
+                return job
+            job = self._jobs[key] = Job(label)
+            self._jobs.move_to_end(key)
+            self._waiting.append((key, job, work))
+            finished = [k for k, j in self._jobs.items() if j.future.done()]
+            for old in finished[:max(0, len(finished) - self._keep)]:
+                del self._jobs[old]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="kd-training-queue", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        return job
+
+    def get(self, key: Hashable) -> Job | None:
+        """The Job of key (waiting, training or finished), or None when unknown (never submitted, or dropped)."""
+        with self._lock:
+            return self._jobs.get(key)
+
+    def ahead(self, job: Job) -> int | None:
+        """How many trainings come before this job: 0 while it trains, None once it is done (or unknown)."""
+        with self._lock:
+            if job.future.done():
+                return None
+            if self._running is job:
+                return 0
+            for i, (_, waiting, _) in enumerate(self._waiting):
+                if waiting is job:
+                    return i + (self._running is not None)
+            return None
+
+    def status(self, job: Job) -> tuple[int | None, str]:
+        """(trainings ahead, what the page says): its place in the queue, its progress, or (None, "done")."""
+        ahead = self.ahead(job)
+        if job.future.done() or ahead is None:
+            return None, f"{job.label}: done"
+        if ahead:
+            return ahead, (f"Queued: {ahead} training{'s' if ahead > 1 else ''} ahead of yours ({job.label}). One "
+                           f"student trains at a time on this server, so every page stays responsive; yours "
+                           f"starts by itself.")
+        waits = cache.waiting()  # the worker may wait for another process's training on this machine
+        return 0, job.text() or (f"{job.label}: {waits[0]}" if waits else f"{job.label}: starting…")
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting:
+                    self._lock.wait()
+                key, job, work = self._waiting.pop(0)
+                self._running = job
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    lock_file = cache.path("sweeps", "live_training") if self._lock_file is None else self._lock_file
+                    with contextlib.nullcontext() if lock_file is False else \
+                            cache.lock(lock_file, "a live training of the classroom app"):
+                        with self._lock:
+                            self.trained.append(key)
+                        result = work(job)
+                    job.future.set_result(result)
+            except BaseException as exc:  # handed to whoever waits on the future
+                job.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._running = None
+
+
+def train_cell(rec: dict, T: float, alpha: float) -> Callable[[Job], dict]:
+    """The app's "train this student now": the baseline (cached after its first run), then (T, alpha), stored.
+
+    For TrainingQueue.submit; the result is {"row", "base", "student"} and the Job counts the student's steps.
+    """
+    from kd_lessons.runs import grid  # late: grid imports the training stack
+
+    def work(job: Job) -> dict:
+        base_row, _ = grid.baseline(rec)
+        student, row, history = grid.run_one(
+            rec, T, alpha, callback=lambda epoch, h: job.on_step(int(h["step"][-1]), rec["steps"]))
+        grid.add_result(rec, row, history)
+        return {"row": row, "base": base_row, "student": student}
+
+    return work
+
+
+def train_method(rec: dict, teacher, name: str, seed: int) -> Callable[[Job], Any]:
+    """The Methods tab's "train now": one method and its scratch baseline for one seed (runs.tour caches them)."""
+    from kd_lessons.runs import tour
+
+    return lambda job: tour.load_or_run(rec, teacher, seeds=[int(seed)], names=["scratch", name])
