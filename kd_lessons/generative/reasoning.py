@@ -1,0 +1,204 @@
+"""A reasoning task made offline: multi-digit addition with a scratchpad of carries, its tokenizer and scoring.
+
+Introduced in notebook 13_reasoning_distillation. A problem is a pair (a, b) of d-digit numbers. Its
+*trace* works from the least significant digit up (the order in which carries flow, the known
+"reversed digits" trick) and writes one step per digit, "digit + digit + carry = two-digit sum;":
+
+    357+681|7+1+0=08;5+8+0=13;3+6+1=10;>1038$      (prompt "357+681|", trace, answer, end)
+    357+681>1038$                                  (answers only: prompt "357+681>")
+
+`encode_batch` turns texts into next-token training pairs with a mask over the positions a student
+is taught (everything after the prompt, the end mark included); `solve` lets a model write
+completions; `is_correct` / `filter_correct` score a completion by its final answer only.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from kd_lessons.generative.kv_cache import cached_generate
+
+__all__ = ["VOCAB", "PAD", "THINK", "STEP", "ANSWER", "END", "encode", "decode", "make_problems", "trace",
+           "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "encode_batch",
+           "masked_cross_entropy", "completion_length", "solve"]
+
+PAD, THINK, STEP, ANSWER, END = ".", "|", ";", ">", "$"
+VOCAB = "0123456789+=" + THINK + STEP + ANSWER + END + PAD  # 17 tokens; PAD is last
+_ID = {ch: i for i, ch in enumerate(VOCAB)}
+IGNORE = -100  # target id that cross-entropy skips
+
+
+def encode(text: str) -> torch.Tensor:
+    """Character ids of `text` (int64 [len]). Introduced in notebook 13_reasoning_distillation."""
+    if not isinstance(text, str):
+        raise ValueError(f"encode expects a str such as '12+34|', got {type(text).__name__}")
+    bad = sorted(set(text) - set(_ID))
+    if bad:
+        raise ValueError(f"text {text[:40]!r} has characters {bad} outside the vocabulary {VOCAB!r}; "
+                         "write problems with digits and the markers + = | ; > $ only")
+    return torch.tensor([_ID[ch] for ch in text], dtype=torch.long)
+
+
+def decode(ids) -> str:
+    """The text of a sequence of ids (tensor or list). Introduced in notebook 13_reasoning_distillation."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    if any(not 0 <= int(i) < len(VOCAB) for i in ids):
+        raise ValueError(f"ids must lie in 0..{len(VOCAB) - 1} (the vocabulary {VOCAB!r}), got {ids[:20]}")
+    return "".join(VOCAB[int(i)] for i in ids)
+
+
+def _digits(digits) -> list[int]:
+    values = [digits] if isinstance(digits, int) else list(digits)
+    if not values or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in values):
+        raise ValueError(f"digits={digits!r}: use an int >= 1 or a list of them, e.g. 4 or [1, 2, 3, 4]")
+    return values
+
+
+def make_problems(n: int, digits, seed: int = 0, exclude=()) -> list[tuple[int, int]]:
+    """`n` distinct problems (a, b), both with d digits, d drawn from `digits`; none in `exclude`. Notebook 13.
+
+    d = 1 allows 0..9; longer numbers have a non-zero first digit. Raises if `n` distinct problems do not
+    exist (e.g. more than 100 one-digit problems).
+    """
+    values = _digits(digits)
+    room = sum(81 * 100 ** (d - 1) if d > 1 else 100 for d in set(values))
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= room - len(exclude):
+        raise ValueError(f"n={n!r}: use an int in 0..{room - len(exclude)} (distinct problems with {values} digits, "
+                         f"minus {len(exclude)} excluded)")
+    rng, taken, out = random.Random(seed), set(exclude), []
+    while len(out) < n:
+        d = rng.choice(values)
+        low = 0 if d == 1 else 10 ** (d - 1)
+        pair = (rng.randrange(low, 10 ** d), rng.randrange(low, 10 ** d))
+        if pair not in taken:
+            taken.add(pair)
+            out.append(pair)
+    return out
+
+
+def _check_pair(a, b) -> tuple[str, str]:
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in (a, b)):
+        raise ValueError(f"a={a!r}, b={b!r}: use non-negative ints")
+    sa, sb = str(a), str(b)
+    if len(sa) != len(sb):
+        raise ValueError(f"a={a} and b={b} have {len(sa)} and {len(sb)} digits; the task adds numbers of equal length")
+    return sa, sb
+
+
+def trace(a: int, b: int) -> str:
+    """The scratchpad: per digit, least significant first, 'x+y+carry=ss;'. Notebook 13_reasoning_distillation."""
+    sa, sb = _check_pair(a, b)
+    steps, carry = [], 0
+    for x, y in zip(reversed(sa), reversed(sb)):
+        total = int(x) + int(y) + carry
+        steps.append(f"{x}+{y}+{carry}={total:02d}{STEP}")
+        carry = total // 10
+    return "".join(steps)
+
+
+def prompt(a: int, b: int, with_trace: bool = True) -> str:
+    """What the model is given: 'a+b|' (then it writes its trace) or 'a+b>' (then the answer directly)."""
+    sa, sb = _check_pair(a, b)
+    return f"{sa}+{sb}{THINK if with_trace else ANSWER}"
+
+
+def example(a: int, b: int, with_trace: bool = True, answer: int | str | None = None) -> str:
+    """A whole training text: prompt, the true trace (if with_trace), answer (the true one by default), END."""
+    answer = a + b if answer is None else answer
+    body = trace(a, b) + ANSWER if with_trace else ""
+    return f"{prompt(a, b, with_trace)}{body}{answer}{END}"
+
+
+def completion_length(digits: int, with_trace: bool = True) -> int:
+    """Tokens after the prompt in a true text of d-digit operands (trace, '>', up to d+1 digits, '$')."""
+    return (9 * digits + 1 if with_trace else 0) + digits + 2
+
+
+def parse_answer(text: str) -> str | None:
+    """The final answer of a written text: the digits after the last '>' before the first '$', else None."""
+    if not isinstance(text, str):
+        raise ValueError(f"parse_answer expects the model's text (str), got {type(text).__name__}")
+    text = text.split(END, 1)[0]  # whatever comes after the end mark is not part of the answer
+    if ANSWER not in text:
+        return None
+    answer = text.rsplit(ANSWER, 1)[1]
+    return answer if answer.isdigit() else None
+
+
+def is_correct(text: str, a: int, b: int) -> bool:
+    """Exact match of the final answer (digits only, no leading zeros allowed) with a + b. Notebook 13."""
+    return parse_answer(text) == str(a + b)
+
+
+def exact_match(texts: Sequence[str], problems: Sequence[tuple[int, int]]) -> float:
+    """Share of texts whose final answer is exactly right. Introduced in notebook 13_reasoning_distillation."""
+    if len(texts) != len(problems) or not problems:
+        raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem (>= 1)")
+    return sum(is_correct(t, a, b) for t, (a, b) in zip(texts, problems)) / len(problems)
+
+
+def filter_correct(texts: Sequence[str], problems: Sequence[tuple[int, int]]) -> tuple[list[str], list[tuple]]:
+    """Rejection sampling: keep the texts (and their problems) whose final answer is right. Notebook 13."""
+    if len(texts) != len(problems):
+        raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem")
+    kept = [(t, p) for t, p in zip(texts, problems) if is_correct(t, *p)]
+    return [t for t, _ in kept], [p for _, p in kept]
+
+
+def _prompt_end(text: str) -> int:
+    """Index of the prompt's last character (the first '|' or '>')."""
+    marks = [i for i in (text.find(THINK), text.find(ANSWER)) if i >= 0]
+    if not marks:
+        raise ValueError(f"text {text[:40]!r} has no prompt mark '{THINK}' or '{ANSWER}'; build it with example()")
+    return min(marks)
+
+
+def encode_batch(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, mask) [B, L]: inputs, next-token targets (IGNORE where not taught) and the taught positions.
+
+    Texts are right-padded with PAD. mask[i, t] is True when y[i, t] lies after the prompt, up to and
+    including END (or the text's end): the trace and the answer. Notebook 13_reasoning_distillation.
+    """
+    if not texts:
+        raise ValueError("texts is empty; pass at least one text such as example(12, 34)")
+    length = max(len(t) for t in texts) - 1
+    x = torch.full((len(texts), length), _ID[PAD], dtype=torch.long)
+    y = torch.full((len(texts), length), IGNORE, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = encode(text)
+        start, stop = _prompt_end(text), (text.index(END) if END in text else len(text) - 1)
+        x[i, :len(ids) - 1] = ids[:-1]
+        y[i, start:stop] = ids[start + 1:stop + 1]
+    return x, y, y != IGNORE
+
+
+def masked_cross_entropy(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the taught positions only (a `train_lm` loss_fn). Notebook 13."""
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+
+
+def solve(model, problems: Sequence[tuple[int, int]], with_trace: bool = True, T: float | None = None,
+          generator: torch.Generator | None = None, batch_size: int = 512) -> list[str]:
+    """The model's texts for `problems` (prompt + what it wrote, cut after '$'). Notebook 13_reasoning_distillation.
+
+    Greedy when T is None, else sampled at temperature T. Problems are batched by digit count, so every
+    prompt in a batch has the same length; each gets the tokens a true completion needs.
+    """
+    out: list[str | None] = [None] * len(problems)
+    by_digits: dict[int, list[int]] = {}
+    for i, (a, b) in enumerate(problems):
+        by_digits.setdefault(len(_check_pair(a, b)[0]), []).append(i)
+    for d, rows in sorted(by_digits.items()):
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            ids = torch.stack([encode(prompt(*problems[i], with_trace)) for i in chunk])
+            n_new = min(completion_length(d, with_trace), model.context - ids.shape[1])
+            written = cached_generate(model, ids, n_new, T=T or 1.0, greedy=T is None, generator=generator)
+            for i, row in zip(chunk, written):
+                text = decode(row)
+                out[i] = text.split(END, 1)[0] + END if END in text else text
+    return out
