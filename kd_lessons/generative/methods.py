@@ -94,7 +94,7 @@ def _check_alpha(alpha) -> float:
 
 
 class TokenKD:
-    """Token-level KD: alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE, per position. Notebook 10_generative_kd."""
+    """Token-level KD: alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE per position. Notebook 10_generative_kd."""
 
     def __init__(self, teacher: nn.Module, T: float = 1.0, alpha: float = 1.0, meter: CostMeter | None = None):
         self.teacher, self.T, self.alpha = teacher, check_T(T), _check_alpha(alpha)
