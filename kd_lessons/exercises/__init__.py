@@ -7,6 +7,7 @@ modelled on the source articles' mistakes, summarised in docs/references.md.
 """
 from kd_lessons.exercises.caching import FixCachedLogits
 from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
+from kd_lessons.exercises.data_free import BNStatisticsLoss
 from kd_lessons.exercises.features import HintLoss, MakeHintRegressor
 from kd_lessons.exercises.generative import GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized
 from kd_lessons.exercises.generative_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
@@ -25,4 +26,5 @@ __all__ = [
     "DKDSplit", "RKDDistance", "MutualStep",
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
+    "BNStatisticsLoss",
 ]

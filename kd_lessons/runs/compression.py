@@ -1,0 +1,163 @@
+"""KD in the compression toolbox: a distilled student, then int8 quantization and magnitude pruning, measured.
+
+Introduced in notebook 14_compression_toolbox. Distillation changes the architecture (fewer, narrower
+layers); dynamic int8 quantization stores the Linear weights in 8 bits and quantizes activations on the
+fly; unstructured magnitude pruning zeroes the smallest weights. The three compose. `compare` measures
+teacher and students side by side in one run, as `runs.deploy.model_table` does, and adds what that
+table cannot see: int8 models (no nn.Linear, no parameters), pruned weights stored sparse, zero weights.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from kd_lessons import config
+from kd_lessons.models import MLPStudent, count_params, measure_latency, size_on_disk
+from kd_lessons.objectives import HintonKD
+from kd_lessons.teachers import cached_logits
+from kd_lessons.train import TrainOptions, distill, evaluate
+
+__all__ = ["recipe", "make_student", "distilled_student", "quantize_int8", "prune_magnitude", "zero_fraction",
+           "sparse_size_on_disk", "make_permanent", "compare"]
+
+
+def recipe() -> dict:
+    """The lesson's budget in the current mode. Notebook 14_compression_toolbox."""
+    return {"hidden": (400, 400), "num_epochs": config.pick(4, 1), "n_train": config.pick(None, 5000), "lr": 3e-3,
+            "batch_size": 128, "T": 4.0, "alpha": 0.9, "prune_amount": 0.8, "finetune_epochs": config.pick(1, 1)}
+
+
+def make_student(rec: dict) -> MLPStudent:
+    """The student: an MLP, because dynamic int8 quantization (and most of the bytes) live in Linear layers."""
+    return MLPStudent(hidden=rec["hidden"])
+
+
+def distilled_student(teacher: nn.Module, data: dict, rec: dict, seed: int = 0, student: nn.Module | None = None,
+                      num_epochs: int | None = None) -> nn.Module:
+    """Distil `student` (default: a new make_student) from `teacher` with Hinton's loss on data["x"]. Notebook 14.
+
+    The teacher's logits are computed once and cached on disk. Passing a pruned student fine-tunes it:
+    torch's pruning hooks keep its zeros at zero while it trains.
+    """
+    config.seed_everything(seed)
+    student = make_student(rec) if student is None else student
+    logits = cached_logits(teacher, data["x"])
+    distill(student, data["x"], data["y"], logits, HintonKD(rec["T"], rec["alpha"]),
+            num_epochs=num_epochs or rec["num_epochs"], lr=rec["lr"], batch_size=rec["batch_size"], seed=seed,
+            options=TrainOptions(progress=True))
+    return student.eval()
+
+
+def quantize_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """(a dynamic-int8 copy of model's Linear layers, the warnings torch raised doing it). Notebook 14.
+
+    torch 2.14 still ships `torch.ao.quantization.quantize_dynamic` but marks it deprecated in favour
+    of the separate torchao package (`quantize_` with `Int8DynamicActivationInt8WeightConfig`), which this
+    course does not install; the warnings are returned so the lesson can show them instead of hiding them.
+    The copy runs on the CPU (these int8 kernels are CPU kernels); the caller's model is not changed.
+    """
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer, so dynamic int8 quantization would change "
+                         "nothing; quantize an MLP student (or a model with Linear layers)")
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - a future torch without it
+        raise ValueError("this torch has no torch.ao.quantization.quantize_dynamic; install torchao and use "
+                         "torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())") from exc
+    source = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantized = quantize_dynamic(source, {nn.Linear}, dtype=torch.qint8)
+    messages = sorted({str(w.message).strip().splitlines()[0] for w in caught})
+    return quantized.eval(), messages
+
+
+def prune_magnitude(model: nn.Module, amount: float) -> nn.Module:
+    """A copy of model with the `amount` smallest |weights| of every Linear/Conv2d layer set to zero. Notebook 14.
+
+    Uses torch.nn.utils.prune (L1 unstructured, per layer), keeps the mask while you fine-tune the copy
+    (prune's forward pre-hook), and `prune.remove` later makes the zeros permanent in a plain dense tensor.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 < float(amount) < 1.0:
+        raise ValueError(f"amount={amount!r}: pass the fraction of weights to zero, a number in (0, 1) such as 0.8")
+    pruned = copy.deepcopy(model)
+    layers = [m for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer to prune")
+    for m in layers:
+        prune.l1_unstructured(m, name="weight", amount=float(amount))
+    return pruned
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold the pruning masks into the weights (prune.remove), leaving ordinary dense tensors with zeros."""
+    for m in model.modules():
+        if prune.is_pruned(m) and hasattr(m, "weight_orig"):
+            prune.remove(m, "weight")
+    return model
+
+
+def zero_fraction(model: nn.Module) -> float:
+    """Share of exactly-zero entries among the Linear/Conv2d weights (0 for an unpruned model)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not weights:
+        return float("nan")
+    total = sum(w.numel() for w in weights)
+    return float(sum(int((w == 0).sum()) for w in weights) / total)
+
+
+def sparse_size_on_disk(model: nn.Module) -> int:
+    """Bytes of the state_dict with every weight matrix stored sparse (CSR: values + int32 indices). Notebook 14.
+
+    What unstructured pruning buys on disk only when the file is written this way; a dense state_dict
+    (models.size_on_disk) stores a zero in as many bytes as any other float.
+    """
+    state = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": only saving here
+        for name, t in model.state_dict().items():
+            if name.endswith("weight") and t.dim() == 2 and t.is_floating_point():
+                csr = t.to_sparse_csr()
+                t = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(), t.shape)
+            state[name] = t
+        buf = io.BytesIO()
+        torch.save(state, buf)
+    return buf.getbuffer().nbytes
+
+
+def compare(models: dict[str, nn.Module], data: dict, repeats: int = 20, rounds: int = 5,
+            batch_sizes=(1, 256)) -> pd.DataFrame:
+    """Parameters, bytes (dense and sparse-stored), zero weights, test errors and latency of every model,
+    measured side by side on the CPU in one run. Notebook 14_compression_toolbox.
+
+    Like runs.deploy.model_table (latency: the fastest of `rounds` interleaved medians of `repeats` calls),
+    but it also handles int8 models: their layers are not nn.Linear and hold no nn.Parameter, so the
+    parameter count of "<name> int8" is that of "<name>" (same weights, 8 bits each) when both are given.
+    """
+    if not models:
+        raise ValueError("models is empty; pass e.g. {'teacher': teacher, 'student': student}")
+    rows = {}
+    for name, model in models.items():
+        quantized = not any(True for _ in model.parameters())
+        source = models.get(name.replace(" int8", "")) if quantized else model
+        result = evaluate(model, data["x_test"], data["y_test"], device="cpu")
+        rows[name] = {"params": count_params(source) if source is not None else float("nan"),
+                      "size_MB": size_on_disk(model) / 1e6,
+                      "sparse_MB": float("nan") if quantized else sparse_size_on_disk(model) / 1e6,
+                      "zero_weights": float("nan") if quantized else zero_fraction(model),
+                      "accuracy": result["accuracy"], "errors": result["errors"]}
+    for b in batch_sizes:
+        times = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, model in models.items():
+                times[name].append(measure_latency(model, (1, 28, 28), batch_size=b, device="cpu", repeats=repeats,
+                                                   warmup=2))
+        for name in models:
+            rows[name][f"latency_ms_b{b}"] = min(times[name])
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,0 +1,172 @@
+"""Data-free distillation measured: students distilled on DeepInversion images, noise, and real images.
+
+Introduced in notebook 12_data_free_kd. The teacher (the course's MNIST CNN, which has BatchNorm) is
+the only source of data: `synthetic_set` runs DeepInversion (kd_lessons.methods.data_free) once per
+recipe and caches the images, verified, under a lock. `compare` then trains the same CNN student with
+the same number of steps on each transfer set (`runs.students.train_students`); the teacher labels
+every (augmented) batch live, so no set's own labels are used except where a method says so.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import torch
+
+from kd_lessons import cache, config
+from kd_lessons.data import random_shift, stratified_subset
+from kd_lessons.methods.data_free import SynthesisOptions, gaussian_noise_like, synthesize
+from kd_lessons.models import CNNStudent
+from kd_lessons.objectives import UNLABELED, HintonKD
+from kd_lessons.runs.students import Method, StudentRuns, load_split, train_students
+
+__all__ = ["recipe", "make_student", "synthetic_set", "mix_and_shift", "transfer_sets", "compare",
+           "curve_over_images", "curve_over_steps", "grid_order", "SETS"]
+
+SETS = ("synthetic (DeepInversion)", "Gaussian noise", "real, same number", "real, small unlabeled",
+        "synthetic + small real")
+
+
+def recipe(**overrides) -> dict:
+    """The lesson's budget in the current mode (overrides replace keys). Notebook 12_data_free_kd."""
+    rec = {"dataset": "mnist", "n_images": config.pick(1024, 64), "seed": 0,
+           "synthesis": SynthesisOptions(steps=config.pick(200, 8), lr=0.25, batch_size=config.pick(256, 64)).as_dict(),
+           "snapshots": config.pick([50, 100], [4]), "student_width": 8, "student_steps": config.pick(400, 30),
+           "batch_size": 128, "lr": 3e-3, "T": 4.0, "n_small_real": config.pick(128, 32), "mode": config.mode()}
+    unknown = set(overrides) - set(rec)
+    if unknown:
+        raise ValueError(f"unknown recipe keys {sorted(unknown)}; use some of {sorted(rec)}")
+    return {**rec, **overrides}
+
+
+def make_student(rec: dict) -> CNNStudent:
+    """The student: the small CNN of notebook 05 (BatchNorm too, so it must live with the images' statistics)."""
+    return CNNStudent(width=rec["student_width"])
+
+
+def _key(teacher: torch.nn.Module, rec: dict) -> str:
+    parts = {k: rec[k] for k in ("dataset", "n_images", "seed", "synthesis", "snapshots")}
+    return f"deepinversion-{rec['dataset']}-{rec['mode']}-{cache.state_digest(teacher)}-{cache.key(parts)}.pt"
+
+
+def synthetic_set(teacher: torch.nn.Module, rec: dict, progress: bool = True) -> dict:
+    """DeepInversion images for rec["n_images"] balanced wanted classes, cached and verified. Notebook 12.
+
+    Returns synthesize()'s dict plus "seconds" (the time the synthesis took when it ran, even if loaded
+    from the cache now) and "cached" (True when this call loaded it).
+    """
+    path = cache.path("tensors", _key(teacher, rec))
+    meta = {"kind": "kd_lessons.deepinversion", "n_images": rec["n_images"]}
+
+    def fits(blob) -> bool:
+        return isinstance(blob, dict) and torch.is_tensor(blob.get("x")) and len(blob["x"]) == rec["n_images"]
+
+    blob = cache.load_or_none(path, meta, "cached DeepInversion images")
+    if not fits(blob):
+        with cache.lock(path, f"{rec['n_images']} DeepInversion images"):
+            blob = cache.load_or_none(path, meta, "cached DeepInversion images")  # built meanwhile by another process?
+            if not fits(blob):
+                y = torch.arange(rec["n_images"]) % 10
+                start = time.perf_counter()
+                blob = synthesize(teacher, y, options=SynthesisOptions(**rec["synthesis"]), seed=rec["seed"],
+                                  progress=progress, snapshots=rec["snapshots"])
+                blob["seconds"] = time.perf_counter() - start
+                blob["threads"] = torch.get_num_threads()
+                cache.save_verified(blob, path, meta)
+                return {**blob, "cached": False}
+    return {**blob, "cached": True}
+
+
+def mix_and_shift(xb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment a transfer batch: mix each image with another one (random weight), then shift by +-2 pixels.
+
+    Introduced in notebook 12_data_free_kd. The teacher labels every mixed image live, so each epoch
+    brings new inputs between the classes, where its soft labels carry the most information.
+    """
+    perm = torch.randperm(len(xb), generator=generator).to(xb.device)
+    lam = torch.rand(len(xb), 1, 1, 1, generator=generator).to(xb.device)
+    return random_shift(lam * xb + (1 - lam) * xb[perm], generator=generator)
+
+
+def transfer_sets(teacher: torch.nn.Module, rec: dict, data: dict, progress: bool = True) -> dict:
+    """name -> (x, y) for each transfer set of the comparison (SETS); y is UNLABELED except for the labelled real set."""
+    n = rec["n_images"]
+    synthetic = synthetic_set(teacher, rec, progress)
+    real_x, real_y = stratified_subset(data["x"], data["y"], n, seed=rec["seed"])
+    small_x, _ = stratified_subset(data["x"], data["y"], rec["n_small_real"], seed=rec["seed"] + 1)
+    unlabeled = torch.full((n,), UNLABELED, dtype=torch.long)
+    return {SETS[0]: (synthetic["x"], unlabeled), SETS[1]: (gaussian_noise_like(n, seed=rec["seed"]), unlabeled),
+            SETS[2]: (real_x, real_y), SETS[3]: (small_x, torch.full((len(small_x),), UNLABELED, dtype=torch.long)),
+            SETS[4]: (torch.cat([synthetic["x"], small_x]), torch.full((n + len(small_x),), UNLABELED, dtype=torch.long))}
+
+
+def _train(teacher, rec: dict, data: dict, sets: dict, seeds, augment=mix_and_shift, alpha: float = 0.9) -> StudentRuns:
+    """One student per (set, seed), all with rec["student_steps"] steps; HintonKD (labels only where y >= 0)."""
+    methods = {name: Method(HintonKD(rec["T"], alpha), x, y) for name, (x, y) in sets.items()}
+    return train_students(lambda: make_student(rec), data, methods, seeds, teacher=teacher, lr=rec["lr"],
+                          batch_size=rec["batch_size"], augment=augment, steps=rec["student_steps"])
+
+
+def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS, augment=mix_and_shift) -> StudentRuns:
+    """Students on each transfer set (or `names`), per seed, same steps and augmentation. Notebook 12_data_free_kd.
+
+    The labelled real set (the upper bound) adds the cross-entropy with its true labels (alpha = 0.9); the
+    others learn from the teacher alone.
+    """
+    unknown = set(names) - set(SETS)
+    if unknown:
+        raise ValueError(f"unknown transfer sets {sorted(unknown)}; use some of {list(SETS)}")
+    data = load_split(rec["dataset"])
+    sets = transfer_sets(teacher, rec, data)
+    return _train(teacher, rec, data, {k: sets[k] for k in names}, seeds, augment)
+
+
+def curve_over_images(teacher: torch.nn.Module, rec: dict, sizes, seed: int = 0,
+                      augment=mix_and_shift) -> pd.DataFrame:
+    """Student test errors against the number of synthetic (and, beside them, real) images. Notebook 12.
+
+    Nested subsets: the first n images of the cached synthetic set (balanced, since classes cycle) and a
+    class-balanced subset of n real training images labelled by the teacher only, each student with the
+    same number of steps.
+    """
+    data = load_split(rec["dataset"])
+    synthetic = synthetic_set(teacher, rec)
+    rows = []
+    for n in sizes:
+        if not 10 <= n <= rec["n_images"]:
+            raise ValueError(f"size {n}: use sizes between 10 and the synthetic set's {rec['n_images']} images")
+        real_x, _ = stratified_subset(data["x"], data["y"], n, seed=rec["seed"])
+        unlabeled = torch.full((n,), UNLABELED, dtype=torch.long)
+        sets = {"synthetic": (synthetic["x"][:n], unlabeled), "real (teacher labels only)": (real_x, unlabeled)}
+        table = _train(teacher, rec, data, sets, [seed], augment).table
+        rows += [{"images": n, **row} for row in table.to_dict("records")]
+    return pd.DataFrame(rows)
+
+
+def curve_over_steps(teacher: torch.nn.Module, rec: dict, seed: int = 0, augment=mix_and_shift) -> pd.DataFrame:
+    """Student test errors on DeepInversion's intermediate images (the cached snapshots). Notebook 12_data_free_kd.
+
+    Step 0 (Gaussian noise) and the final images are the comparison's own runs (`compare`, same seed).
+    """
+    data = load_split(rec["dataset"])
+    synthetic = synthetic_set(teacher, rec)
+    unlabeled = torch.full((rec["n_images"],), UNLABELED, dtype=torch.long)
+    rows = []
+    for steps, x in sorted(synthetic["snapshots"].items()):
+        table = _train(teacher, rec, data, {f"after {steps} steps": (x, unlabeled)}, [seed], augment).table
+        rows += [{"synthesis_steps": steps, **row} for row in table.to_dict("records")]
+    return pd.DataFrame(rows)
+
+
+
+def grid_order(y: torch.Tensor, per_class: int = 6) -> torch.Tensor:
+    """Indices that lay images out one class per column, `per_class` rows (for plots.image_grid, ncols=10).
+
+    Introduced in notebook 12_data_free_kd.
+    """
+    classes = sorted(int(c) for c in torch.unique(y))
+    columns = [(y == c).nonzero().flatten()[:per_class] for c in classes]
+    if not classes or per_class < 1 or min(len(c) for c in columns) < per_class:
+        raise ValueError(f"need at least per_class={per_class} images of every class; got counts "
+                         f"{[len(c) for c in columns]}")
+    return torch.stack(columns, dim=1).flatten()
