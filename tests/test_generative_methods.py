@@ -257,3 +257,21 @@ def test_bad_input_is_explained():
         gm.TopKKD(pool, 5, 2)
     with pytest.raises(ValueError, match="needs its own batches"):
         gm.TopKKD(pool, 2, 2)(model(0), *batch())
+
+
+def test_cached_transfer_corpus_is_written_once_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    data, t = torch.arange(200) % V, model(1)
+    first = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+    assert not first["from_cache"]
+    files = list(tmp_path.rglob("transfer-corpus-*.pt"))
+    assert len(files) == 1
+    again = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+    assert again["from_cache"] and torch.equal(again["ids"], first["ids"])
+    assert again["meter"] == first["meter"]
+    files[0].write_bytes(b"corrupt")
+    with pytest.warns(UserWarning, match="sha256|corrupt"):
+        rebuilt = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+    assert not rebuilt["from_cache"] and torch.equal(rebuilt["ids"], first["ids"])
+    other = gm.cached_transfer_corpus(model(2), data, 5, 4, L, seed=2, progress=False)  # another teacher
+    assert not other["from_cache"] and len(list(tmp_path.rglob("transfer-corpus-*.pt"))) == 2

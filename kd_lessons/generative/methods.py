@@ -6,8 +6,9 @@ the data changes, a `batch_fn(generator) -> (x, y)`), so all methods share `lm.t
 - `scratch_loss`: next-character cross-entropy on the corpus (targets -100 are skipped);
 - `TokenKD`: per-position forward KL to the teacher's next-character distribution at T, mixed with the
   cross-entropy by alpha (word-level KD, Kim & Rush, EMNLP 2016; Hinton et al., 2015);
-- `transfer_corpus` + `SequenceKD`: sequence-level KD (Kim & Rush, EMNLP 2016): the teacher (eval mode,
-  no grad) continues corpus prompts once, and the student trains with cross-entropy on that text;
+- `transfer_corpus` (`cached_transfer_corpus`: written once, verified) + `SequenceKD`: sequence-level KD (Kim &
+  Rush, EMNLP 2016): the teacher (eval mode, no grad) continues corpus prompts once, and the student trains with
+  cross-entropy on that text;
 - `OnPolicyKD`: with probability lam the student samples continuations of the batch's prompts and the
   teacher scores every position (GKD, Agarwal et al., ICLR 2024, loss generalized JSD(beta)); with
   divergence="reverse" it is the per-token reverse KL on student samples of GKD's reverse-KL variant.
@@ -27,12 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from kd_lessons import cache
 from kd_lessons.generative.divergences import forward_kl, generalized_jsd, reverse_kl, topk_kd_loss
 from kd_lessons.generative.text import sample_windows
 from kd_lessons.generative.transformer import generate
 from kd_lessons.losses import check_T
 
-__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus", "SequenceKD",
+__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus", "cached_transfer_corpus",
+           "SequenceKD",
            "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
 
 IGNORE = -100  # a target that cross-entropy skips (prompt positions of teacher-generated text)
@@ -139,6 +142,30 @@ def transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, pr
         meter.teacher_generation_positions += _generation_positions(batch.shape[0], prompt_len, num_tokens,
                                                                     teacher.context)
     return {"ids": torch.cat(rows), "prompt_len": prompt_len, "T": T, "greedy": greedy, "meter": meter}
+
+
+def cached_transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, prompt_len: int, length: int,
+                           T: float = 1.0, greedy: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """`transfer_corpus`, written once per teacher and settings (verified file, built under cache.lock). Notebook 10.
+
+    Keyed by the teacher's weights, the data and the settings; "from_cache" says whether it was loaded. The
+    meter keeps the counts of the generation that made the file.
+    """
+    settings = {"teacher": cache.state_digest(teacher), "data": cache.tensor_digest(data), "n": n_sequences,
+                "prompt_len": prompt_len, "length": length, "T": T, "greedy": greedy, "seed": seed}
+    path = cache.path("tensors", f"transfer-corpus-{cache.key(settings)}.pt")
+    meta, what = {"kind": "kd_lessons.transfer_corpus", "key": cache.key(settings)}, "the teacher's transfer corpus"
+    blob = cache.load_or_none(path, meta, what)
+    if blob is None:
+        with cache.lock(path, what):
+            blob = cache.load_or_none(path, meta, what)  # another process may have just written it
+            if blob is None:
+                out = transfer_corpus(teacher, data, n_sequences, prompt_len, length, T, greedy, seed,
+                                      progress=progress)
+                blob = {**out, "meter": out["meter"].as_dict()}
+                cache.save_verified(blob, path, meta)
+                return {**out, "from_cache": False}
+    return {**blob, "meter": CostMeter(**blob["meter"]), "from_cache": True}
 
 
 class SequenceKD:
