@@ -34,8 +34,8 @@ from kd_lessons.generative.text import sample_windows
 from kd_lessons.generative.transformer import generate
 from kd_lessons.losses import check_T
 
-__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus", "cached_transfer_corpus",
-           "SequenceKD",
+__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus",
+           "cached_transfer_corpus", "SequenceKD",
            "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
 
 IGNORE = -100  # a target that cross-entropy skips (prompt positions of teacher-generated text)
