@@ -87,6 +87,15 @@ Q57 | - | - | What is "Distilling step-by-step" (Hsieh et al., 2023)?
 Q58 | - | - | How does a speculative-decoding drafter relate to distillation?
 Q59 | - | - | How do you evaluate a distilled language model?
 Q60 | - | - | A token-level KD loss for an LLM trains nothing or behaves oddly: which bugs do you check first?
+## data-free distillation and compression
+Q61 | 003 FAQ Q2 | 如何进行无监督蒸馏？ | Data-free KD: where does the transfer set come from, and why do BatchNorm statistics
+    carry information about the training data?
+Q62 | - | - | What does DeepInversion optimise, and what is each term of its loss for?
+Q63 | - | - | What are the failure modes of a synthetic transfer set, and what helps against each?
+Q64 | - | - | The teacher agrees with the wanted class on 99% of your synthetic images. Is the transfer set good?
+Q65 | 001 FAQ Q1; 003 FAQ Q4 | 知识蒸馏与传统的模型压缩方法（剪枝、量化）有什么区别？ |
+    KD, quantization, pruning: what does each shrink, and in which order do you combine them?
+Q66 | - | - | Why does unstructured pruning not make a dense model smaller or faster, and when is int8 not faster?
 """
 
 
