@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from kd_lessons.generative.kv_cache import cached_generate
 
 __all__ = ["VOCAB", "PAD", "THINK", "STEP", "ANSWER", "END", "encode", "decode", "make_problems", "trace",
-           "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "encode_batch",
+           "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "KINDS", "classify", "encode_batch",
            "masked_cross_entropy", "completion_length", "solve"]
 
 PAD, THINK, STEP, ANSWER, END = ".", "|", ";", ">", "$"
@@ -146,6 +146,20 @@ def filter_correct(texts: Sequence[str], problems: Sequence[tuple[int, int]]) ->
         raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem")
     kept = [(t, p) for t, p in zip(texts, problems) if is_correct(t, *p)]
     return [t for t, _ in kept], [p for _, p in kept]
+
+
+KINDS = ("right", "right answer, a wrong step", "right steps, wrong answer", "wrong steps and answer", "no answer")
+
+
+def classify(text: str, a: int, b: int) -> str:
+    """Which kind of text this is (one of KINDS): what rejection sampling keeps and drops. Notebook 13."""
+    answer_right = is_correct(text, a, b)
+    if parse_answer(text) is None:
+        return KINDS[4]
+    steps_right = trace(a, b) + ANSWER in text
+    if answer_right:
+        return KINDS[0] if steps_right else KINDS[1]
+    return KINDS[2] if steps_right else KINDS[3]
 
 
 def _prompt_end(text: str) -> int:

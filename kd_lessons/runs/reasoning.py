@@ -1,0 +1,297 @@
+"""Reasoning distillation on the addition task: a cached teacher, five kinds of students, and the traces curve.
+
+Introduced in notebook 13_reasoning_distillation. `get_reasoning_teacher()` trains a CharTransformer on
+true scratchpad traces once and caches it (verified checkpoint, built under cache.lock with
+check-lock-check, like generative.zoo). `teacher_data` lets it write traces for the students' problems;
+`train_student` teaches one student by one of METHODS (same student, same steps, same batch size for
+all); `compare` runs every method over seeds and `traces_curve` varies the number of teacher traces.
+Accuracy is exact match of the final answer, on held-out problems of the longest trained length and on
+longer operands than any in training.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kd_lessons import cache, config
+from kd_lessons.cache import CorruptFileError
+from kd_lessons.generative import reasoning as task
+from kd_lessons.generative.divergences import forward_kl
+from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.transformer import CharTransformer
+from kd_lessons.models import count_params
+
+__all__ = ["METHODS", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data", "TextBatches",
+           "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize",
+           "plot_methods", "plot_curve"]
+
+# What each student learns from (the letters of issue 17); all but the first two write a trace first.
+METHODS = {"answers": "a: true answers only", "teacher answers": "b: the teacher's answers only",
+           "teacher traces": "c: the teacher's traces + answers (hard CoT distillation)",
+           "soft KD traces": "d: token-level soft KD on the teacher's traces",
+           "filtered traces": "e: teacher traces whose answer is right (rejection sampling)"}
+WITH_TRACE = {"answers": False, "teacher answers": False, "teacher traces": True, "soft KD traces": True,
+              "filtered traces": True}
+
+
+def recipe() -> dict:
+    """Task sizes, teacher, students and budgets of the current mode. Notebook 13_reasoning_distillation."""
+    return {"task": "addition-scratchpad-v1", "digits": config.pick(3, 2), "longer": config.pick(4, 3),
+            "teacher_problems": config.pick(20_000, 2_000), "teacher_arch": config.pick((64, 2, 4), (32, 2, 2)),
+            "teacher_steps": config.pick(600, 300), "teacher_lr": config.pick(3e-3, 1e-2),
+            "student_arch": config.pick((32, 2, 2), (16, 1, 2)), "student_steps": config.pick(400, 100), "student_lr": 1e-2, "n_traces": config.pick(4000, 300),
+            "trace_T": 1.0, "kd_T": 1.0, "batch_size": 64, "n_eval": config.pick(500, 100), "context": 64, "seed": 0}
+
+
+def problem_sets(rec: dict) -> dict:
+    """Disjoint problem lists: teacher_train, student (the prompts the teacher answers), held_out, longer."""
+    lengths = list(range(1, rec["digits"] + 1))
+    teacher_train = task.make_problems(rec["teacher_problems"], lengths, seed=rec["seed"])
+    student = task.make_problems(rec["n_traces"], lengths, seed=rec["seed"] + 1, exclude=set(teacher_train))
+    seen = set(teacher_train) | set(student)
+    return {"teacher_train": teacher_train, "student": student,
+            "held_out": task.make_problems(rec["n_eval"], rec["digits"], seed=rec["seed"] + 2, exclude=seen),
+            "longer": task.make_problems(rec["n_eval"], rec["longer"], seed=rec["seed"] + 3)}
+
+
+class TextBatches:
+    """batch_fn for train_lm: random batches of encoded texts, cut to their longest taught position."""
+
+    def __init__(self, texts, batch_size: int, teacher_logits: torch.Tensor | None = None):
+        self.x, self.y, mask = task.encode_batch(texts)
+        self.last = mask.cumsum(1).argmax(1)  # each row's last taught position
+        self.batch_size, self.teacher_logits, self.idx, self.length = batch_size, teacher_logits, None, 0
+
+    def __call__(self, generator: torch.Generator):
+        self.idx = torch.randint(0, len(self.x), (self.batch_size,), generator=generator)
+        self.length = int(self.last[self.idx].max()) + 1
+        return self.x[self.idx, :self.length], self.y[self.idx, :self.length]
+
+    def soft_kd_loss(self, T: float):
+        """loss_fn: T^2 * forward KL to the teacher's next-token distribution on the taught positions."""
+        def loss_fn(model, x, y):
+            teacher_logits = self.teacher_logits[self.idx, :self.length].to(x.device)
+            return T**2 * forward_kl(model(x), teacher_logits, T=T, mask=y != task.IGNORE)
+        return loss_fn
+
+
+def _model(arch, context: int) -> CharTransformer:
+    d_model, n_layers, n_heads = arch
+    return CharTransformer(len(task.VOCAB), d_model, n_layers, n_heads, context, dropout=0.0)
+
+
+def make_student(rec: dict, seed: int) -> CharTransformer:
+    """An untrained student of the recipe's (smaller) size, seeded. Notebook 13_reasoning_distillation."""
+    torch.manual_seed(seed)
+    return _model(rec["student_arch"], rec["context"])
+
+
+def accuracy(model, problems, with_trace: bool) -> float:
+    """Exact-match accuracy of greedy answers. Introduced in notebook 13_reasoning_distillation."""
+    return task.exact_match(task.solve(model, problems, with_trace), problems)
+
+
+def checkpoint_path(rec: dict | None = None) -> Path:
+    """Where the recipe's teacher is cached (kind "teachers")."""
+    rec = rec or recipe()
+    return cache.path("teachers", f"reasoning-addition-{config.mode()}-{cache.key(rec)}.pt")
+
+
+def _meta(rec: dict) -> dict:
+    return {"recipe_hash": cache.key(rec), "kind": "kd_lessons.reasoning_teacher"}
+
+
+def _load(path: Path, rec: dict, quiet: bool):
+    if not path.exists():
+        return None
+    try:
+        blob = cache.load_verified(path, _meta(rec))
+        teacher = _model(rec["teacher_arch"], rec["context"])
+        teacher.load_state_dict(blob["state_dict"])
+        return teacher, dict(blob["info"])
+    except (CorruptFileError, FileNotFoundError, RuntimeError, KeyError, TypeError) as exc:
+        if not quiet:
+            warnings.warn(f"reasoning teacher {path} is unusable and will be retrained: {type(exc).__name__}: {exc}",
+                          cache.CacheWarning, stacklevel=3)
+        return None
+
+
+def _train_teacher(rec: dict, device, progress: bool):
+    sets = problem_sets(rec)
+    torch.manual_seed(rec["seed"])
+    teacher = _model(rec["teacher_arch"], rec["context"])
+    batches = TextBatches([task.example(a, b) for a, b in sets["teacher_train"]], rec["batch_size"])
+    history = train_lm(teacher, None, rec["teacher_steps"], lr=rec["teacher_lr"], batch_fn=batches, seed=rec["seed"],
+                       loss_fn=task.masked_cross_entropy, device=device, progress=progress,
+                       desc=f"reasoning teacher ({config.mode()})")
+    teacher.eval()
+    info = {"params": count_params(teacher), "train_seconds": round(history["seconds"], 1),
+            "steps": rec["teacher_steps"], "history": {k: history[k] for k in ("step", "train_loss")},
+            "held_out": accuracy(teacher, sets["held_out"], True), "longer": accuracy(teacher, sets["longer"], True),
+            "example": task.solve(teacher, sets["held_out"][:1])[0], "device": str(device), "recipe": rec}
+    return teacher, info
+
+
+def get_reasoning_teacher(device=None, retrain: bool = False, recipe_override: dict | None = None,
+                          progress: bool = True) -> tuple[CharTransformer, dict]:
+    """(teacher in eval mode, info), from the verified cache or trained now. Notebook 13_reasoning_distillation.
+
+    info: params, train_seconds, steps, history, held_out and longer (greedy exact match), example, recipe.
+    """
+    device = torch.device(device) if device is not None else config.get_device()
+    rec = {**recipe(), **(recipe_override or {})}
+    path = checkpoint_path(rec)
+    loaded = None if retrain else _load(path, rec, quiet=True)
+    if loaded is None:
+        with cache.lock(path, "the reasoning teacher"):
+            loaded = None if retrain else _load(path, rec, quiet=False)  # another process may have built it
+            if loaded is None:
+                teacher, info = _train_teacher(rec, device, progress)
+                state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
+                cache.save_verified({"state_dict": state, "info": info}, path, {**_meta(rec), "held_out": info["held_out"]})
+                loaded = teacher, info
+    teacher, info = loaded
+    return teacher.to(device).eval(), info
+
+
+def teacher_data(teacher, problems, rec: dict, texts=None) -> dict:
+    """What the students learn from: the teacher's sampled texts (at trace_T), its logits on them, answers.
+
+    Returns texts (one per problem), logits [N, L, V] on encode_batch(texts)'s inputs, answers (texts
+    for 'a+b>answer$', only where the teacher wrote an answer) and right (is each final answer right).
+    `texts` replaces the sampled traces (e.g. traces from elsewhere, scored by this teacher).
+    """
+    if texts is None:
+        generator = torch.Generator().manual_seed(rec["seed"])
+        texts = task.solve(teacher, problems, True, T=rec["trace_T"], generator=generator)
+    elif len(texts) != len(problems):
+        raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem")
+    x, _, _ = task.encode_batch(texts)
+    device = next(teacher.parameters()).device
+    with torch.no_grad():
+        logits = torch.cat([teacher(x[i:i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
+    answers = [f"{task.prompt(a, b, False)}{task.parse_answer(t)}{task.END}" for t, (a, b) in zip(texts, problems)
+               if task.parse_answer(t) is not None]
+    return {"texts": texts, "logits": logits, "answers": answers, "problems": list(problems),
+            "right": [task.is_correct(t, a, b) for t, (a, b) in zip(texts, problems)]}
+
+
+def _nonempty(texts: list, what: str) -> list:
+    if not texts:
+        raise ValueError(f"none of the teacher's texts {what}, so this student has nothing to learn from; train "
+                         "the teacher longer (recipe teacher_steps) or give it more problems (n_traces)")
+    return texts
+
+
+def _method_batches(method: str, data: dict, rec: dict, n: int | None) -> TextBatches:
+    problems, texts = data["problems"][:n], data["texts"][:n]
+    if method == "answers":
+        return TextBatches([task.example(a, b, with_trace=False) for a, b in problems], rec["batch_size"])
+    if method == "teacher answers":
+        return TextBatches(_nonempty(data["answers"][:n], "wrote no answer"), rec["batch_size"])
+    if method == "teacher traces":
+        return TextBatches(texts, rec["batch_size"])
+    if method == "soft KD traces":
+        return TextBatches(texts, rec["batch_size"], data["logits"][:n])
+    if method == "filtered traces":
+        return TextBatches(_nonempty(task.filter_correct(texts, problems)[0], "has a right answer"), rec["batch_size"])
+    raise ValueError(f"method={method!r}: use one of {list(METHODS)}")
+
+
+def train_student(method: str, data: dict, rec: dict, seed: int, n: int | None = None, device=None,
+                  progress: bool = False) -> tuple[CharTransformer, dict]:
+    """One student taught by `method` from the first `n` problems' data. Notebook 13_reasoning_distillation."""
+    batches = _method_batches(method, data, rec, n)
+    loss_fn = batches.soft_kd_loss(rec["kd_T"]) if method == "soft KD traces" else task.masked_cross_entropy
+    student = make_student(rec, seed)
+    history = train_lm(student, None, rec["student_steps"], lr=rec["student_lr"], batch_fn=batches, loss_fn=loss_fn,
+                       seed=seed, device=device, progress=progress, desc=method)
+    return student.eval(), {"examples": len(batches.x), "seconds": history["seconds"]}
+
+
+def compare(data: dict, sets: dict, rec: dict, seeds, methods=None, device=None) -> pd.DataFrame:
+    """Every method x seed: held-out and longer-operand exact match. Notebook 13_reasoning_distillation."""
+    methods = list(methods or METHODS)
+    rows = []
+    for method in tqdm(methods, desc="methods"):
+        for seed in seeds:
+            student, info = train_student(method, data, rec, seed, device=device)
+            start = time.perf_counter()
+            rows.append({"method": method, "seed": seed, "examples": info["examples"],
+                         "held_out": accuracy(student, sets["held_out"], WITH_TRACE[method]),
+                         "longer": accuracy(student, sets["longer"], WITH_TRACE[method]),
+                         "train_seconds": info["seconds"], "eval_seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
+def traces_curve(data: dict, sets: dict, rec: dict, seeds, sizes, method: str = "teacher traces",
+                 device=None) -> pd.DataFrame:
+    """Held-out exact match against the number of teacher traces the student sees. Notebook 13."""
+    if not sizes or any(not 1 <= n <= len(data["texts"]) for n in sizes):
+        raise ValueError(f"sizes={sizes!r}: use counts in 1..{len(data['texts'])} (the teacher's traces)")
+    rows = []
+    for n in tqdm(sizes, desc="traces"):
+        for seed in seeds:
+            student, info = train_student(method, data, rec, seed, n=n, device=device)
+            rows.append({"traces": n, "seed": seed, "examples": info["examples"],
+                         "held_out": accuracy(student, sets["held_out"], WITH_TRACE[method])})
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
+    """Mean and std over seeds of held-out (and longer-operand) exact match. Notebook 13_reasoning_distillation."""
+    columns = [c for c in ("held_out", "longer") if c in table]
+    if by not in table or not columns:
+        raise ValueError(f"pass compare(...) or traces_curve(...)'s table; got columns {list(table.columns)}")
+    g = table.groupby(by, sort=False)
+    out = {"seeds": g.size()}
+    for c in columns:
+        out[f"{c}_mean"], out[f"{c}_std"] = g[c].mean(), g[c].std()
+    return pd.DataFrame(out)
+
+
+def plot_methods(table: pd.DataFrame, teacher_accuracy: float | None = None):
+    """Bars per method (mean +- std, every seed as a dot), held-out and longer operands. Notebook 13."""
+    import matplotlib.pyplot as plt
+
+    stats = summarize(table)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    x = range(len(stats))
+    for shift, col, colour, label in ((-0.2, "held_out", "tab:blue", "held-out, trained length"),
+                                      (0.2, "longer", "tab:orange", "longer operands")):
+        ax.bar([i + shift for i in x], stats[f"{col}_mean"], 0.4, yerr=stats[f"{col}_std"].fillna(0), color=colour,
+               alpha=0.7, capsize=3, label=label)
+        for i, method in enumerate(stats.index):
+            values = table.loc[table["method"] == method, col]
+            ax.plot([i + shift] * len(values), values, "k.", ms=4)
+    if teacher_accuracy is not None:
+        ax.axhline(teacher_accuracy, color="grey", ls="--", lw=1, label="teacher (greedy), held-out")
+    ax.set_xticks(list(x), [METHODS[m].split(":")[0] + ": " + m for m in stats.index], rotation=15)
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(curve: pd.DataFrame, label: str = "teacher traces"):
+    """Held-out exact match against the number of teacher traces (mean +- std, seeds as dots). Notebook 13."""
+    import matplotlib.pyplot as plt
+
+    stats = summarize(curve, by="traces")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.errorbar(stats.index, stats["held_out_mean"], yerr=stats["held_out_std"].fillna(0), marker="o", capsize=3,
+                label=label)
+    ax.plot(curve["traces"], curve["held_out"], "k.", ms=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher traces sampled")
+    ax.set_ylabel("held-out exact match")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
