@@ -172,3 +172,14 @@ def test_solve_writes_one_text_per_problem_in_order(one_thread):
         len(str(p[0])))) for t, p in zip(texts, problems))
     answers_only = R.solve(model, problems, with_trace=False)
     assert all(t.startswith(R.prompt(*p, with_trace=False)) for t, p in zip(answers_only, problems))
+
+
+def test_classify_sorts_what_rejection_sampling_keeps_and_drops():
+    right = R.example(57, 68)
+    wrong_step = "25+25|5+5+0=10;2+2+1=06;>50$"
+    copy_slip = right.replace(">125$", ">135$")
+    assert [R.classify(t, *p) for t, p in [(right, (57, 68)), (wrong_step, (25, 25)), (copy_slip, (57, 68)),
+                                           ("25+25|5+5+0=11;>51$", (25, 25)), ("25+25|5+5+0=1", (25, 25))]] \
+        == list(R.KINDS)
+    kept, _ = R.filter_correct([right, wrong_step, copy_slip], [(57, 68), (25, 25), (57, 68)])
+    assert kept == [right, wrong_step]  # the filter keeps a right answer reached through a wrong step
