@@ -96,6 +96,13 @@ Q64 | - | - | The teacher agrees with the wanted class on 99% of your synthetic 
 Q65 | 001 FAQ Q1; 003 FAQ Q4 | 知识蒸馏与传统的模型压缩方法（剪枝、量化）有什么区别？ |
     KD, quantization, pruning: what does each shrink, and in which order do you combine them?
 Q66 | - | - | Why does unstructured pruning not make a dense model smaller or faster, and when is int8 not faster?
+## reasoning distillation
+Q67 | - | - | Chain-of-thought distillation on a teacher's traces vs token-level soft KD on the same traces: what
+    does each train on, and what does each need from the teacher?
+Q68 | - | - | What is rejection sampling of reasoning traces (STaR, R1's distillation data), and what does it miss?
+Q69 | - | - | Why can a student trained on a teacher's traces beat one trained on its answers, and when would
+    answers alone do?
+Q70 | - | - | What can a toy reasoning-distillation experiment not tell you about distilling a large reasoning model?
 """
 
 
