@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
-.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab gpu-check clean
+.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab gpu-check clean site load-test wheel
 
 setup: $(STAMP)
 
@@ -39,6 +39,19 @@ test-fast: setup
 bench: setup data
 	$(BIN)/python bench/bench_epoch.py
 
+# A class on one server: 10 simulated sessions move sliders (p50/p95 redraw, errors); "train now" queues.
+load-test: setup data
+	$(BIN)/python bench/load_app.py $(LOAD_FLAGS)
+
+# The rendered course in build/site/html: every lesson executed (SITE_MODE=auto: full with a CUDA GPU, else quick).
+SITE_MODE ?= auto
+site: setup system-deps data
+	$(BIN)/python scripts/build_site.py --mode $(SITE_MODE)
+
+# The wheel (dist/kd_lessons-*.whl) with the lessons inside: pip install it anywhere, or upload it beside a notebook.
+wheel: setup
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 strip: setup
 	$(BIN)/python scripts/strip_notebooks.py notebooks
 
@@ -56,4 +69,4 @@ gpu-check: setup data
 	GPU_CHECK_PYTHON=$(BIN)/python bash scripts/gpu_check.sh $(GPU_CHECK_FLAGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,99 @@
+"""`make site` in quick mode, opened in the real headless Chromium: every lesson page loads, shows its figures
+and no error output, says its mode, and the landing page lists the lessons in course order with the app's picture.
+
+Slow: it executes every lesson once (the site's own run; nbval runs them separately). Skips without Chromium.
+"""
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kd_lessons.course import NOTEBOOK_GLOB
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob(NOTEBOOK_GLOB))
+# Lessons that draw no figure (so their pages cannot show one); every other lesson must show at least one.
+NO_FIGURES = {"03_kl_loss": "tables and asserts only", "06_cifar10_gpu": "skips, saying why, without CIFAR-10",
+              "08_interview_questions": "a question bank", "09_coding_exercises": "exercises with checks"}
+
+if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+    pytest.skip(f"{CHROMIUM} / {CHROMEDRIVER} not installed; run `make system-deps`", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"), "--mode", "quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, f"build_site.py exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    report = json.loads((out / "build.json").read_text())
+    print(f"site built in quick mode in {time.perf_counter() - start:.0f} s (lessons executed in "
+          f"{report['execute_seconds']:.0f} s)")
+    return {"html": out / "html", "report": report}
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chrome")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--window-size=1400,1800", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _open(browser, page: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert page.is_file(), f"{page.name} was not built"
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    return By
+
+
+def test_landing_page_lists_the_lessons_in_order_with_the_app_screenshot(site, browser):
+    By = _open(browser, site["html"] / "index.html")
+    assert "quick mode" in browser.find_element(By.CSS_SELECTOR, ".announcement").text
+    hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "article .toctree-wrapper a")]
+    pages = [Path(h.split("#")[0]).stem for h in hrefs]
+    assert pages == LESSONS + ["references"], pages
+    shots = [i for i in browser.find_elements(By.CSS_SELECTOR, "article img") if "app_screenshot" in i.get_attribute("src")]
+    assert shots and browser.execute_script("return arguments[0].naturalWidth", shots[0]) > 400, "no app screenshot"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_lesson_page_shows_its_figures_and_no_error(site, browser, lesson):
+    By = _open(browser, site["html"] / f"{lesson}.html")
+    assert browser.find_element(By.CSS_SELECTOR, "article h1").text.strip()
+    assert "Executed in quick mode" in browser.find_element(By.CSS_SELECTOR, ".announcement").text
+    text = browser.find_element(By.CSS_SELECTOR, "article").text
+    tracebacks = browser.find_elements(By.CSS_SELECTOR, ".cell_output .traceback, .cell_output .output.error")
+    assert not tracebacks and "Traceback (most recent call last)" not in text, f"{lesson} shows an error"
+    figures = browser.find_elements(By.CSS_SELECTOR, ".cell_output img, .cell_output svg")
+    loaded = [f for f in figures if f.tag_name == "svg" or browser.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", f)]
+    made = next(r["figures"] for r in site["report"]["lessons"] if r["notebook"] == f"{lesson}.ipynb")
+    assert len(loaded) >= made, f"{lesson}: the notebook made {made} figures, the page shows {len(loaded)}"
+    if lesson not in NO_FIGURES:
+        assert loaded, f"{lesson}: no figure on its page"
+
+
+def test_references_page_is_there_with_the_anchors_the_lessons_link_to(site, browser):
+    By = _open(browser, site["html"] / "references.html")
+    assert browser.find_element(By.CSS_SELECTOR, "article h1").text.startswith("References")
+    assert browser.find_elements(By.ID, "source-000") and browser.find_elements(By.ID, "sources")
