@@ -289,6 +289,8 @@ def plot_curve(curve: pd.DataFrame, label: str = "teacher traces"):
                 label=label)
     ax.plot(curve["traces"], curve["held_out"], "k.", ms=4)
     ax.set_xscale("log")
+    ax.set_xticks(list(stats.index), [f"{n:,}" for n in stats.index])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("teacher traces sampled")
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.05)
