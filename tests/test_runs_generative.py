@@ -107,3 +107,23 @@ def test_cache_key_depends_on_the_teacher(corpus, tmp_cache):
     a = CharTransformer(corpus.vocab_size, 16, 1, 2, 16)
     b = CharTransformer(corpus.vocab_size, 16, 1, 2, 16)
     assert cache.state_digest(a) != cache.state_digest(b)
+
+
+def test_result_figures_and_their_input_checks():
+    from matplotlib.figure import Figure
+
+    from kd_lessons.generative import plots as gplots
+    table = pd.DataFrame([{"method": m, "seed": s, "teacher_bpc_of_samples": 5.0 + s, "word_share": 0.3}
+                          for m in ("scratch", "token KD") for s in (0, 1)])
+    refs = pd.DataFrame([{"method": "teacher", "teacher_bpc_of_samples": 2.2, "word_share": 0.8}]).set_index("method")
+    sweep = pd.DataFrame([{"k": k, "renormalize": r, "val_bpc": 4.0 - k / 100}
+                          for k in (1, 5, 80) for r in (True, False)])
+    assert isinstance(gplots.generated_text(table, refs, ["scratch", "token KD"]), Figure)
+    assert isinstance(gplots.topk_mass({1: 0.5, 5: 0.8, 80: 1.0}), Figure)
+    assert len(gplots.topk_sweep(sweep, baseline=3.9).axes[0].lines) == 3
+    with pytest.raises(ValueError, match="lacks columns"):
+        gplots.generated_text(table.drop(columns="word_share"), refs, ["scratch"])
+    with pytest.raises(ValueError, match="columns k, renormalize"):
+        gplots.topk_sweep(table)
+    with pytest.raises(ValueError, match="pass \\{k: mean top-k mass\\}"):
+        gplots.topk_mass({})

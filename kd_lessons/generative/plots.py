@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from kd_lessons.plots import _figure
 
-__all__ = ["fit_label", "kl_direction", "beta_sweep"]
+__all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep"]
 
 _COLORS = {"forward": "#1f77b4", "reverse": "#d62728", "jsd": "#2ca02c"}
 
@@ -58,4 +58,50 @@ def beta_sweep(fits: Sequence) -> Figure:
     right.axhline(fits[0].teacher_mass_between, color="#888888", ls="--", label="teacher")
     right.set(xlabel="beta", ylabel="probability", title="mass between the modes")
     right.legend(fontsize=8)
+    return fig
+
+
+def generated_text(table, references, methods: Sequence[str], x: str = "teacher_bpc_of_samples",
+                   y: str = "word_share") -> Figure:
+    """What each student writes, one dot per seed, with the teacher's and the real text's as stars. Notebook 10."""
+    missing = {"method", x, y} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks columns {sorted(missing)}; pass pd.DataFrame(run(...)['table'])")
+    fig = _figure(7.0, 3.4)
+    ax = fig.add_subplot()
+    for m in methods:
+        rows = table[table["method"] == m]
+        ax.plot(rows[x], rows[y], "o", label=m)
+    for name, row in references.iterrows():
+        ax.plot(row[x], row[y], "k*", markersize=10)
+        ax.annotate(name, (row[x], row[y]), fontsize=8)
+    ax.set(xlabel="teacher's bits/char of the samples (lower = the teacher finds them likely)",
+           ylabel="share of words found in the training text", title="what the students write (dots = seeds)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def topk_mass(mass: dict) -> Figure:
+    """The teacher's probability mass inside its top k, against k (log axis). Notebook 10_generative_kd."""
+    if not mass:
+        raise ValueError("pass {k: mean top-k mass}, e.g. from divergences.topk_mass")
+    fig = _figure(5.5, 3.0)
+    ax = fig.add_subplot()
+    ax.semilogx(list(mass), list(mass.values()), "o-")
+    ax.set(xlabel="k", ylabel="teacher mass in its top k (held out)", title="what an API's top-k shows")
+    return fig
+
+
+def topk_sweep(sweep, baseline: float | None = None, value: str = "val_bpc") -> Figure:
+    """Held-out bits/char against k, renormalised vs with a rest bucket (one seed). Notebook 10_generative_kd."""
+    if not {"k", "renormalize", value} <= set(sweep.columns):
+        raise ValueError(f"pass the sweep rows (columns k, renormalize, {value}), got {list(sweep.columns)}")
+    fig = _figure(5.5, 3.0)
+    ax = fig.add_subplot()
+    for renormalize, rows in sweep.sort_values("k").groupby("renormalize"):
+        ax.semilogx(rows["k"], rows[value], "o-", label="renormalised" if renormalize else "rest bucket")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", label="scratch (same seed)")
+    ax.set(xlabel="k", ylabel="held-out bits/char", title="top-k KD, one seed")
+    ax.legend(fontsize=8)
     return fig
