@@ -15,6 +15,7 @@ from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixR
                                           FixStopGradient, FixSwapped, FixTSquared)
 from kd_lessons.exercises.methods import DKDSplit, MutualStep, RKDDistance
 from kd_lessons.exercises.questions import QUESTIONS
+from kd_lessons.exercises.reasoning import KeepCorrectTraces
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
 from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
 
@@ -26,5 +27,5 @@ __all__ = [
     "DKDSplit", "RKDDistance", "MutualStep",
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
-    "BNStatisticsLoss",
+    "BNStatisticsLoss", "KeepCorrectTraces",
 ]
