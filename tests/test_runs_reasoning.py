@@ -28,7 +28,8 @@ def test_recipe_student_is_smaller_and_context_fits_the_longest_text(monkeypatch
     rec = rr.recipe()
     teacher, student = rr._model(rec["teacher_arch"], rec["context"]), rr.make_student(rec, 0)
     assert count_params(student) * 3 < count_params(teacher)
-    longest = len(task.prompt(10 ** (rec["longer"] - 1), 10 ** (rec["longer"] - 1))) + task.completion_length(rec["longer"])
+    big = 10 ** rec["longer"] - 1
+    longest = len(task.prompt(big, big)) + task.completion_length(rec["longer"])
     assert longest <= rec["context"]
 
 
@@ -95,7 +96,7 @@ def test_soft_kd_loss_is_t_squared_forward_kl_on_the_batch(setting):
 def test_every_method_runs_with_the_same_budget(setting):
     rec, teacher, sets, data = setting
     half = [task.example(*p) if i % 2 else t for i, (t, p) in enumerate(zip(data["texts"], sets["student"]))]
-    data = rr.teacher_data(teacher, sets["student"], rec, texts=half)  # a tiny teacher is never right: mix in true traces
+    data = rr.teacher_data(teacher, sets["student"], rec, texts=half)  # a tiny teacher is never right: add true ones
     table = rr.compare(data, sets, rec, [0])
     assert list(table["method"]) == list(rr.METHODS)
     assert table["held_out"].between(0, 1).all() and table["longer"].between(0, 1).all()
@@ -112,7 +113,8 @@ def test_bad_input_is_explained(setting):
         rr.train_student("magic", data, rec, 0)
     with pytest.raises(ValueError, match=r"sizes=\[0\]: use counts in 1..40"):
         rr.traces_curve(data, sets, rec, [0], [0])
-    wrong = rr.teacher_data(teacher, sets["student"], rec, [task.example(a, b, answer=a + b + 1) for a, b in sets["student"]])
+    wrong_texts = [task.example(a, b, answer=a + b + 1) for a, b in sets["student"]]
+    wrong = rr.teacher_data(teacher, sets["student"], rec, wrong_texts)
     with pytest.raises(ValueError, match="none of the teacher's texts has a right answer"):
         rr.train_student("filtered traces", wrong, rec, 0)
     with pytest.raises(ValueError, match="got 3 texts for 40 problems"):

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from kd_lessons.generative.kv_cache import cached_generate
 
 __all__ = ["VOCAB", "PAD", "THINK", "STEP", "ANSWER", "END", "encode", "decode", "make_problems", "trace",
-           "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "KINDS", "classify", "encode_batch",
-           "masked_cross_entropy", "completion_length", "solve"]
+           "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "KINDS", "classify",
+           "encode_batch", "masked_cross_entropy", "completion_length", "solve"]
 
 PAD, THINK, STEP, ANSWER, END = ".", "|", ";", ">", "$"
 VOCAB = "0123456789+=" + THINK + STEP + ANSWER + END + PAD  # 17 tokens; PAD is last
@@ -100,25 +100,25 @@ def trace(a: int, b: int) -> str:
 
 
 def prompt(a: int, b: int, with_trace: bool = True) -> str:
-    """What the model is given: 'a+b|' (then it writes its trace) or 'a+b>' (then the answer directly)."""
+    """What the model is given: 'a+b|' (then it writes its trace) or 'a+b>' (the answer directly). Notebook 13."""
     sa, sb = _check_pair(a, b)
     return f"{sa}+{sb}{THINK if with_trace else ANSWER}"
 
 
 def example(a: int, b: int, with_trace: bool = True, answer: int | str | None = None) -> str:
-    """A whole training text: prompt, the true trace (if with_trace), answer (the true one by default), END."""
+    """A whole training text: prompt, true trace (if with_trace), answer (true by default), END. Notebook 13."""
     answer = a + b if answer is None else answer
     body = trace(a, b) + ANSWER if with_trace else ""
     return f"{prompt(a, b, with_trace)}{body}{answer}{END}"
 
 
 def completion_length(digits: int, with_trace: bool = True) -> int:
-    """Tokens after the prompt in a true text of d-digit operands (trace, '>', up to d+1 digits, '$')."""
+    """Tokens after the prompt in a true text of d-digit operands (trace, '>', <= d+1 digits, '$'). Notebook 13."""
     return (9 * digits + 1 if with_trace else 0) + digits + 2
 
 
 def parse_answer(text: str) -> str | None:
-    """The final answer of a written text: the digits after the last '>' before the first '$', else None."""
+    """The final answer of a text: the digits after the last '>' before the first '$', else None. Notebook 13."""
     if not isinstance(text, str):
         raise ValueError(f"parse_answer expects the model's text (str), got {type(text).__name__}")
     text = text.split(END, 1)[0]  # whatever comes after the end mark is not part of the answer

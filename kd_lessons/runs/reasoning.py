@@ -40,16 +40,22 @@ WITH_TRACE = {"answers": False, "teacher answers": False, "teacher traces": True
 
 
 def recipe() -> dict:
-    """Task sizes, teacher, students and budgets of the current mode. Notebook 13_reasoning_distillation."""
+    """Task sizes, teacher, students and budgets of the current mode. Notebook 13_reasoning_distillation.
+
+    Chosen by measurement on 2 shared cores: the full teacher (d=64, 2 layers, 600 steps) is 99.8% right
+    on held-out 3-digit sums; with 4 digits the student budget needed for trace students to learn
+    did not fit the 10-minute notebook. Architectures are (d_model, n_layers, n_heads).
+    """
     return {"task": "addition-scratchpad-v1", "digits": config.pick(3, 2), "longer": config.pick(4, 3),
             "teacher_problems": config.pick(20_000, 2_000), "teacher_arch": config.pick((64, 2, 4), (32, 2, 2)),
             "teacher_steps": config.pick(600, 300), "teacher_lr": config.pick(3e-3, 1e-2),
-            "student_arch": config.pick((32, 2, 2), (16, 1, 2)), "student_steps": config.pick(400, 100), "student_lr": 1e-2, "n_traces": config.pick(4000, 300),
-            "trace_T": 1.0, "kd_T": 1.0, "batch_size": 64, "n_eval": config.pick(500, 100), "context": 64, "seed": 0}
+            "student_arch": config.pick((32, 2, 2), (16, 1, 2)), "student_steps": config.pick(400, 100),
+            "student_lr": 1e-2, "n_traces": config.pick(4000, 300), "trace_T": 1.0, "kd_T": 1.0, "batch_size": 64,
+            "n_eval": config.pick(500, 100), "context": 64, "seed": 0}
 
 
 def problem_sets(rec: dict) -> dict:
-    """Disjoint problem lists: teacher_train, student (the prompts the teacher answers), held_out, longer."""
+    """Disjoint problem lists: teacher_train, student (prompts the teacher answers), held_out, longer. Notebook 13."""
     lengths = list(range(1, rec["digits"] + 1))
     teacher_train = task.make_problems(rec["teacher_problems"], lengths, seed=rec["seed"])
     student = task.make_problems(rec["n_traces"], lengths, seed=rec["seed"] + 1, exclude=set(teacher_train))
@@ -60,7 +66,7 @@ def problem_sets(rec: dict) -> dict:
 
 
 class TextBatches:
-    """batch_fn for train_lm: random batches of encoded texts, cut to their longest taught position."""
+    """batch_fn for train_lm: random batches of encoded texts, cut to their longest taught position. Notebook 13."""
 
     def __init__(self, texts, batch_size: int, teacher_logits: torch.Tensor | None = None):
         self.x, self.y, mask = task.encode_batch(texts)
@@ -97,7 +103,7 @@ def accuracy(model, problems, with_trace: bool) -> float:
 
 
 def checkpoint_path(rec: dict | None = None) -> Path:
-    """Where the recipe's teacher is cached (kind "teachers")."""
+    """Where the recipe's teacher is cached (kind "teachers"). Notebook 13_reasoning_distillation."""
     rec = rec or recipe()
     return cache.path("teachers", f"reasoning-addition-{config.mode()}-{cache.key(rec)}.pt")
 
@@ -153,7 +159,8 @@ def get_reasoning_teacher(device=None, retrain: bool = False, recipe_override: d
             if loaded is None:
                 teacher, info = _train_teacher(rec, device, progress)
                 state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-                cache.save_verified({"state_dict": state, "info": info}, path, {**_meta(rec), "held_out": info["held_out"]})
+                cache.save_verified({"state_dict": state, "info": info}, path,
+                                    {**_meta(rec), "held_out": info["held_out"]})
                 loaded = teacher, info
     teacher, info = loaded
     return teacher.to(device).eval(), info
