@@ -3,6 +3,8 @@ generates what, the teacher's mode, and the cost meter against counted forward p
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kd_lessons.generative import methods as gm
 from kd_lessons.generative.divergences import forward_kl
@@ -275,3 +277,16 @@ def test_cached_transfer_corpus_is_written_once_and_verified(tmp_path, monkeypat
     assert not rebuilt["from_cache"] and torch.equal(rebuilt["ids"], first["ids"])
     other = gm.cached_transfer_corpus(model(2), data, 5, 4, L, seed=2, progress=False)  # another teacher
     assert not other["from_cache"] and len(list(tmp_path.rglob("transfer-corpus-*.pt"))) == 2
+
+
+@given(T=st.floats(0.5, 4.0), seed=st.integers(0, 3))
+@settings(max_examples=10, deadline=None)
+def test_a_student_equal_to_its_teacher_has_nothing_left_to_learn(T, seed):
+    t = model(seed)
+    s = model(seed)
+    x, y = batch(seed)
+    assert gm.TokenKD(t, T=T)(s, x, y).item() == pytest.approx(0.0, abs=1e-5)
+    for divergence in gm.DIVERGENCES:
+        loss = gm.OnPolicyKD(t, divergence, lam=1.0, prompt_len=4, seed=seed)(s, x, y)
+        assert loss.item() == pytest.approx(0.0, abs=1e-5)
+    assert gm.TokenKD(t, T=T)(model(seed + 10), x, y).item() > 1e-4  # and a different student has
