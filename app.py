@@ -95,6 +95,16 @@ def heatmap_png(values, rows: list[str], cols: list[str], mark: tuple[int, int])
     return panels.figure_png(fig, dpi=90)
 
 
+@st.cache_data(show_spinner=False, max_entries=200)
+def curves_png(histories: dict) -> bytes:
+    return panels.figure_png(plots.training_curves(histories))  # cached: a redraw must not re-render matplotlib
+
+
+@st.cache_data(show_spinner=False, max_entries=50)
+def method_bars_png(table: pd.DataFrame) -> bytes:
+    return panels.figure_png(plots.method_bars(table, value="errors", title="test errors per method"))
+
+
 def soft_label_chart(probs, label: int, T: float, entropy: float) -> alt.Chart:
     """Grouped bars, one-hot vs soft (drawn in the browser, so moving T costs the server ~nothing)."""
     frame = panels.soft_label_frame(probs, label, class_names(dataset), T)
@@ -265,7 +275,7 @@ def accuracy_panel() -> None:
         hist = grid.history_for(rec, live["key"][2], live["key"][3])
         base_hist = grid.history_for(rec, live["base"]["T"], 0.0)
         if hist and base_hist:
-            st.image(panels.figure_png(plots.training_curves({"baseline (alpha = 0)": base_hist, "distilled": hist})))
+            st.image(curves_png({"baseline (alpha = 0)": base_hist, "distilled": hist}))
 
 def loss_panel(pool: dict, shown: list[int]) -> None:
     st.subheader(f"Loss anatomy at T = {T:g}, alpha = {alpha:g}")
@@ -326,7 +336,7 @@ def methods_panel() -> None:
         st.info("No method trained yet: pick one and press the button (it also trains the scratch baseline).")
         return
     st.dataframe(tour.summary(StudentRuns(table)).round(2))
-    st.image(panels.figure_png(plots.method_bars(table, value="errors", title="test errors per method")))
+    st.image(method_bars_png(table))
 
 
 @st.cache_resource(show_spinner="Loading the CNN teacher (trained once)…")
