@@ -83,3 +83,15 @@ def test_bad_recipes_and_set_names_are_rejected(tiny):
         data_free.recipe(n_imgs=10)
     with pytest.raises(ValueError, match="unknown transfer sets"):
         data_free.compare(teacher, rec, names=["imagenet"])
+
+
+def test_student_step_curve_rejects_bad_steps(tiny):
+    teacher, rec = tiny
+    for steps in ([0, 10], [2.5], [], [True]):
+        with pytest.raises(ValueError, match="pass positive integers"):
+            data_free.curve_over_student_steps(teacher, rec, steps)
+
+
+def test_the_default_comparison_is_the_four_transfer_sets_of_the_lesson():
+    import inspect
+    assert inspect.signature(data_free.compare).parameters["names"].default == data_free.SETS[:4]

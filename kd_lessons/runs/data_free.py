@@ -21,7 +21,7 @@ from kd_lessons.objectives import UNLABELED, HintonKD
 from kd_lessons.runs.students import Method, StudentRuns, load_split, train_students
 
 __all__ = ["recipe", "make_student", "synthetic_set", "mix_and_shift", "transfer_sets", "compare",
-           "curve_over_images", "curve_over_steps", "grid_order", "SETS"]
+           "curve_over_student_steps", "curve_over_steps", "grid_order", "SETS"]
 
 SETS = ("synthetic (DeepInversion)", "Gaussian noise", "real, same number", "real, small unlabeled",
         "synthetic + small real")
@@ -29,9 +29,9 @@ SETS = ("synthetic (DeepInversion)", "Gaussian noise", "real, same number", "rea
 
 def recipe(**overrides) -> dict:
     """The lesson's budget in the current mode (overrides replace keys). Notebook 12_data_free_kd."""
-    rec = {"dataset": "mnist", "n_images": config.pick(1024, 64), "seed": 0,
+    rec = {"dataset": "mnist", "n_images": config.pick(512, 64), "seed": 0,
            "synthesis": SynthesisOptions(steps=config.pick(200, 8), lr=0.25, batch_size=config.pick(256, 64)).as_dict(),
-           "snapshots": config.pick([50, 100], [4]), "student_width": 8, "student_steps": config.pick(400, 30),
+           "snapshots": config.pick([100], [4]), "student_width": 8, "student_steps": config.pick(2000, 30),
            "batch_size": 128, "lr": 3e-3, "T": 4.0, "n_small_real": config.pick(128, 32), "mode": config.mode()}
     unknown = set(overrides) - set(rec)
     if unknown:
@@ -107,11 +107,11 @@ def _train(teacher, rec: dict, data: dict, sets: dict, seeds, augment=mix_and_sh
                           batch_size=rec["batch_size"], augment=augment, steps=rec["student_steps"])
 
 
-def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS, augment=mix_and_shift) -> StudentRuns:
-    """Students on each transfer set (or `names`), per seed, same steps and augmentation. Notebook 12_data_free_kd.
+def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS[:4], augment=mix_and_shift) -> StudentRuns:
+    """Students on each transfer set (default: the first four of SETS), per seed, same steps and augmentation.
 
-    The labelled real set (the upper bound) adds the cross-entropy with its true labels (alpha = 0.9); the
-    others learn from the teacher alone.
+    Introduced in notebook 12_data_free_kd. The labelled real set (the upper bound) adds the cross-entropy
+    with its true labels (alpha = 0.9); the others learn from the teacher alone.
     """
     unknown = set(names) - set(SETS)
     if unknown:
@@ -121,25 +121,23 @@ def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS, au
     return _train(teacher, rec, data, {k: sets[k] for k in names}, seeds, augment)
 
 
-def curve_over_images(teacher: torch.nn.Module, rec: dict, sizes, seed: int = 0,
-                      augment=mix_and_shift) -> pd.DataFrame:
-    """Student test errors against the number of synthetic (and, beside them, real) images. Notebook 12.
+def curve_over_student_steps(teacher: torch.nn.Module, rec: dict, steps, seed: int = 0,
+                             augment=mix_and_shift) -> pd.DataFrame:
+    """Student test errors against the student's own training steps on the synthetic set. Notebook 12.
 
-    Nested subsets: the first n images of the cached synthetic set (balanced, since classes cycle) and a
-    class-balanced subset of n real training images labelled by the teacher only, each student with the
-    same number of steps.
+    The other lever: the same images, seen (mixed and shifted, labelled live by the teacher) for longer.
     """
+    bad = [n for n in steps if isinstance(n, bool) or not isinstance(n, int) or n < 1]
+    if bad or not steps:
+        raise ValueError(f"student steps {list(steps)}: pass positive integers, e.g. [250, 500, 1000]")
     data = load_split(rec["dataset"])
     synthetic = synthetic_set(teacher, rec)
+    unlabeled = torch.full((rec["n_images"],), UNLABELED, dtype=torch.long)
     rows = []
-    for n in sizes:
-        if not 10 <= n <= rec["n_images"]:
-            raise ValueError(f"size {n}: use sizes between 10 and the synthetic set's {rec['n_images']} images")
-        real_x, _ = stratified_subset(data["x"], data["y"], n, seed=rec["seed"])
-        unlabeled = torch.full((n,), UNLABELED, dtype=torch.long)
-        sets = {"synthetic": (synthetic["x"][:n], unlabeled), "real (teacher labels only)": (real_x, unlabeled)}
-        table = _train(teacher, rec, data, sets, [seed], augment).table
-        rows += [{"images": n, **row} for row in table.to_dict("records")]
+    for n in steps:
+        table = _train(teacher, {**rec, "student_steps": n}, data, {f"{n} steps": (synthetic["x"], unlabeled)},
+                       [seed], augment).table
+        rows += [{"student_steps": n, **row} for row in table.to_dict("records")]
     return pd.DataFrame(rows)
 
 
