@@ -88,3 +88,18 @@ def test_compare_reports_sizes_zeros_and_source_params(student, mnist_subset):
 def test_recipe_has_the_lessons_knobs():
     rec = compression.recipe()
     assert 0 < rec["prune_amount"] < 1 and len(rec["hidden"]) == 2
+
+
+def test_plot_table_draws_one_bar_per_model_and_explains_a_wrong_table():
+    import pandas as pd
+
+    table = pd.DataFrame({"size_MB": [9.9, 1.9, 0.5], "sparse_MB": [float("nan"), 1.0, float("nan")],
+                          "errors": [48, 131, 133], "latency_ms_b1": [1.0, 0.1, 0.2],
+                          "latency_ms_b256": [20.0, 3.0, 0.6]}, index=["teacher", "student", "student int8"])
+    fig = compression.plot_table(table)
+    size_ax, latency_ax, errors_ax = fig.axes[:3]
+    assert [p.get_width() for p in errors_ax.patches] == [48, 131, 133]
+    assert len(latency_ax.patches) == 6 and latency_ax.get_xscale() == "log"
+    assert [t.get_text() for t in size_ax.get_yticklabels()] == ["teacher", "student", "student int8"]
+    with pytest.raises(ValueError, match="lacks columns"):
+        compression.plot_table(table.drop(columns="errors"))

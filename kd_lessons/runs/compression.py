@@ -24,7 +24,7 @@ from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
 __all__ = ["recipe", "make_student", "distilled_student", "quantize_int8", "prune_magnitude", "zero_fraction",
-           "sparse_size_on_disk", "make_permanent", "compare"]
+           "sparse_size_on_disk", "make_permanent", "compare", "plot_table"]
 
 
 def recipe() -> dict:
@@ -161,3 +161,35 @@ def compare(models: dict[str, nn.Module], data: dict, repeats: int = 20, rounds:
         for name in models:
             rows[name][f"latency_ms_b{b}"] = min(times[name])
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def plot_table(table: pd.DataFrame):
+    """Size, latency (batch 1 and 256) and test errors of every model as bars: the trade-off at a glance.
+
+    Introduced in notebook 14_compression_toolbox. Sizes show the dense file and, where it exists, the
+    sparse-stored one; latency bars are log-scaled because the teacher and the int8 student differ by 10x+.
+    """
+    import matplotlib.pyplot as plt
+
+    needed = {"size_MB", "sparse_MB", "errors", "latency_ms_b1", "latency_ms_b256"}
+    if missing := needed - set(table.columns):
+        raise ValueError(f"table lacks columns {sorted(missing)}; pass the DataFrame returned by compare(...)")
+    names = list(table.index)
+    pos = range(len(names))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].barh(pos, table["size_MB"], color="tab:blue", label="dense file")
+    axes[0].barh(pos, table["sparse_MB"].fillna(0), height=0.4, color="tab:orange", label="stored sparse")
+    axes[0].set(xlabel="MB on disk", title="size")
+    axes[0].legend(fontsize=8)
+    for offset, b, colour in ((-0.2, 1, "tab:green"), (0.2, 256, "tab:purple")):
+        axes[1].barh([p + offset for p in pos], table[f"latency_ms_b{b}"], height=0.4, color=colour,
+                     label=f"batch {b}")
+    axes[1].set(xscale="log", xlabel="ms per call (log)", title="latency on this CPU")
+    axes[1].legend(fontsize=8)
+    axes[2].barh(pos, table["errors"], color="tab:red")
+    axes[2].set(xlabel="test errors (of 10,000)", title="accuracy cost")
+    for ax in axes:
+        ax.set_yticks(list(pos), names if ax is axes[0] else [""] * len(names))
+        ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
