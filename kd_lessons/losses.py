@@ -37,13 +37,17 @@ def check_T(T) -> float:
     return value
 
 
+def check_unit_interval(name: str, value, hint: str) -> float:
+    """A weight or mixing coefficient must be a real number in [0, 1]; the error says what it is for."""
+    value = _real(name, value, hint)
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"{name} must be a number in [0, 1], got {name}={value!r}; {hint}.")
+    return value
+
+
 def check_alpha(alpha) -> float:
     """alpha weights the soft term, so it must lie in [0, 1]."""
-    hint = "alpha is the weight of the soft KD term, e.g. alpha=0.9"
-    value = _real("alpha", alpha, hint)
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise ValueError(f"alpha must be a number in [0, 1], got alpha={value!r}; {hint}.")
-    return value
+    return check_unit_interval("alpha", alpha, "alpha is the weight of the soft KD term, e.g. alpha=0.9")
 
 
 def check_float(name: str, x, ndim: int | None = None) -> None:

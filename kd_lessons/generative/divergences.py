@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kd_lessons.losses import _real, check_float, check_T
+from kd_lessons.losses import check_float, check_T, check_unit_interval
 
 __all__ = ["check_beta", "check_pair", "check_mask", "forward_kl", "reverse_kl", "generalized_jsd",
            "topk_logprobs", "topk_mass", "topk_kd_loss"]
@@ -37,11 +37,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def check_beta(beta) -> float:
     """GKD's beta weights the teacher in the mixture, so it must lie in [0, 1]."""
-    hint = "beta=0.5 is the symmetric JSD; small beta behaves like forward KL, beta near 1 like reverse KL"
-    value = _real("beta", beta, hint)
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise ValueError(f"beta must be a number in [0, 1], got beta={value!r}; {hint}.")
-    return value
+    return check_unit_interval("beta", beta, "beta=0.5 is the symmetric JSD; small beta behaves like forward KL, "
+                               "beta near 1 like reverse KL")
 
 
 def _check_vocab_logits(name: str, logits) -> None:
