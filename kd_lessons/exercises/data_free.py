@@ -88,7 +88,8 @@ class BNStatisticsLoss(Exercise):
 
     number, key, title, fn_name = 29, "bn_statistics_loss", "DeepInversion: BN statistics loss", "bn_stats_loss"
     variants, other_mistakes = BN_VARIANTS, ("detached",)
-    detach_hint = "remove the .detach() on x: the images are what DeepInversion optimises, so the gradient must reach them."
+    detach_hint = ("remove the .detach() on x: the images are what DeepInversion optimises, so the gradient must "
+                   "reach them.")
     hint_text = ("x is what enters one BatchNorm layer, [N, C, H, W]. Per channel, take the batch mean and the "
                  "biased variance over N, H and W (dims (0, 2, 3)), as BatchNorm does in training mode. Return "
                  "||mean - running_mean||_2 + ||var - running_var||_2 (torch.linalg.vector_norm of each difference).")

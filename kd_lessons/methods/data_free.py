@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from kd_lessons.config import get_device
 
-__all__ = ["bn_statistics_loss", "BNStatistics", "bn_loss_per_layer", "total_variation", "SynthesisOptions", "synthesize",
+__all__ = ["bn_statistics_loss", "BNStatistics", "bn_loss_per_layer", "total_variation", "SynthesisOptions",
+           "synthesize",
            "gaussian_noise_like"]
 
 
@@ -99,7 +100,8 @@ def bn_loss_per_layer(teacher: nn.Module, x: torch.Tensor, batch_size: int = 256
     noise: the running statistics are a summary of the training set. The teacher is left in its mode.
     """
     if not torch.is_tensor(x) or x.dim() != 4 or len(x) < 2:
-        raise ValueError(f"x must be a batch of at least 2 images [N, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
+        got = getattr(x, "shape", type(x).__name__)
+        raise ValueError(f"x must be a batch of at least 2 images [N, C, H, W], got {got}")
     was_training = teacher.training
     device = next(teacher.parameters()).device
     teacher.eval()

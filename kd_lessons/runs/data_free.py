@@ -30,8 +30,8 @@ SETS = ("synthetic (DeepInversion)", "Gaussian noise", "real, same number", "rea
 def recipe(**overrides) -> dict:
     """The lesson's budget in the current mode (overrides replace keys). Notebook 12_data_free_kd."""
     rec = {"dataset": "mnist", "n_images": config.pick(512, 64), "seed": 0,
-           "synthesis": SynthesisOptions(steps=config.pick(200, 8), lr=0.25, batch_size=config.pick(256, 64)).as_dict(),
-           "snapshots": config.pick([100], [4]), "student_width": 8, "student_steps": config.pick(2000, 30),
+           "synthesis": SynthesisOptions(steps=config.pick(400, 8), lr=0.25, batch_size=config.pick(256, 64)).as_dict(),
+           "snapshots": config.pick([200], [4]), "student_width": 8, "student_steps": config.pick(2000, 30),
            "batch_size": 128, "lr": 3e-3, "T": 4.0, "n_small_real": config.pick(128, 32), "mode": config.mode()}
     unknown = set(overrides) - set(rec)
     if unknown:
@@ -89,7 +89,7 @@ def mix_and_shift(xb: torch.Tensor, generator: torch.Generator | None = None) ->
 
 
 def transfer_sets(teacher: torch.nn.Module, rec: dict, data: dict, progress: bool = True) -> dict:
-    """name -> (x, y) for each transfer set of the comparison (SETS); y is UNLABELED except for the labelled real set."""
+    """name -> (x, y) for each transfer set (SETS); y is UNLABELED except for the labelled real set. Notebook 12."""
     n = rec["n_images"]
     synthetic = synthetic_set(teacher, rec, progress)
     real_x, real_y = stratified_subset(data["x"], data["y"], n, seed=rec["seed"])
@@ -97,7 +97,8 @@ def transfer_sets(teacher: torch.nn.Module, rec: dict, data: dict, progress: boo
     unlabeled = torch.full((n,), UNLABELED, dtype=torch.long)
     return {SETS[0]: (synthetic["x"], unlabeled), SETS[1]: (gaussian_noise_like(n, seed=rec["seed"]), unlabeled),
             SETS[2]: (real_x, real_y), SETS[3]: (small_x, torch.full((len(small_x),), UNLABELED, dtype=torch.long)),
-            SETS[4]: (torch.cat([synthetic["x"], small_x]), torch.full((n + len(small_x),), UNLABELED, dtype=torch.long))}
+            SETS[4]: (torch.cat([synthetic["x"], small_x]),
+                      torch.full((n + len(small_x),), UNLABELED, dtype=torch.long))}
 
 
 def _train(teacher, rec: dict, data: dict, sets: dict, seeds, augment=mix_and_shift, alpha: float = 0.9) -> StudentRuns:
