@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 
 __all__ = ["soft_label_bars", "image_grid", "temperature_bars", "temperature_curves", "heatmap",
            "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps",
-           "errors_vs_T", "bias_sweep", "method_bars"]
+           "errors_vs_T", "bias_sweep", "method_bars", "new_figure"]
 
 
 class _NotebookFigure(Figure):
@@ -32,6 +32,11 @@ class _NotebookFigure(Figure):
 def _figure(width: float, height: float) -> Figure:
     """A new pyplot-free figure with constrained layout."""
     return _NotebookFigure(figsize=(width, height), layout="constrained")
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """The figure every kd_lessons plot draws on: shown by Jupyter as a PNG, no pyplot state. Notebook 00_start_here."""
+    return _figure(width, height)
 
 
 def _np(a) -> np.ndarray:

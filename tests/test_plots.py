@@ -212,3 +212,15 @@ def test_training_curves_fall_back_to_epochs_without_steps():
     fig = plots.training_curves(h)
     assert all(list(ax.lines[0].get_xdata()) == [1, 2, 3] for ax in fig.axes)
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+
+
+def test_no_package_module_draws_through_pyplot():
+    """Every figure is a plots.new_figure (shown by Jupyter on its own): a pyplot figure hides behind a ';' in
+    a site build or nbval run without the inline backend (notebook 13's plots once did)."""
+    import pathlib
+
+    import kd_lessons
+
+    root = pathlib.Path(kd_lessons.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if "matplotlib.pyplot" in p.read_text()]
+    assert offenders == [], f"use kd_lessons.plots.new_figure instead of pyplot in {offenders}"

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from kd_lessons.plots import _figure
+from kd_lessons.plots import new_figure as _figure
 
 __all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep"]
 

@@ -20,6 +20,7 @@ from torch.nn.utils import prune
 from kd_lessons import config
 from kd_lessons.models import MLPStudent, count_params, measure_latency, size_on_disk
 from kd_lessons.objectives import HintonKD
+from kd_lessons.plots import new_figure
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
@@ -169,14 +170,13 @@ def plot_table(table: pd.DataFrame):
     Introduced in notebook 14_compression_toolbox. Sizes show the dense file and, where it exists, the
     sparse-stored one; latency bars are log-scaled because the teacher and the int8 student differ by 10x+.
     """
-    import matplotlib.pyplot as plt
-
     needed = {"size_MB", "sparse_MB", "errors", "latency_ms_b1", "latency_ms_b256"}
     if missing := needed - set(table.columns):
         raise ValueError(f"table lacks columns {sorted(missing)}; pass the DataFrame returned by compare(...)")
     names = list(table.index)
     pos = range(len(names))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = new_figure(13, 3.6)
+    axes = fig.subplots(1, 3)
     axes[0].barh(pos, table["size_MB"], color="tab:blue", label="dense file")
     axes[0].barh(pos, table["sparse_MB"].fillna(0), height=0.4, color="tab:orange", label="stored sparse")
     axes[0].set(xlabel="MB on disk", title="size")
@@ -191,5 +191,4 @@ def plot_table(table: pd.DataFrame):
     for ax in axes:
         ax.set_yticks(list(pos), names if ax is axes[0] else [""] * len(names))
         ax.invert_yaxis()
-    fig.tight_layout()
     return fig

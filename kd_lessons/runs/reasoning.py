@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from matplotlib.ticker import NullLocator
 from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
@@ -25,6 +26,7 @@ from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.models import count_params
+from kd_lessons.plots import new_figure
 
 __all__ = ["METHODS", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data", "TextBatches",
            "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize",
@@ -264,10 +266,9 @@ def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
 
 def plot_methods(table: pd.DataFrame, teacher_accuracy: float | None = None):
     """Bars per method (mean +- std, every seed as a dot), held-out and longer operands. Notebook 13."""
-    import matplotlib.pyplot as plt
-
     stats = summarize(table)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = new_figure(8, 3.6)
+    ax = fig.subplots()
     x = range(len(stats))
     for shift, col, colour, label in ((-0.2, "held_out", "tab:blue", "held-out, trained length"),
                                       (0.2, "longer", "tab:orange", "longer operands")):
@@ -282,25 +283,22 @@ def plot_methods(table: pd.DataFrame, teacher_accuracy: float | None = None):
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
     return fig
 
 
 def plot_curve(curve: pd.DataFrame, label: str = "teacher traces"):
     """Held-out exact match against the number of teacher traces (mean +- std, seeds as dots). Notebook 13."""
-    import matplotlib.pyplot as plt
-
     stats = summarize(curve, by="traces")
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure(5, 3.4)
+    ax = fig.subplots()
     ax.errorbar(stats.index, stats["held_out_mean"], yerr=stats["held_out_std"].fillna(0), marker="o", capsize=3,
                 label=label)
     ax.plot(curve["traces"], curve["held_out"], "k.", ms=4)
     ax.set_xscale("log")
     ax.set_xticks(list(stats.index), [f"{n:,}" for n in stats.index])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("teacher traces sampled")
     ax.set_ylabel("held-out exact match")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
