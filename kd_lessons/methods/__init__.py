@@ -6,4 +6,6 @@ One small module per family: `features` (FitNets hints, attention transfer; note
 `contrastive`: CRD-style in-batch contrastive distillation (Tian et al. 2020; notebook 11_methods_tour).
 `logits`: DKD, DIST and logit standardisation (LogitStandardizedKD); notebook 11_methods_tour.
 `schemes`: recipes around the loss: TAKD, born-again, deep mutual learning, function matching; notebook 11_methods_tour.
+`data_free`: DeepInversion (Yin et al. 2020): images synthesised from the teacher's BatchNorm statistics, so a
+student can be distilled with no training data; notebook 12_data_free_kd.
 """
