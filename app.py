@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from kd_lessons import config, plots
-from kd_lessons.app import generative, jobs, panels
+from kd_lessons.app import kl_direction, jobs, panels
 from kd_lessons.cache import CacheWarning
 from kd_lessons.data import class_names, denormalize
 from kd_lessons.runs import grid, tour
@@ -353,11 +353,11 @@ def kl_direction_panel() -> None:
                "MiniLLM's choice, seeks one; GKD's generalized JSD(beta) lies between (0 = forward, 1 = reverse).")
     c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
     beta = c1.slider("beta of the generalized JSD (0 = forward KL, 1 = reverse KL)", 0.0, 1.0, 0.5,
-                     generative.BETA_STEP, key="gen_beta")
-    low, high, step = generative.SEPARATIONS
+                     kl_direction.BETA_STEP, key="gen_beta")
+    low, high, step = kl_direction.SEPARATIONS
     separation = c2.slider("Distance between the teacher's two modes", low, high, 4.0, step, key="gen_separation")
     reference = c3.checkbox("Show forward and reverse KL too", value=True, key="gen_reference")
-    view = generative.kl_direction_view(beta, separation, reference)
+    view = kl_direction.kl_direction_view(beta, separation, reference)
     fit = view["fit"]
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(f"Student entropy, JSD(beta={fit.beta:g})", f"{fit.entropy:.3f} nats",

@@ -3,7 +3,7 @@
 Introduced in notebook 04_distill_mnist. `train.distill(student, x, y, teacher, objective)` calls
 `objective(student_out, teacher_out, y)` on every batch; `train.fit` uses `CrossEntropy`. An
 objective that is an nn.Module with parameters (e.g. FitNets regressors in
-`kd_lessons.methods.features`) is trained along with the student. Set `uses_features = True` to
+`kd_lessons.methods.feature_kd`) is trained along with the student. Set `uses_features = True` to
 receive `(logits, [features])` from both models (the teacher then runs on every batch).
 
 Labels may be `UNLABELED` (-1) for images only the teacher labels (few labels + many unlabelled

@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from kd_lessons.generative import plots, toy
+from kd_lessons.generative import lm_plots, toy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,11 +101,11 @@ def test_bad_settings_are_explained(kwargs, match):
 
 
 def test_plots_return_figures(fits):
-    fig = plots.kl_direction([fits["forward"], fits["reverse"], fits["sweep"][5]])
+    fig = lm_plots.kl_direction([fits["forward"], fits["reverse"], fits["sweep"][5]])
     assert isinstance(fig, Figure)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("forward KL" in t for t in labels) and any("JSD(beta=0.5)" in t for t in labels)
-    assert isinstance(plots.beta_sweep(fits["sweep"]), Figure)
+    assert isinstance(lm_plots.beta_sweep(fits["sweep"]), Figure)
     with pytest.raises(ValueError, match="at least one ToyFit"):
-        plots.kl_direction([])
+        lm_plots.kl_direction([])
     assert fig._repr_png_()[:4] == b"\x89PNG"

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from kd_lessons.methods.features import feature_shapes
+from kd_lessons.methods.feature_kd import feature_shapes
 from kd_lessons.methods.relations import RKD, flat_embedding, rkd_angle_loss, rkd_distance_loss
 from kd_lessons.models import MLPStudent, TeacherCNN
 from kd_lessons.objectives import HintonKD

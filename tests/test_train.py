@@ -9,7 +9,7 @@ from kd_lessons import losses, objectives
 from kd_lessons.config import seed_everything
 from kd_lessons.data import iterate_batches, random_shift
 from kd_lessons.losses import distillation_loss
-from kd_lessons.methods.features import FeatureKD, feature_shapes
+from kd_lessons.methods.feature_kd import FeatureKD, feature_shapes
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.teachers import cached_logits

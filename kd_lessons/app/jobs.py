@@ -82,7 +82,7 @@ def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -
     Cells are cached as they finish, so the page can draw the heatmap while it fills; the Job's
     steps count cells. Its result is the spread table (empty without spread_cells).
     """
-    from kd_lessons.runs import grid  # late: grid imports the training stack
+    from kd_lessons.runs import grid# late: grid imports the training stack
 
     job = Job("heatmap")
     total = len(Ts) * len(alphas) + len(spread_cells) * (len(spread_seeds) - 1)
@@ -217,7 +217,7 @@ def train_cell(rec: dict, T: float, alpha: float) -> Callable[[Job], dict]:
 
     For TrainingQueue.submit; the result is {"row", "base", "student"} and the Job counts the student's steps.
     """
-    from kd_lessons.runs import grid  # late: grid imports the training stack
+    from kd_lessons.runs import grid# late: grid imports the training stack
 
     def work(job: Job) -> dict:
         base_row, _ = grid.baseline(rec)

@@ -7,15 +7,15 @@ modelled on the source articles' mistakes, summarised in docs/references.md.
 """
 from kd_lessons.exercises.caching import FixCachedLogits
 from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
-from kd_lessons.exercises.data_free import BNStatisticsLoss
-from kd_lessons.exercises.features import HintLoss, MakeHintRegressor
-from kd_lessons.exercises.generative import GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized
-from kd_lessons.exercises.generative_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
+from kd_lessons.exercises.bn_statistics import BNStatisticsLoss
+from kd_lessons.exercises.hint_loss import HintLoss, MakeHintRegressor
+from kd_lessons.exercises.sequence_kd import GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized
+from kd_lessons.exercises.sequence_kd_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
 from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixRawTargets, FixReduction,
                                           FixStopGradient, FixSwapped, FixTSquared)
-from kd_lessons.exercises.methods import DKDSplit, MutualStep, RKDDistance
+from kd_lessons.exercises.method_losses import DKDSplit, MutualStep, RKDDistance
 from kd_lessons.exercises.questions import QUESTIONS
-from kd_lessons.exercises.reasoning import KeepCorrectTraces
+from kd_lessons.exercises.trace_filter import KeepCorrectTraces
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
 from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lessons.methods.features import feature_shapes
+from kd_lessons.methods.feature_kd import feature_shapes
 from kd_lessons.losses import check_weight
 from kd_lessons.methods.relations import EmbeddingObjective
 from kd_lessons.objectives import HintonKD

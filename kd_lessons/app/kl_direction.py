@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from kd_lessons.generative import plots, toy
+from kd_lessons.generative import lm_plots, toy
 
 __all__ = ["BETA_STEP", "SEPARATIONS", "kl_direction_view", "fit_table", "curve_frame"]
 
@@ -20,7 +20,7 @@ SEPARATIONS = (0.0, 8.0, 0.5)  # min, max, step of the separation slider
 
 def fit_table(fits) -> pd.DataFrame:
     """One row per fitted student: where its mass went, its entropy, mean and std (rounded for the page)."""
-    rows = [{"student fitted by": plots.fit_label(f), "mass between the modes": f.mass_between,
+    rows = [{"student fitted by": lm_plots.fit_label(f), "mass between the modes": f.mass_between,
              "mass near the left mode": f.mass_near[0], "mass near the right mode": f.mass_near[1],
              "entropy (nats)": f.entropy, "mean": f.mean, "std": f.std} for f in fits]
     first = fits[0]
@@ -36,7 +36,7 @@ def curve_frame(fits) -> pd.DataFrame:
     """Long form (x, probability, curve) of the teacher and each student, for a chart drawn in the browser."""
     first = fits[0]
     parts = [pd.DataFrame({"x": first.x, "probability": first.teacher_probs, "curve": "teacher"})]
-    parts += [pd.DataFrame({"x": f.x, "probability": f.student_probs, "curve": f"student, {plots.fit_label(f)}"})
+    parts += [pd.DataFrame({"x": f.x, "probability": f.student_probs, "curve": f"student, {lm_plots.fit_label(f)}"})
               for f in fits]
     return pd.concat(parts, ignore_index=True)
 

@@ -1,7 +1,7 @@
 """Rejection sampling of a teacher's reasoning traces: keep only those whose final answer is right (exercise 30).
 
 Introduced in notebook 09_coding_exercises; the method is student (e) of notebook
-13_reasoning_distillation (`kd_lessons.generative.reasoning.filter_correct`), after STaR (Zelikman et
+13_reasoning_distillation (`kd_lessons.generative.scratchpad.filter_correct`), after STaR (Zelikman et
 al., NeurIPS 2022): sample traces, keep those that reach the right answer, train on them. The checker
 names the usual mistakes: judging the trace instead of the answer, comparing raw strings that still
 carry the end mark or a newline, looking for the sum anywhere in the text, accepting '046' for 46, and

@@ -1,7 +1,7 @@
 """Data-free distillation as an interview exercise: DeepInversion's BatchNorm-statistics loss (ex 29).
 
 Introduced in notebook 09_coding_exercises; the method is in notebook 12_data_free_kd
-(kd_lessons.methods.data_free). The learner's loss is checked against `bn_statistics_loss` (value and
+(kd_lessons.methods.deep_inversion). The learner's loss is checked against `bn_statistics_loss` (value and
 gradient with respect to the images' activations), and the usual wrong answers get their own hints.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from kd_lessons.exercises.core import Exercise, Variant
-from kd_lessons.methods.data_free import bn_statistics_loss
+from kd_lessons.methods.deep_inversion import bn_statistics_loss
 
 
 def _norm(t):
@@ -102,7 +102,7 @@ class BNStatisticsLoss(Exercise):
 
     @staticmethod
     def reference(x, running_mean, running_var):
-        """kd_lessons.methods.data_free.bn_statistics_loss."""
+        """kd_lessons.methods.deep_inversion.bn_statistics_loss."""
         return bn_statistics_loss(x, running_mean, running_var)
 
     def trials(self):

@@ -1,9 +1,9 @@
-"""kd_lessons.exercises.reasoning: exercise 30, rejection sampling of teacher traces, and its hints."""
+"""kd_lessons.exercises.trace_filter: exercise 30, rejection sampling of teacher traces, and its hints."""
 import pytest
 
 from kd_lessons.exercises.core import EXERCISES
-from kd_lessons.exercises.reasoning import VARIANTS, KeepCorrectTraces, _trials, reference_keep_correct
-from kd_lessons.generative import reasoning as task
+from kd_lessons.exercises.trace_filter import VARIANTS, KeepCorrectTraces, _trials, reference_keep_correct
+from kd_lessons.generative import scratchpad as task
 
 
 def solution():

@@ -1,4 +1,4 @@
-"""kd_lessons.runs.generative: text measures, the comparison's table, its cache, summaries and the cost table."""
+"""kd_lessons.runs.lm_students: text measures, the comparison's table, its cache, summaries and the cost table."""
 import pandas as pd
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from kd_lessons import cache
 from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
 from kd_lessons.generative.transformer import CharTransformer
-from kd_lessons.runs import generative as rg
+from kd_lessons.runs import lm_students as rg
 
 TINY = {"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
         "seq_sequences": 6, "seq_prompt": 4, "onpolicy_prompt": 8, "lam": 0.5, "beta": 0.5, "topk": 3,
@@ -112,7 +112,7 @@ def test_cache_key_depends_on_the_teacher(corpus, tmp_cache):
 def test_result_figures_and_their_input_checks():
     from matplotlib.figure import Figure
 
-    from kd_lessons.generative import plots as gplots
+    from kd_lessons.generative import lm_plots as gplots
     table = pd.DataFrame([{"method": m, "seed": s, "teacher_bpc_of_samples": 5.0 + s, "word_share": 0.3}
                           for m in ("scratch", "token KD") for s in (0, 1)])
     refs = pd.DataFrame([{"method": "teacher", "teacher_bpc_of_samples": 2.2, "word_share": 0.8}]).set_index("method")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.exercises.core import Exercise, Incorrect, Variant, call, close
-from kd_lessons.exercises.generative import (_JSD_BODY, JSD_VARIANTS, GeneralizedJSD, _entropy, _jsd_with, _kl, _lp,
+from kd_lessons.exercises.sequence_kd import (_JSD_BODY, JSD_VARIANTS, GeneralizedJSD, _entropy, _jsd_with, _kl, _lp,
                                              _seq_trials, _tiny_lm)
 from kd_lessons.generative import divergences as D
 

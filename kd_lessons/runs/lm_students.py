@@ -1,7 +1,7 @@
 """The generative KD methods side by side: one teacher, one student size, one step budget, several seeds.
 
 Introduced in notebook 10_generative_kd. `run(rec, teacher, corpus, seeds)` trains one student per
-(method, seed) with `lm.train_lm` and the plug-ins of `kd_lessons.generative.methods`, then measures
+(method, seed) with `lm.train_lm` and the plug-ins of `kd_lessons.generative.lm_objectives`, then measures
 held-out bits/char (teacher-forced), agreement with the teacher's next-character argmax, and what the
 student *writes* (the teacher's bits/char of its samples, distinct word bigrams, share of words found in
 the training text), plus a cost meter per run and a top-k sweep on one seed. The result (plain data) is
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
-from kd_lessons.generative import methods as gm
+from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.text import Corpus, iterate_windows, sample_windows
 from kd_lessons.generative.transformer import bits_per_char, generate, token_log_probs

@@ -1,4 +1,4 @@
-"""kd_lessons.runs.reasoning: the cached reasoning teacher, the students' data, one budget for every method."""
+"""kd_lessons.runs.trace_students: the cached reasoning teacher, the students' data, one budget for every method."""
 import warnings
 
 import pandas as pd
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from kd_lessons import cache
-from kd_lessons.generative import reasoning as task
+from kd_lessons.generative import scratchpad as task
 from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.models import count_params
-from kd_lessons.runs import reasoning as rr
+from kd_lessons.runs import trace_students as rr
 
 TINY = {"digits": 2, "longer": 3, "teacher_problems": 200, "teacher_arch": (16, 1, 2), "teacher_steps": 3,
         "student_arch": (8, 1, 2), "student_steps": 2, "n_traces": 40, "n_eval": 10, "batch_size": 8}

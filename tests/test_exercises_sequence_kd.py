@@ -1,4 +1,4 @@
-"""kd_lessons.exercises.generative: exercises 21-28 (generative / LLM distillation), beyond tests/test_exercises.py.
+"""kd_lessons.exercises.sequence_kd: exercises 21-28 (generative / LLM distillation), beyond tests/test_exercises.py.
 
 tests/test_exercises.py already runs every exercise's solution, starter code, broken code and each known
 wrong answer; this file checks what is special here: the references are kd_lessons.generative's losses,
@@ -11,7 +11,7 @@ from torch import nn
 
 from kd_lessons.exercises import (FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch,
                                   GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized)
-from kd_lessons.exercises.generative import reference_generate
+from kd_lessons.exercises.sequence_kd import reference_generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXERCISES = [SequenceReverseKL, GeneralizedJSD, TeacherSequences, TopKRenormalized, FixVocabMismatch,

@@ -1,12 +1,12 @@
-"""kd_lessons.exercises.data_free: DeepInversion's BN-statistics loss (exercise 29)."""
+"""kd_lessons.exercises.bn_statistics: DeepInversion's BN-statistics loss (exercise 29)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kd_lessons.exercises.core import EXERCISES
-from kd_lessons.exercises.data_free import BN_VARIANTS, BNStatisticsLoss
-from kd_lessons.methods.data_free import bn_statistics_loss
+from kd_lessons.exercises.bn_statistics import BN_VARIANTS, BNStatisticsLoss
+from kd_lessons.methods.deep_inversion import bn_statistics_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,11 +1,11 @@
-"""kd_lessons.methods.features: FeatureKD equals the losses it combines, trains its regressor with the
+"""kd_lessons.methods.feature_kd: FeatureKD equals the losses it combines, trains its regressor with the
 student, feature_objective sizes fresh regressors from the models, and train_students compares the methods
 with one budget."""
 import pytest
 import torch
 
 from kd_lessons.losses import attention_transfer_loss, distillation_loss, hint_loss
-from kd_lessons.methods.features import (FEATURE_METHODS, FeatureKD, attention_pair, feature_objective,
+from kd_lessons.methods.feature_kd import (FEATURE_METHODS, FeatureKD, attention_pair, feature_objective,
                                          feature_shapes)
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
 from kd_lessons.objectives import CrossEntropy, HintonKD, Objective

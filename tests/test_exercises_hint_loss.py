@@ -1,4 +1,4 @@
-"""kd_lessons.exercises.features: the FitNets regressor (4) and hint loss (5)."""
+"""kd_lessons.exercises.hint_loss: the FitNets regressor (4) and hint loss (5)."""
 import pytest
 import torch.nn.functional as F
 from torch import nn

@@ -1,11 +1,11 @@
-"""kd_lessons.generative.reasoning and kv_cache: the addition task, its tokenizer, masks, scoring and filtering."""
+"""kd_lessons.generative.scratchpad and kv_cache: the addition task, its tokenizer, masks, scoring and filtering."""
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kd_lessons.generative import reasoning as R
+from kd_lessons.generative import scratchpad as R
 from kd_lessons.generative.kv_cache import cached_generate
 from kd_lessons.generative.transformer import CharTransformer, generate
 

@@ -5,7 +5,7 @@ layer, the mean and variance of its input channels over the training set. DeepIn
 batch of inputs (starting from noise) so that (1) every BN layer sees those running statistics in
 the batch, (2) the teacher assigns each input its wanted class (cross-entropy) and (3) the images are
 smooth and bounded (total variation and L2 priors, random jitter, valid pixel range). The result is a
-synthetic transfer set on which a student is then distilled as usual (`kd_lessons.runs.data_free`).
+synthetic transfer set on which a student is then distilled as usual (`kd_lessons.runs.synthetic_sets`).
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""kd_lessons.exercises.methods: DKD's split (18), RKD distance (19), the deep mutual learning step (20)."""
+"""kd_lessons.exercises.method_losses: DKD's split (18), RKD distance (19), the deep mutual learning step (20)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kd_lessons.exercises import DKDSplit, MutualStep, RKDDistance
-from kd_lessons.exercises.methods import DKD_VARIANTS, DML_VARIANTS, RKD_VARIANTS, reference_mutual_step
+from kd_lessons.exercises.method_losses import DKD_VARIANTS, DML_VARIANTS, RKD_VARIANTS, reference_mutual_step
 from kd_lessons.methods.logits import dkd_terms
 from kd_lessons.methods.relations import rkd_distance_loss
 

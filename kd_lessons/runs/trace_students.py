@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
 from kd_lessons.cache import CorruptFileError
-from kd_lessons.generative import reasoning as task
+from kd_lessons.generative import scratchpad as task
 from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.transformer import CharTransformer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kd_lessons.app import generative
+from kd_lessons.app import kl_direction
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TAB = "Generative KD: KL direction"
@@ -80,14 +80,14 @@ def test_separation_and_reference_widgets(app):
 
 
 def test_view_logic_without_streamlit():
-    view = generative.kl_direction_view(0.2, separation=5.0)
+    view = kl_direction.kl_direction_view(0.2, separation=5.0)
     assert set(view["frame"]["curve"]) == {"teacher", "student, forward KL", "student, reverse KL",
                                            "student, JSD(beta=0.2)"}
     assert len(view["frame"]) == 4 * 200 and view["seconds"] >= 0
-    again = generative.kl_direction_view(0.2, separation=5.0)
+    again = kl_direction.kl_direction_view(0.2, separation=5.0)
     assert again["fit"] is view["fit"]                  # cached: a repeated setting costs no fit
     with pytest.raises(ValueError, match="beta must be a number in"):
-        generative.kl_direction_view(2.0)
+        kl_direction.kl_direction_view(2.0)
 
 
 def test_a_failure_in_the_tab_stays_in_the_tab(monkeypatch, no_grid_job):

@@ -1,4 +1,4 @@
-"""kd_lessons.generative.methods: each plug-in against an independent computation (value and gradient), who
+"""kd_lessons.generative.lm_objectives: each plug-in against an independent computation (value and gradient), who
 generates what, the teacher's mode, and the cost meter against counted forward passes."""
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kd_lessons.generative import methods as gm
+from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.transformer import CharTransformer

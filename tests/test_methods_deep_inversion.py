@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from kd_lessons.methods.data_free import (BNStatistics, SynthesisOptions, bn_loss_per_layer, bn_statistics_loss,
+from kd_lessons.methods.deep_inversion import (BNStatistics, SynthesisOptions, bn_loss_per_layer, bn_statistics_loss,
                                           gaussian_noise_like, synthesize, total_variation)
 from kd_lessons.models import MLPStudent, TeacherCNN
 

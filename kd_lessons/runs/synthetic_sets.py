@@ -1,7 +1,7 @@
 """Data-free distillation measured: students distilled on DeepInversion images, noise, and real images.
 
 Introduced in notebook 12_data_free_kd. The teacher (the course's MNIST CNN, which has BatchNorm) is
-the only source of data: `synthetic_set` runs DeepInversion (kd_lessons.methods.data_free) once per
+the only source of data: `synthetic_set` runs DeepInversion (kd_lessons.methods.deep_inversion) once per
 recipe and caches the images, verified, under a lock. `compare` then trains the same CNN student with
 the same number of steps on each transfer set (`runs.students.train_students`); the teacher labels
 every (augmented) batch live, so no set's own labels are used except where a method says so.
@@ -15,7 +15,7 @@ import torch
 
 from kd_lessons import cache, config
 from kd_lessons.data import random_shift, stratified_subset
-from kd_lessons.methods.data_free import SynthesisOptions, gaussian_noise_like, synthesize
+from kd_lessons.methods.deep_inversion import SynthesisOptions, gaussian_noise_like, synthesize
 from kd_lessons.models import CNNStudent
 from kd_lessons.objectives import UNLABELED, HintonKD
 from kd_lessons.runs.students import Method, StudentRuns, load_split, train_students
