@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import FAST, logits_pair, seeds, temperatures, value_and_grad
 
 from kd_lessons.losses import (
     HintRegressor, attention_map, attention_transfer_loss, check_alpha, check_labels, check_logits, check_T,
@@ -16,30 +17,12 @@ from kd_lessons.losses import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-FAST = settings(max_examples=40, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
-temperatures = st.floats(0.5, 20.0)
-
-
-def logits_pair(seed, B=4, K=5, scale=1.0, dtype=torch.float64):
-    """Reproducible random (student_logits, teacher_logits)."""
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(B, K, generator=g, dtype=dtype),
-            scale * torch.randn(B, K, generator=g, dtype=dtype))
-
-
-def value_and_grad(fn, s, t):
-    """Loss value and its gradient w.r.t. the student logits."""
-    s = s.clone().requires_grad_(True)
-    loss = fn(s, t)
-    (grad,) = torch.autograd.grad(loss, s)
-    return loss.detach(), grad
 
 
 # ---------------------------------------------------------------- oracles: value and gradient
 
 @FAST
-@given(seed=seeds, T=temperatures)
+@given(seed=seeds, T=temperatures())
 def test_kd_loss_matches_torch_kl_div(seed, T):
     s, t = logits_pair(seed)
     oracle = lambda s, t: T**2 * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
@@ -51,7 +34,7 @@ def test_kd_loss_matches_torch_kl_div(seed, T):
 
 
 @FAST
-@given(seed=seeds, T=temperatures, alpha=st.floats(0.0, 1.0))
+@given(seed=seeds, T=temperatures(), alpha=st.floats(0.0, 1.0))
 def test_distillation_loss_matches_manual_combination(seed, T, alpha):
     s, t = logits_pair(seed)
     y = torch.randint(0, 5, (4,), generator=torch.Generator().manual_seed(seed))
@@ -76,7 +59,7 @@ def test_soften_matches_torch_softmax(seed, T):
 
 
 @FAST
-@given(seed=seeds, T=temperatures)
+@given(seed=seeds, T=temperatures())
 def test_soft_cross_entropy_matches_torch_and_equals_kl_plus_entropy(seed, T):
     s, t = logits_pair(seed)
     ours, g_ours = value_and_grad(lambda s, t: soft_cross_entropy(s, t, T), s, t)
@@ -121,7 +104,7 @@ def test_soften_is_a_distribution(seed, T, scale):
 @FAST
 @given(seed=seeds, scale=st.floats(0.1, 10.0))
 def test_soft_targets_approach_uniform_as_T_grows(seed, scale):
-    s, _ = logits_pair(seed, K=10, scale=scale)
+    s, _ = logits_pair(seed, shape=(4, 10), scale=scale)
     Ts = [0.5, 1, 2, 4, 8, 16, 32, 100, 1000]
     H = torch.stack([entropy(soften(s, T)) for T in Ts])  # [len(Ts), B]
     assert (H[1:] >= H[:-1] - 1e-9).all(), "entropy must not decrease as T grows"
@@ -140,7 +123,7 @@ def test_small_T_gives_argmax_one_hot(seed):
 # ---------------------------------------------------------------- properties of the KD loss
 
 @FAST
-@given(seed=seeds, T=temperatures, scale=st.floats(0.1, 10.0))
+@given(seed=seeds, T=temperatures(), scale=st.floats(0.1, 10.0))
 def test_kd_loss_nonnegative_and_zero_for_equal_logits(seed, T, scale):
     s, t = logits_pair(seed, scale=scale)
     assert kd_loss(s, t, T).item() >= -1e-12
@@ -148,7 +131,7 @@ def test_kd_loss_nonnegative_and_zero_for_equal_logits(seed, T, scale):
 
 
 @FAST
-@given(seed=seeds, T=temperatures)
+@given(seed=seeds, T=temperatures())
 def test_alpha_endpoints(seed, T):
     s, t = logits_pair(seed)
     y = torch.randint(0, 5, (4,), generator=torch.Generator().manual_seed(seed))
@@ -173,7 +156,7 @@ def grad_norm(s, t, T, scaled=True):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_T_squared_keeps_gradient_scale(seed):
-    s, t = logits_pair(seed, B=32, K=10)
+    s, t = logits_pair(seed, shape=(32, 10))
     Ts = [1, 2, 5, 10, 20]
     with_t2 = [grad_norm(s, t, T) for T in Ts]
     assert max(with_t2) / min(with_t2) < 4  # measured about 1.1 for unit-variance logits
@@ -187,7 +170,7 @@ def test_high_T_limit_is_logit_matching(seed):
     # Hinton et al. 2015, sec. 2.1: for zero-mean logits and large T, KL ~ sum (z - v)^2 / (2 K T^2),
     # so T^2 KL -> 0.5 * mean_b sum_i (z_i - v_i)^2 / K and its gradient -> (z - v) / (K B).
     B, K, T = 8, 10, 100.0
-    s, t = logits_pair(seed, B=B, K=K)
+    s, t = logits_pair(seed, shape=(B, K))
     z, v = s - s.mean(-1, keepdim=True), t - t.mean(-1, keepdim=True)
     loss, grad = value_and_grad(lambda s, t: kd_loss(s, t, T), s, t)
     approx = 0.5 * ((z - v) ** 2).sum(-1).mean() / K
@@ -272,7 +255,7 @@ def np_float(value):
 
 
 @FAST
-@given(seed=seeds, T=temperatures)
+@given(seed=seeds, T=temperatures())
 def test_kd_term_is_kd_loss_without_the_checks(seed, T):
     s, t = logits_pair(seed)
     ours, g_ours = value_and_grad(lambda s, t: kd_term(s, t, T), s, t)

@@ -4,16 +4,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import FAST, seeds
 
 from kd_lessons.losses import distillation_loss, kd_loss
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD, Objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = settings(max_examples=40, deadline=None)
-seeds = st.integers(0, 2**31 - 1)
 
 
 def batch(seed, B, K, scale=3.0):
