@@ -1,16 +1,15 @@
 """Atomic, checksum-verified files and the one cache layout, so a crash never leaves half a file.
 
-Introduced in notebook 00_start_here. Everything cached lives at `cache_dir()/<kind>/<name>`
-(`path`), named by `key(...)` (a short hash of what the content depends on), and is written with
-`save_verified` (sha256 sidecar) and read with `load_verified` / `load_or_none`. Kinds in use:
-tensors (decoded datasets), teachers (checkpoints), logits (cached teacher logits), sweeps.
-
-Work that is cached is built under `lock(file, what)`: a file lock beside the cache file, so two
-processes (the app, two notebook kernels) or two threads never build the same thing twice; the
-one that comes second says that it is waiting, waits, and then finds the file built.
+Introduced in notebook 00_start_here. Everything cached lives at `cache_dir()/<kind>/<name>` (`path`), named by
+`key(...)` (a short hash of what the content depends on), written with `save_verified` (sha256 sidecar), read with
+`load_verified` / `load_or_none`. Kinds: tensors (datasets, corpora), teachers (checkpoints), logits, sweeps.
+Cached work is built by `build_once(file, meta, build, what)`: check, `lock(file, what)` (a file lock beside the
+cache file, so two processes or threads never build the same thing twice: the second says it waits, waits, then
+finds the file built), check again, build, save.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import filelock
 import torch
@@ -30,7 +29,8 @@ from kd_lessons import config
 
 __all__ = ["CorruptFileError", "CacheWarning", "KINDS", "path", "key", "sidecar", "tensor_digest", "state_digest",
            "file_digest", "sha256_bytes", "atomic_path", "atomic_write_bytes", "save_verified", "load_verified",
-           "load_or_none", "discard", "lock", "lock_path", "waiting", "LockTimeout"]
+           "load_or_none", "discard", "lock", "lock_path", "waiting", "LockTimeout", "build_once", "UNUSABLE",
+           "save_checkpoint", "load_checkpoint"]
 
 KINDS = ("tensors", "teachers", "logits", "sweeps")
 
@@ -55,15 +55,19 @@ def path(kind: str, name: str) -> Path:
 
 
 def key(*parts: Any) -> str:
-    """A 12-hex-digit name for whatever the content depends on (dicts, numbers, strings)."""
+    """A 12-hex-digit name for whatever the content depends on (dicts, numbers, strings, recipe dataclasses)."""
     blob = parts[0] if len(parts) == 1 else parts
-    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode())[:12]
+    return sha256_bytes(json.dumps(blob, sort_keys=True, default=_plain).encode())[:12]
+
+
+def _plain(obj: Any):
+    """A recipe (any dataclass) hashes as its dict, so cache.key(rec) == cache.key(rec.asdict()); else str(obj)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
 
 
 def sidecar(file: str | os.PathLike) -> Path:
     """The checksum file written beside `file` by save_verified."""
-    file = Path(file)
-    return file.with_name(file.name + ".sha256.json")
+    return Path(file).with_name(Path(file).name + ".sha256.json")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -111,8 +115,7 @@ def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, file)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(file: str | os.PathLike, data: bytes) -> Path:
@@ -124,8 +127,7 @@ def atomic_write_bytes(file: str | os.PathLike, data: bytes) -> Path:
 
 def save_verified(obj: Any, file: str | os.PathLike, meta: dict | None = None) -> str:
     """torch.save `obj` atomically and record its sha256 (plus `meta`) in a sidecar; return the hash."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(obj, buf := io.BytesIO())
     data = buf.getvalue()
     digest = sha256_bytes(data)
     atomic_write_bytes(file, data)
@@ -167,16 +169,11 @@ def load_or_none(file: str | os.PathLike, meta: dict | None = None, what: str = 
     except CorruptFileError:
         pass
     with lock(file, what):  # a writer may be between its two renames: judge the file once it is done
-        try:
-            return load_verified(file, meta)
-        except FileNotFoundError:
-            return None
-        except CorruptFileError as exc:
-            discard(file, exc, what)
-            return None
+        found = _judged(file, lambda f: load_verified(f, meta), what)
+    return None if found is _ABSENT else found
 
 
-def discard(file: str | os.PathLike, reason: Exception, what: str = "cache file") -> None:
+def discard(file: str | os.PathLike, reason: Exception | str, what: str = "cache file") -> None:
     """Warn (CacheWarning) that a cached file is unusable and delete it with its sidecar, to be rebuilt."""
     warnings.warn(f"{what} {file} was unusable ({reason}); it was deleted and will be rebuilt",
                   CacheWarning, stacklevel=3)
@@ -184,8 +181,62 @@ def discard(file: str | os.PathLike, reason: Exception, what: str = "cache file"
         p.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------- one build at a time
+# A file exists but cannot be used: bad checksum or meta, weights that do not fit (load_state_dict), a missing key.
+UNUSABLE = (CorruptFileError, RuntimeError, KeyError, TypeError)
+_ABSENT = object()
 
+
+def _judged(file, load: Callable[[Any], Any], what: str) -> Any:
+    """Inside the lock: the loaded value, or _ABSENT when there is none (an unusable file is warned about, deleted)."""
+    try:
+        return load(file)
+    except FileNotFoundError:
+        return _ABSENT
+    except UNUSABLE as exc:  # the message names the error type when it is not a checksum or meta mismatch
+        discard(file, exc if isinstance(exc, CorruptFileError) else f"{type(exc).__name__}: {exc}", what)
+        return _ABSENT
+
+
+def build_once(file: str | os.PathLike, meta: dict | None, build: Callable[[], Any], what: str = "cache file",
+               save: Callable[[Any, Any], Any] | None = None, load: Callable[[Any], Any] | None = None,
+               refresh: bool = False) -> Any:
+    """The cached value of `build()`, built once however many processes ask. Introduced in notebook 00_start_here.
+
+    Check (`load_verified(file, meta)` or `load(file)`), `lock(file, what)`, check again (the lock's last holder may
+    have built it), build, save atomically with a sha256 sidecar (`save_verified(value, file, meta)` or `save`).
+    A file whose load raises one of UNUSABLE (corrupt, another configuration, weights that do not fit) is warned
+    about (CacheWarning), deleted and rebuilt; refresh=True rebuilds anyway. A failed build writes nothing.
+    """
+    load = load if load is not None else (lambda f: load_verified(f, meta))
+    save = save if save is not None else (lambda value, f: save_verified(value, f, meta))
+    if not refresh:
+        try:
+            return load(file)  # quiet here: a file another process is writing right now is judged inside the lock
+        except (FileNotFoundError, *UNUSABLE):
+            pass
+    with lock(file, what):
+        found = _ABSENT if refresh else _judged(file, load, what)
+        if found is _ABSENT:
+            found = build()
+            save(found, file)
+        return found
+
+
+def save_checkpoint(model: torch.nn.Module, info: dict, file: str | os.PathLike, meta: dict | None = None) -> str:
+    """Save a model's weights (on the CPU) and its info dict as a verified file: the teachers' checkpoint format."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save_verified({"state_dict": state, "info": info}, file, meta)
+
+
+def load_checkpoint(file: str | os.PathLike, meta: dict | None, make: Callable[[dict], torch.nn.Module]):
+    """(model, info) from a `save_checkpoint` file: `make(info)` builds the untrained model the weights fill."""
+    blob = load_verified(file, meta)
+    info = dict(blob["info"])
+    (model := make(info)).load_state_dict(blob["state_dict"])
+    return model, info
+
+
+# ---------------------------------------------------------------- one build at a time
 _THREAD = threading.local()        # this thread's FileLock per lock file: reentrant within the thread
 _HELD: dict[str, int] = {}         # lock files held by some thread of this process (for the message)
 _WAITING: dict[int, str] = {}      # thread id -> what it is waiting for (for `waiting()`)
@@ -194,8 +245,7 @@ _STATE = threading.Lock()
 
 def lock_path(file: str | os.PathLike) -> Path:
     """The lock file beside a cache file: `<file>.lock`."""
-    file = Path(file)
-    return file.with_name(file.name + ".lock")
+    return Path(file).with_name(Path(file).name + ".lock")
 
 
 def waiting() -> list[str]:
@@ -208,11 +258,10 @@ def waiting() -> list[str]:
 def lock(file: str | os.PathLike, what: str, timeout: float | None = None) -> Iterator[Path]:
     """Hold the cross-process lock of a cache file while building it; yields the lock file's path.
 
-    Introduced in notebook 00_start_here. Inside the block, check the cache again before building:
-    whoever held the lock before may have just written the file. When another process (or thread)
-    holds it, says "waiting for another process that is building <what> (<lock file>)" once on
-    stderr (a notebook shows it under the cell) and waits; `timeout` seconds (None: no limit) then
-    raise LockTimeout. Reentrant within one thread; the OS releases it when its holder exits.
+    Introduced in notebook 00_start_here. Inside the block, check the cache again before building (the last holder
+    may have just written it). When another process (or thread) holds it, says "waiting for another process that is
+    building <what> (<lock file>)" once on stderr and waits; after `timeout` seconds (None: no limit) raises
+    LockTimeout. Reentrant within one thread; the OS releases it when its holder exits.
     """
     path = lock_path(file)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +269,7 @@ def lock(file: str | os.PathLike, what: str, timeout: float | None = None) -> It
     mine = _THREAD.__dict__.setdefault("locks", {})
     # One FileLock object per thread and file: reentrant here, exclusive against other threads' objects
     # (flock excludes other open files even in the same process) and against other processes.
-    flock = mine.get(key)
-    if flock is None:
+    if (flock := mine.get(key)) is None:
         flock = mine[key] = filelock.FileLock(str(path))
     try:
         try:
@@ -235,12 +283,11 @@ def lock(file: str | os.PathLike, what: str, timeout: float | None = None) -> It
             try:
                 flock.acquire(timeout=-1 if timeout is None else timeout)
             except filelock.Timeout:
-                raise LockTimeout(
-                    f"gave up after {timeout:g} s waiting for {path}, held by another process building {what}. "
-                    f"The operating system releases the lock when its holder exits, so that process is still "
-                    f"running: let it finish or stop it (a hung notebook kernel: restart it). If none is left "
-                    f"(a network file system can keep a lock), the lock is stale: delete {path} and run "
-                    f"again.") from None
+                raise LockTimeout(f"gave up after {timeout:g} s waiting for {path}, held by another process building "
+                                  f"{what}. The operating system releases the lock when its holder exits, so that "
+                                  f"process is still running: let it finish or stop it (a hung notebook kernel: "
+                                  f"restart it). If none is left (a network file system can keep a lock), the lock "
+                                  f"is stale: delete {path} and run again.") from None
             finally:
                 with _STATE:
                     _WAITING.pop(threading.get_ident(), None)

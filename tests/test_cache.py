@@ -2,12 +2,20 @@
 import copy
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from kd_lessons import cache
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -168,3 +176,119 @@ def test_file_digest_matches_hashlib(tmp_path):
     assert cache.sha256_bytes(blob) == hashlib.sha256(blob).hexdigest()
     with pytest.raises(ValueError, match="algo='sha1': use 'sha256' or 'md5'"):
         cache.file_digest(path, "sha1")
+
+
+# ---------------------------------------------------------------- build_once: check, lock, check, build, save
+
+def _counting_build(calls, value=7.0, pause=0.0):
+    def build():
+        calls.append(1)
+        time.sleep(pause)
+        return torch.full((3,), value)
+    return build
+
+
+def test_build_once_builds_then_loads_the_verified_file(tmp_cache):
+    file, calls = cache.path("sweeps", "b.pt"), []
+    first = cache.build_once(file, {"rows": 3}, _counting_build(calls), "a test sweep")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = cache.build_once(file, {"rows": 3}, _counting_build(calls, value=9.0), "a test sweep")
+    assert len(calls) == 1 and torch.equal(first, again) and torch.equal(again, torch.full((3,), 7.0))
+    assert cache.load_verified(file, {"rows": 3}).tolist() == [7.0] * 3     # saved with its sidecar and meta
+
+
+def test_build_once_builds_once_across_two_threads(tmp_cache):
+    file, calls, got = cache.path("sweeps", "t.pt"), [], []
+    build = _counting_build(calls, pause=0.3)
+    threads = [threading.Thread(target=lambda: got.append(cache.build_once(file, None, build, "a slow sweep")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(calls) == 1 and len(got) == 2 and torch.equal(got[0], got[1])
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+import torch
+from kd_lessons import cache
+work, me = Path(sys.argv[1]), sys.argv[2]
+(work / f"ready-{me}").touch()
+deadline = time.time() + 60
+while len(list(work.glob("ready-*"))) < 2 and time.time() < deadline:
+    time.sleep(0.005)
+def build():
+    with open(work / "builds", "a") as f:
+        f.write(me + "\\n")
+    time.sleep(0.5)
+    return torch.arange(4.0)
+print(cache.build_once(work / "cache" / "p.pt", {"kind": "test"}, build, "a test file").tolist())
+"""
+
+
+def test_build_once_builds_once_across_two_processes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), me], stdout=subprocess.PIPE, text=True,
+                                 env=env) for me in ("a", "b")]
+    outs = [c.communicate(timeout=120)[0] for c in children]
+    assert [c.returncode for c in children] == [0, 0]
+    assert len((tmp_path / "builds").read_text().split()) == 1
+    assert outs[0].strip() == outs[1].strip() == "[0.0, 1.0, 2.0, 3.0]"
+
+
+def test_build_once_rebuilds_a_corrupt_file_with_a_warning(tmp_cache):
+    file, calls = cache.path("sweeps", "c.pt"), []
+    cache.build_once(file, None, _counting_build(calls), "a test sweep")
+    _flip_middle_byte(file)
+    with pytest.warns(cache.CacheWarning, match="a test sweep .*c.pt was unusable .*sha256.*deleted and will be"):
+        value = cache.build_once(file, None, _counting_build(calls, value=2.0), "a test sweep")
+    assert len(calls) == 2 and value.tolist() == [2.0] * 3 and cache.load_verified(file).tolist() == [2.0] * 3
+
+
+def test_build_once_rebuilds_a_file_of_another_configuration(tmp_cache):
+    file, calls = cache.path("sweeps", "m.pt"), []
+    cache.build_once(file, {"rows": 3}, _counting_build(calls), "a test sweep")
+    with pytest.warns(cache.CacheWarning, match="rows=3, expected 4"):
+        value = cache.build_once(file, {"rows": 4}, _counting_build(calls, value=4.0), "a test sweep")
+    assert len(calls) == 2 and value.tolist() == [4.0] * 3
+    assert cache.load_verified(file, {"rows": 4}).tolist() == [4.0] * 3
+
+
+def test_build_once_custom_load_errors_name_their_type_and_rebuild(tmp_cache):
+    file, calls = cache.path("teachers", "k.pt"), []
+    cache.build_once(file, None, _counting_build(calls), "a test model")
+
+    def load(f):
+        raise RuntimeError("size mismatch for weight")
+    with pytest.warns(cache.CacheWarning, match=r"was unusable \(RuntimeError: size mismatch for weight\)"):
+        cache.build_once(file, None, _counting_build(calls), "a test model", load=load, save=lambda v, f: None)
+    assert len(calls) == 2
+
+
+def test_a_failing_build_leaves_no_file_and_releases_the_lock(tmp_cache):
+    file = cache.path("sweeps", "f.pt")
+
+    def build():
+        raise ValueError("the build failed")
+    with pytest.raises(ValueError, match="the build failed"):
+        cache.build_once(file, None, build, "a failing sweep")
+    assert not file.exists() and not cache.sidecar(file).exists() and not list(file.parent.glob("*.part"))
+    took = []
+
+    def take():
+        with cache.lock(file, "the same file", timeout=1):
+            took.append(True)
+    other = threading.Thread(target=take)
+    other.start()
+    other.join(10)
+    assert took, "another thread gets the lock at once after the failed build"
+
+
+def test_build_once_refresh_rebuilds_a_valid_file(tmp_cache):
+    file, calls = cache.path("sweeps", "r.pt"), []
+    cache.build_once(file, None, _counting_build(calls), "a test sweep")
+    value = cache.build_once(file, None, _counting_build(calls, value=5.0), "a test sweep", refresh=True)
+    assert len(calls) == 2 and value.tolist() == [5.0] * 3 and cache.load_verified(file).tolist() == [5.0] * 3
