@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,9 +26,11 @@ from kd_lessons import cache
 from kd_lessons.cache import CorruptFileError
 from kd_lessons.data import DATASETS, check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
 from kd_lessons.models import CifarResNet, Ensemble, MLPTeacher, TeacherCNN, count_params
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.train import TrainOptions, evaluate, fit, predict_logits
 
-__all__ = ["ARCHS", "recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher", "recipe_key",
+__all__ = ["ARCHS", "TeacherRecipe", "CNNTeacherRecipe", "MLPTeacherRecipe", "ResNetTeacherRecipe",
+           "EnsembleRecipe", "recipe", "get_teacher", "teacher_info", "checkpoint_path", "build_teacher", "recipe_key",
            "cached_logits"]
 
 _AUGMENT = {"none": None, "shift": random_shift, "crop_flip": random_crop_flip}
@@ -42,88 +45,148 @@ def _arch(dataset: str, arch: str | None) -> tuple[str, str]:
     return dataset, arch
 
 
-def recipe(dataset: str, arch: str | None = None) -> dict:
+@dataclass(frozen=True)
+class TeacherRecipe(Recipe):
+    """What every single teacher is trained with; a subclass per architecture adds its shape. Notebook 04."""
+
+    dataset: str = "mnist"
+    optimizer: str = "adamw"
+    weight_decay: float = 5e-4
+    seed: int = 0
+    num_epochs: int = 1
+    lr: float = 4e-3
+    batch_size: int = 128
+    augment: str = "none"
+    n_train: int | None = None  # a class-balanced subset; None: every training image
+
+    def _check(self) -> None:
+        self._one_of("dataset", tuple(DATASETS))
+        self._one_of("optimizer", ("adamw", "sgd"))
+        self._one_of("augment", tuple(_AUGMENT))
+        self._positive("num_epochs", "lr", "batch_size", "n_train")
+        self._between("weight_decay", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CNNTeacherRecipe(TeacherRecipe):
+    """TeacherCNN: two conv blocks, dropout."""
+
+    arch: str = "TeacherCNN"
+    width: int = pick(24, 16)
+    dropout: float = 0.2
+    num_epochs: int = pick(5, 1)
+    augment: str = pick("shift", "none")
+
+
+@dataclass(frozen=True)
+class MLPTeacherRecipe(TeacherRecipe):
+    """Hinton et al. 2015: 1200-1200, dropout, +-2 px jitter."""
+
+    arch: str = "MLPTeacher"
+    hidden: list[int] = field(default_factory=lambda: [1200, 1200])
+    dropout: float = 0.5
+    input_dropout: float = 0.2
+    num_epochs: int = pick(30, 2)
+    lr: float = 2e-3
+    batch_size: int = 256
+    augment: str = "shift"
+    n_train: int | None = pick(None, 10000)
+
+
+@dataclass(frozen=True)
+class ResNetTeacherRecipe(TeacherRecipe):
+    """ResNet-20 for CIFAR-10, SGD."""
+
+    dataset: str = "cifar10"
+    optimizer: str = "sgd"
+    arch: str = "CifarResNet"
+    depth: int = 20
+    width: int = 16
+    num_epochs: int = pick(30, 2)
+    lr: float = 0.1
+    batch_size: int = 256
+    augment: str = "crop_flip"
+    n_train: int | None = pick(None, 5000)
+
+
+@dataclass(frozen=True)
+class EnsembleRecipe(Recipe):
+    """The mean of its members' outputs; its recipe lists theirs."""
+
+    dataset: str = "mnist"
+    arch: str = "ensemble"
+    members: list[TeacherRecipe] = field(default_factory=list)
+
+
+_RECIPES = {"cnn": CNNTeacherRecipe, "mlp": MLPTeacherRecipe, "resnet": ResNetTeacherRecipe}
+
+
+def recipe(dataset: str, arch: str | None = None, **overrides) -> TeacherRecipe | EnsembleRecipe:
     """The teacher recipe (architecture + training) in the current mode; arch=None: the course's teacher.
 
-    Introduced in notebook 04_distill_mnist. An ensemble's recipe lists its members' recipes.
+    Introduced in notebook 04_distill_mnist. An ensemble's recipe lists its members' recipes; overrides replace
+    fields of a single model's recipe.
     """
     dataset, arch = _arch(dataset, arch)
-    common = {"dataset": dataset, "optimizer": "adamw", "weight_decay": 5e-4, "seed": 0}
     if arch == "ensemble":
-        return {"dataset": dataset, "arch": "ensemble", "members": [recipe(dataset, "cnn"), recipe(dataset, "mlp")]}
-    if arch == "cnn":
-        return {**common, "arch": "TeacherCNN", "width": config.pick(24, 16), "dropout": 0.2,
-                "num_epochs": config.pick(5, 1), "lr": 4e-3, "batch_size": 128,
-                "augment": config.pick("shift", "none"), "n_train": None}
-    if arch == "mlp":  # Hinton et al. 2015: 1200-1200, dropout, +-2 px jitter
-        return {**common, "arch": "MLPTeacher", "hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2,
-                "num_epochs": config.pick(30, 2), "lr": 2e-3, "batch_size": 256, "augment": "shift",
-                "n_train": config.pick(None, 10000)}
-    return {**common, "arch": "CifarResNet", "depth": 20, "width": 16, "num_epochs": config.pick(30, 2), "lr": 0.1,
-            "batch_size": 256, "optimizer": "sgd", "augment": "crop_flip", "n_train": config.pick(None, 5000)}
+        return EnsembleRecipe(dataset=dataset, members=[recipe(dataset, "cnn"), recipe(dataset, "mlp")], **overrides)
+    return _RECIPES[arch](dataset=dataset, **check_recipe(_RECIPES[arch], overrides))
 
 
-def build_teacher(rec: dict) -> nn.Module:
+def build_teacher(rec: TeacherRecipe) -> nn.Module:
     """An untrained model as a (single-model) recipe describes it."""
-    channels = 3 if rec["dataset"] == "cifar10" else 1
-    if rec["arch"] == "TeacherCNN":
-        return TeacherCNN(in_channels=channels, width=rec["width"], dropout=rec.get("dropout", 0.2))
-    if rec["arch"] == "MLPTeacher":
-        return MLPTeacher(hidden=rec["hidden"], dropout=rec["dropout"], input_dropout=rec["input_dropout"])
-    if rec["arch"] == "CifarResNet":
-        return CifarResNet(depth=rec["depth"], width=rec["width"], in_channels=channels)
-    raise ValueError(f"recipe arch={rec['arch']!r} is not a single model; use 'TeacherCNN', 'MLPTeacher' or "
+    channels = 3 if rec.dataset == "cifar10" else 1
+    if rec.arch == "TeacherCNN":
+        return TeacherCNN(in_channels=channels, width=rec.width, dropout=rec.dropout)
+    if rec.arch == "MLPTeacher":
+        return MLPTeacher(hidden=rec.hidden, dropout=rec.dropout, input_dropout=rec.input_dropout)
+    if rec.arch == "CifarResNet":
+        return CifarResNet(depth=rec.depth, width=rec.width, in_channels=channels)
+    raise ValueError(f"recipe arch={rec.arch!r} is not a single model; use 'TeacherCNN', 'MLPTeacher' or "
                      f"'CifarResNet' (ensembles come from get_teacher(dataset, arch='ensemble'))")
 
 
-def recipe_key(rec: dict) -> str:
-    """The short hash that names a recipe's checkpoint (and the sweeps made with its teacher)."""
-    return cache.key(rec)
+def recipe_key(rec: TeacherRecipe) -> str:
+    """The short hash that names a recipe's checkpoint (and the sweeps made with its teacher): rec.key."""
+    return rec.key
 
 
-def checkpoint_path(dataset: str, rec: dict | None = None) -> Path:
+def checkpoint_path(dataset: str, rec: TeacherRecipe | None = None) -> Path:
     """Where the teacher for `dataset` (and this single-model recipe) is cached."""
     rec = rec if rec is not None else recipe(dataset, "cnn")
-    return cache.path("teachers", f"{dataset}-{rec['arch']}-{config.mode()}-{recipe_key(rec)}.pt")
+    return cache.path("teachers", f"{dataset}-{rec.arch}-{config.mode()}-{recipe_key(rec)}.pt")
 
 
-def _load(path: Path, rec: dict, quiet: bool = False) -> tuple[nn.Module, dict] | None:
-    """The cached teacher and its info, or None (with a warning saying why, unless quiet) when unusable."""
-    if not path.exists():
-        return None
-    try:
-        blob = cache.load_verified(path, {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"]})
-        teacher = build_teacher(rec)
-        teacher.load_state_dict(blob["state_dict"])
-        return teacher, dict(blob["info"])
-    except (CorruptFileError, FileNotFoundError, RuntimeError, KeyError, TypeError) as exc:
-        if not quiet:
-            warnings.warn(f"teacher checkpoint {path} is unusable and will be retrained: "
-                          f"{type(exc).__name__}: {exc}", cache.CacheWarning, stacklevel=3)
-        return None
+def _meta(rec: TeacherRecipe) -> dict:
+    return {"recipe_hash": recipe_key(rec), "dataset": rec.dataset}
 
 
-def _train(rec: dict, device, options: TrainOptions) -> tuple[nn.Module, dict]:
+def _load(path: Path, rec: dict) -> tuple[nn.Module, dict]:
+    """The cached teacher and its info; raises FileNotFoundError or one of cache.UNUSABLE when it cannot be used."""
+    return cache.load_checkpoint(path, _meta(rec), lambda info: build_teacher(rec))
+
+
+def _train(rec: TeacherRecipe, device, options: TrainOptions) -> tuple[nn.Module, dict]:
     """Train a teacher from its recipe and measure it on the test set."""
-    x, y = load_tensors(rec["dataset"], train=True)  # raises DataUnavailableError when missing
-    x_test, y_test = load_tensors(rec["dataset"], train=False)
-    if rec.get("n_train"):
-        x, y = stratified_subset(x, y, rec["n_train"], seed=rec["seed"])
-    torch.manual_seed(rec["seed"])
+    x, y = load_tensors(rec.dataset, train=True)  # raises DataUnavailableError when missing
+    x_test, y_test = load_tensors(rec.dataset, train=False)
+    if rec.n_train:
+        x, y = stratified_subset(x, y, rec.n_train, seed=rec.seed)
+    torch.manual_seed(rec.seed)
     teacher = build_teacher(rec)
     start, cpu_start = time.perf_counter(), time.process_time()
-    options = TrainOptions(optimizer=rec["optimizer"], weight_decay=rec["weight_decay"], progress=options.progress,
+    options = TrainOptions(optimizer=rec.optimizer, weight_decay=rec.weight_decay, progress=options.progress,
                            on_step=options.on_step, precision=options.precision)
-    history = fit(teacher, x, y, num_epochs=rec["num_epochs"], lr=rec["lr"], batch_size=rec["batch_size"],
-                  augment=_AUGMENT[rec["augment"]], device=device, seed=rec["seed"], options=options)
+    history = fit(teacher, x, y, num_epochs=rec.num_epochs, lr=rec.lr, batch_size=rec.batch_size,
+                  augment=_AUGMENT[rec.augment], device=device, seed=rec.seed, options=options)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     result = evaluate(teacher, x_test, y_test, device=device)
-    info = {"dataset": rec["dataset"], "test_accuracy": result["accuracy"], "test_errors": result["errors"],
+    info = {"dataset": rec.dataset, "test_accuracy": result["accuracy"], "test_errors": result["errors"],
             "n_test": result["n"], "train_seconds": round(seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "n_train": len(x),
             "params": count_params(teacher), "device": str(device), "threads": torch.get_num_threads(),
             "precision": str(config.amp_dtype(device, options.precision) or torch.float32).replace("torch.", ""),
-            "train_loss": history["train_loss"], "recipe": rec}
+            "train_loss": history["train_loss"], "recipe": rec.asdict()}
     return teacher, info
 
 
@@ -142,22 +205,18 @@ def get_teacher(dataset: str, arch: str | None = None, device=None, retrain: boo
         if recipe_override:
             raise ValueError("recipe_override applies to one model; pass arch='cnn' or arch='mlp' with it")
         return _ensemble(dataset, device, retrain, options)
-    rec = {**recipe(dataset, arch), **(recipe_override or {})}
+    rec = recipe(dataset, arch, **(recipe_override or {}))
     path = checkpoint_path(dataset, rec)
-    # Quiet outside the lock: a file another process is writing right now is judged inside it.
-    loaded = None if retrain else _load(path, rec, quiet=True)
-    if loaded is None:
-        with cache.lock(path, f"the {DATASETS[dataset].label} {arch} teacher"):
-            loaded = None if retrain else _load(path, rec)  # whoever held the lock may have trained it
-            if loaded is None:
-                teacher, info = _train(rec, device, options or TrainOptions())
-                state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-                cache.save_verified({"state_dict": state, "info": info}, path,
-                                    {"recipe_hash": recipe_key(rec), "dataset": rec["dataset"],
-                                     "test_accuracy": info["test_accuracy"], "test_errors": info["test_errors"],
-                                     "train_seconds": info["train_seconds"]})
-                loaded = teacher, info
-    teacher, info = loaded
+
+    def save(built, file):
+        teacher, info = built
+        cache.save_checkpoint(teacher, info, file, {**_meta(rec), "test_accuracy": info["test_accuracy"],
+                                                    "test_errors": info["test_errors"],
+                                                    "train_seconds": info["train_seconds"]})
+
+    teacher, info = cache.build_once(path, _meta(rec), lambda: _train(rec, device, options or TrainOptions()),
+                                     f"the {DATASETS[dataset].label} {arch} teacher", save=save,
+                                     load=lambda file: _load(file, rec), refresh=retrain)
     return teacher.to(device).eval(), info
 
 
@@ -170,7 +229,7 @@ def _ensemble(dataset: str, device, retrain: bool, options) -> tuple[nn.Module, 
     info = {"dataset": dataset, "test_accuracy": result["accuracy"], "test_errors": result["errors"],
             "n_test": result["n"], "params": count_params(teacher), "device": str(device),
             "train_seconds": round(sum(i["train_seconds"] for _, i in parts), 1),
-            "members": [i for _, i in parts], "recipe": recipe(dataset, "ensemble")}
+            "members": [i for _, i in parts], "recipe": recipe(dataset, "ensemble").asdict()}
     return teacher, info
 
 
@@ -179,10 +238,17 @@ def teacher_info(dataset: str, arch: str | None = None, recipe_override: dict | 
     dataset, arch = _arch(dataset, arch)
     if arch == "ensemble":
         members = [teacher_info(dataset, a) for a in ("cnn", "mlp")]
-        return None if None in members else {"members": members, "recipe": recipe(dataset, "ensemble")}
-    rec = {**recipe(dataset, arch), **(recipe_override or {})}
-    loaded = _load(checkpoint_path(rec["dataset"], rec), rec)
-    return None if loaded is None else loaded[1]
+        return None if None in members else {"members": members, "recipe": recipe(dataset, "ensemble").asdict()}
+    rec = recipe(dataset, arch, **(recipe_override or {}))
+    path = checkpoint_path(rec.dataset, rec)
+    try:
+        return _load(path, rec)[1]
+    except FileNotFoundError:
+        return None
+    except cache.UNUSABLE as exc:  # reported, left for get_teacher to rebuild
+        warnings.warn(f"teacher checkpoint {path} is unusable and will be retrained: {type(exc).__name__}: {exc}",
+                      cache.CacheWarning, stacklevel=2)
+        return None
 
 
 def cached_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -195,15 +261,11 @@ def cached_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     path = cache.path("logits", name)
     meta = {"kind": "kd_lessons.teacher_logits", "rows": len(x)}
 
-    def fits(logits) -> bool:
-        return isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == len(x)
-
-    logits = cache.load_or_none(path, meta, "cached teacher logits")
-    if fits(logits):
+    def load(file):
+        logits = cache.load_verified(file, meta)
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == len(x)):
+            raise CorruptFileError(f"{file} holds {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}, "
+                                   f"not [{len(x)}, classes] logits")
         return logits
-    with cache.lock(path, f"teacher logits for {len(x)} inputs"):
-        logits = cache.load_or_none(path, meta, "cached teacher logits")  # computed meanwhile by another process?
-        if not fits(logits):
-            logits = predict_logits(teacher, x)
-            cache.save_verified(logits, path, meta)
-    return logits
+
+    return cache.build_once(path, meta, lambda: predict_logits(teacher, x), "cached teacher logits", load=load)

@@ -84,7 +84,7 @@ def test_corrupt_checkpoint_is_reported_and_retrained(tiny_zoo):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # flip one byte in the middle
     path.write_bytes(bytes(data))
-    with pytest.warns(cache.CacheWarning, match="unusable and will be retrained: CorruptFileError.*sha256"):
+    with pytest.warns(cache.CacheWarning, match=r"cnn teacher .*\.pt was unusable \(.*sha256.*deleted and will"):
         teacher, _ = _get()
     assert len(tiny_zoo) == 2 and not teacher.training
     with warnings.catch_warnings():
@@ -108,7 +108,7 @@ def test_state_dict_that_does_not_fit_is_rejected(tiny_zoo):
     wrong = teachers.build_teacher({**rec, "width": 3}).state_dict()
     save_verified({"state_dict": wrong, "info": {}}, teachers.checkpoint_path("mnist", rec),
                   {"recipe_hash": teachers.recipe_key(rec), "dataset": "mnist"})
-    with pytest.warns(cache.CacheWarning, match="(?s)unusable and will be retrained: RuntimeError.*size mismatch"):
+    with pytest.warns(cache.CacheWarning, match=r"(?s)was unusable \(RuntimeError: .*size mismatch.*deleted and will"):
         _get()
     assert len(tiny_zoo) == 1
 
