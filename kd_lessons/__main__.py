@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kd_lessons.data import DATASETS
+from kd_lessons.datasets import DATASETS, DEFAULT
+
+CLASSROOM = [name for name, info in DATASETS.items() if info.classroom]  # prepare-class builds their heatmaps
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -35,8 +37,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
     failed = [name for name, row in {**report, **text_report}.items() if not row["ok"]]
     if failed:
         print(f"\nNot available: {', '.join(failed)} (see the reasons and fixes above).")
-    if "mnist" in report:  # the course's core lessons need only MNIST
-        return 0 if report["mnist"]["ok"] else 1
+    core = [name for name in report if DATASETS[name].core]  # the course's core lessons need only these (MNIST)
+    if core:
+        return 0 if all(report[name]["ok"] for name in core) else 1
     return 1 if failed else 0
 
 
@@ -64,12 +67,12 @@ def _cmd_prepare_class(args: argparse.Namespace) -> int:
     from kd_lessons.runs import grid
     from kd_lessons.train import TrainOptions
 
-    unknown = [d for d in args.datasets if d not in DATASETS or d == "cifar10"]
+    unknown = [d for d in args.datasets if d not in CLASSROOM]
     if unknown:
-        print(f"prepare-class: no heatmap for {unknown}; use mnist and/or fashion_mnist", file=sys.stderr)
+        print(f"prepare-class: no heatmap for {unknown}; use {' and/or '.join(CLASSROOM)}", file=sys.stderr)
         return 2
     print(config.describe())
-    for dataset in args.datasets or ["mnist"]:
+    for dataset in args.datasets or [DEFAULT]:
         start = time.perf_counter()
         _, info = teachers.get_teacher(dataset, options=TrainOptions(progress=not args.quiet))
         teacher_s = time.perf_counter() - start
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_teacher)
     p = sub.add_parser("prepare-class", help="before class: train and cache the teacher and the app's heatmap")
     p.add_argument("datasets", nargs="*", metavar="DATASET",  # argparse rejects an empty '*' list with choices
-                   help=f"datasets to prepare, from {[n for n in names if n != 'cifar10']} (default: mnist)")
+                   help=f"datasets to prepare, from {CLASSROOM} (default: {DEFAULT})")
     p.add_argument("--width", type=int, default=100, help="student width of the heatmap (the app's default: 100)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare_class)

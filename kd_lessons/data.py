@@ -1,15 +1,14 @@
 """Datasets as in-memory tensors, batches with positions, and batched augmentation on tensors.
 
 Introduced in notebook 00_start_here (loading) and 04_distill_mnist (batches whose `idx` lines up
-with cached teacher logits). `DATASETS` is the one registry of datasets: every other module, the
-app and the command line take their names, shapes and labels from it. Raw files come from
+with cached teacher logits). `DATASETS`, `DatasetInfo`, `check_name`, `class_names` and
+`DataUnavailableError` are re-exported from `kd_lessons.datasets` (one record per dataset). Raw files come from
 `kd_lessons.sources`; decoded uint8 tensors are cached (checksum-verified) as cache kind "tensors",
 decoded under `cache.lock` (once, however many processes ask), and normalised on load.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -18,51 +17,13 @@ from tqdm.auto import tqdm
 
 from kd_lessons import cache, sources
 from kd_lessons.cache import CorruptFileError
-from kd_lessons.sources import DataUnavailableError
+from kd_lessons.datasets import DATASETS, DatasetInfo, DataUnavailableError, check_name, class_names, decoded_cache_name
 
 __all__ = ["DATASETS", "DatasetInfo", "DataUnavailableError", "check_name", "check_xy", "load_tensors",
            "class_names", "denormalize", "iterate_batches", "random_crop_flip", "random_shift",
            "stratified_subset", "hide_labels", "prepare_all", "clear_memo"]
 
 _CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the course knows about a dataset: display label, normalisation, classes, shape, raw layout."""
-
-    label: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: tuple[str, ...]
-    shape: tuple[int, int, int]
-    folder: str        # torchvision's folder inside the data folder
-    torchvision: str   # torchvision.datasets class that downloads it
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST", (0.1307,), (0.3081,), tuple(str(d) for d in range(10)), (1, 28, 28),
-                         "MNIST/raw", "MNIST"),
-    "fashion_mnist": DatasetInfo("Fashion-MNIST", (0.2860,), (0.3530,), (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-        "Ankle boot"), (1, 28, 28), "FashionMNIST/raw", "FashionMNIST"),
-    "cifar10": DatasetInfo("CIFAR-10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), (3, 32, 32),
-        "cifar-10-batches-py", "CIFAR10"),
-}
-
-
-def check_name(dataset: str) -> str:
-    """The registry key for a dataset name ('Fashion-MNIST' -> 'fashion_mnist'); a clear error otherwise."""
-    key = str(dataset).strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; use one of {sorted(DATASETS)}")
-    return key
-
-
-def class_names(dataset: str) -> list[str]:
-    """Human-readable labels for plots and the app. Introduced in notebook 00_start_here."""
-    return list(DATASETS[check_name(dataset)].classes)
 
 
 def _stats(name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +55,7 @@ def _normalise(x_u8: torch.Tensor, name: str) -> torch.Tensor:
 def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoded images from the verified cache (kept in memory while the file is unchanged), else the raw files."""
     split = "train" if train else "test"
-    file = cache.path("tensors", f"{name}_{split}.pt")
+    file = cache.path("tensors", decoded_cache_name(name, split))
     meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": sources.source_fingerprint(name)}
 
     def cached():

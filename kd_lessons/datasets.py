@@ -123,9 +123,16 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def _compact(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def check_name(name: str) -> str:
     """The registry key for a dataset name ('Fashion-MNIST' -> 'fashion_mnist'); notebook 00_start_here."""
     key = str(name).strip().lower().replace("-", "_")
+    if key not in DATASETS:  # a display label or another spelling: 'CIFAR-10', 'fashion mnist'
+        spellings = {_compact(spelling): k for k, info in DATASETS.items() for spelling in (k, info.label)}
+        key = spellings.get(_compact(key), key)
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)} (their files come from "
                          f"`python -m kd_lessons data`; a new dataset needs a record in kd_lessons.datasets)")

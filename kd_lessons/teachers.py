@@ -34,14 +34,15 @@ __all__ = ["ARCHS", "TeacherRecipe", "CNNTeacherRecipe", "MLPTeacherRecipe", "Re
            "cached_logits"]
 
 _AUGMENT = {"none": None, "shift": random_shift, "crop_flip": random_crop_flip}
-ARCHS = {"mnist": ("ensemble", "cnn", "mlp"), "fashion_mnist": ("ensemble", "cnn", "mlp"), "cifar10": ("resnet",)}
+ARCHS = {name: info.teacher_archs for name, info in DATASETS.items()}  # a view of the records' teacher_archs
 
 
 def _arch(dataset: str, arch: str | None) -> tuple[str, str]:
     dataset = check_name(dataset)
-    arch = ARCHS[dataset][0] if arch is None else arch
-    if arch not in ARCHS[dataset]:
-        raise ValueError(f"arch={arch!r} is not a {dataset} teacher; use one of {list(ARCHS[dataset])}")
+    archs = DATASETS[dataset].teacher_archs
+    arch = archs[0] if arch is None else arch
+    if arch not in archs:
+        raise ValueError(f"arch={arch!r} is not a {dataset} teacher; use one of {list(archs)}")
     return dataset, arch
 
 
@@ -135,13 +136,15 @@ def recipe(dataset: str, arch: str | None = None, **overrides) -> TeacherRecipe 
 
 def build_teacher(rec: TeacherRecipe) -> nn.Module:
     """An untrained model as a (single-model) recipe describes it."""
-    channels = 3 if rec.dataset == "cifar10" else 1
+    info = DATASETS[check_name(rec.dataset)]
+    channels, classes = info.shape[0], info.num_classes
     if rec.arch == "TeacherCNN":
-        return TeacherCNN(in_channels=channels, width=rec.width, dropout=rec.dropout)
+        return TeacherCNN(in_channels=channels, num_classes=classes, width=rec.width, dropout=rec.dropout)
     if rec.arch == "MLPTeacher":
-        return MLPTeacher(hidden=rec.hidden, dropout=rec.dropout, input_dropout=rec.input_dropout)
+        return MLPTeacher(hidden=rec.hidden, in_features=info.in_features, num_classes=classes, dropout=rec.dropout,
+                          input_dropout=rec.input_dropout)
     if rec.arch == "CifarResNet":
-        return CifarResNet(depth=rec.depth, width=rec.width, in_channels=channels)
+        return CifarResNet(depth=rec.depth, width=rec.width, num_classes=classes, in_channels=channels)
     raise ValueError(f"recipe arch={rec.arch!r} is not a single model; use 'TeacherCNN', 'MLPTeacher' or "
                      f"'CifarResNet' (ensembles come from get_teacher(dataset, arch='ensemble'))")
 

@@ -46,3 +46,21 @@ def test_app_command_runs_the_packaged_script_with_streamlit_arguments(monkeypat
     monkeypatch.setattr(os, "execv", lambda exe, cmd: calls.append(cmd))  # POSIX: the process becomes Streamlit
     assert main(["app", "--server.port", "8599"]) == 0
     assert calls[0] == [sys.executable, "-m", "streamlit", "run", str(course.app_script()), "--server.port", "8599"]
+
+
+def test_data_command_exit_code_follows_the_core_dataset(monkeypatch, capsys):
+    from kd_lessons import data
+    from kd_lessons.generative import text
+
+    def report(ok: dict):
+        return lambda names, progress, offline: {name: {"ok": good, "source": "here", "train": 1, "test": 1,
+                                                        "error": None if good else "gone"} for name, good in ok.items()}
+
+    monkeypatch.setattr(text, "prepare_text", lambda names, offline: {})
+    monkeypatch.setattr(data, "prepare_all", report({"mnist": True, "cifar10": False}))
+    assert main(["data", "--only", "mnist", "cifar10", "--quiet"]) == 0  # MNIST, the core lessons' dataset, is ready
+    monkeypatch.setattr(data, "prepare_all", report({"mnist": False, "cifar10": True}))
+    assert main(["data", "--only", "mnist", "cifar10", "--quiet"]) == 1
+    monkeypatch.setattr(data, "prepare_all", report({"cifar10": False}))
+    assert main(["data", "--only", "cifar10", "--quiet"]) == 1  # no core dataset asked for: any failure fails
+    assert "[failed] cifar10" in capsys.readouterr().out

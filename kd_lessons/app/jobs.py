@@ -14,6 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Hashable
 
 from kd_lessons import cache, config
+from kd_lessons.datasets import DATASETS
 from kd_lessons.train import TrainOptions
 
 __all__ = ["Job", "STARTER_RECIPES", "TrainingQueue", "needs_starter", "start_teachers", "start_grid",
@@ -21,8 +22,8 @@ __all__ = ["Job", "STARTER_RECIPES", "TrainingQueue", "needs_starter", "start_te
 
 # Small CNN recipes (overrides of teachers.recipe(dataset, "cnn")) for a fast first launch on a CPU: the app
 # shows soft labels from this "starter" teacher (1 epoch on a subset) while the course's teacher trains.
-STARTER_RECIPES = {"mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000},
-                   "fashion_mnist": {"width": 16, "num_epochs": 1, "augment": "none", "n_train": 10000}}
+# A view of the records' `starter` (kd_lessons.datasets): datasets without one get no starter teacher.
+STARTER_RECIPES = {name: dict(info.starter) for name, info in DATASETS.items() if info.starter is not None}
 
 
 class Job:

@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from kd_lessons import cache, config, losses, sources
+from kd_lessons import cache, config, losses
 from kd_lessons.cache import CorruptFileError
-from kd_lessons.data import DATASETS, DataUnavailableError, load_tensors, stratified_subset
+from kd_lessons.data import load_tensors, stratified_subset
+from kd_lessons.datasets import DATASETS, DataUnavailableError, decoded_cache_name
 from kd_lessons.models import make_student
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import predict_logits
@@ -29,7 +30,6 @@ __all__ = ["STUDENT_WIDTHS", "label", "available_datasets", "temperatures", "nea
            "explain_error"]
 
 STUDENT_WIDTHS = (30, 100, 300, 800)
-_ON_DEMAND = ("mnist", "fashion_mnist")  # fetched when picked; others only when their files are here
 
 
 def label(dataset: str) -> str:
@@ -38,11 +38,11 @@ def label(dataset: str) -> str:
 
 
 def available_datasets() -> list[str]:
-    """MNIST and Fashion-MNIST always (fetched on demand); the others only when their files are already here."""
-    names = list(_ON_DEMAND)
-    for name in DATASETS:
-        if name not in names and (cache.path("tensors", f"{name}_test.pt").is_file() or
-                                  any((sources.raw_folder(name) / f).is_file() for f in sources.PINNED[name])):
+    """Datasets fetched on demand (records with on_demand) always; the others once their files are here."""
+    names = [name for name, info in DATASETS.items() if info.on_demand]
+    for name, info in DATASETS.items():
+        if not info.on_demand and (cache.path("tensors", decoded_cache_name(name, "test")).is_file() or
+                                   any((config.data_dir() / info.folder / f).is_file() for f in info.pins)):
             names.append(name)
     return names
 

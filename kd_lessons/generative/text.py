@@ -33,7 +33,7 @@ import torch
 
 from kd_lessons import config
 from kd_lessons.cache import CacheWarning, CorruptFileError, atomic_write_bytes, file_digest, sha256_bytes
-from kd_lessons.sources import DataUnavailableError
+from kd_lessons.datasets import DataUnavailableError
 
 __all__ = ["TEXT_CORPORA", "TextCorpusInfo", "DataUnavailableError", "text_folder", "ensure_text", "load_text",
            "prepare_text", "CharVocab", "Corpus", "load_corpus", "split", "sample_windows", "iterate_windows"]
