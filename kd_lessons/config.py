@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["is_quick", "mode", "pick", "get_device", "precision", "amp_dtype", "offline", "download_timeout",
-           "seed_everything", "data_dir", "cache_dir", "describe", "PRECISIONS"]
+__all__ = ["is_quick", "mode", "pick", "get_device", "resolve_device", "precision", "amp_dtype", "offline",
+           "download_timeout", "seed_everything", "data_dir", "cache_dir", "describe", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _TRUE = {"1", "true", "yes", "on"}
@@ -71,6 +71,19 @@ def get_device(prefer: str | None = None) -> torch.device:
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """The device a function was given, or `get_device()`'s pick when None: the one rule every `device=` follows."""
+    if device is None:
+        return get_device()
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device: pass 'cpu', 'cuda', 'cuda:1', 'mps', a torch.device, "
+                         f"or None for the automatic pick (KD_DEVICE overrides it)") from exc
 
 
 def precision(choice: str | None = None) -> str:
@@ -137,7 +150,7 @@ def cache_dir() -> Path:
 
 def describe(device: torch.device | str | None = None) -> str:
     """One line for notebooks and the app: device, precision, mode and torch version."""
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     dtype = amp_dtype(device)
     prec = "fp32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast"
     label = "quick (KD_QUICK=1)" if is_quick() else "full"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from kd_lessons.config import get_device
+from kd_lessons.config import resolve_device
 from kd_lessons.datasets import get
 
 __all__ = ["TeacherCNN", "MLPStudent", "MLPTeacher", "Ensemble", "CNNStudent", "CifarResNet", "CifarStudent",
@@ -273,7 +273,7 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch_size={batch_size}, repeats={repeats}, warmup={warmup}: need batch_size, "
                          f"repeats >= 1 and warmup >= 0")
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     net = copy.deepcopy(model).to(device).eval()
     x = torch.randn(batch_size, *input_shape, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

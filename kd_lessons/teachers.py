@@ -203,7 +203,7 @@ def get_teacher(dataset: str, arch: str | None = None, device=None, retrain: boo
     teacher use small ones); `options` (progress bar, on_step hook) apply if it trains.
     """
     dataset, arch = _arch(dataset, arch)
-    device = torch.device(device) if device is not None else config.get_device()
+    device = config.resolve_device(device)
     if arch == "ensemble":
         if recipe_override:
             raise ValueError("recipe_override applies to one model; pass arch='cnn' or arch='mlp' with it")

@@ -1,6 +1,7 @@
 """kd_lessons.config: the only reader of the environment (mode, device, precision, offline, timeout, folders)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,27 @@ def test_device_override_and_default(monkeypatch):
     monkeypatch.delenv("KD_DEVICE")
     expected = "cuda" if torch.cuda.is_available() else ("mps" if config._mps_available() else "cpu")
     assert config.get_device().type == expected
+
+
+def test_resolve_device_keeps_a_given_device_and_picks_for_none(monkeypatch):
+    monkeypatch.setenv("KD_DEVICE", "cpu")
+    assert config.resolve_device() == config.resolve_device(None) == torch.device("cpu")  # None follows KD_DEVICE
+    assert config.resolve_device("cpu") == torch.device("cpu")
+    meta = torch.device("meta")  # a given device wins over KD_DEVICE, as a str or a torch.device
+    assert config.resolve_device(meta) is meta and config.resolve_device("meta") == meta
+    monkeypatch.delenv("KD_DEVICE")
+    assert config.resolve_device() == config.get_device()
+    for bad in ("gpu0", 3.5, [0]):
+        with pytest.raises(ValueError, match=r"device=.* is not a device: pass 'cpu', 'cuda'"):
+            config.resolve_device(bad)
+
+
+def test_every_device_argument_goes_through_resolve_device():
+    spelled = re.compile(r"if [\w.]+ is not None else (config\.)?get_device\(\)")  # what resolve_device replaces
+    offenders = [f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}" for path in sorted(PACKAGE.rglob("*.py"))
+                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if spelled.search(line) and path.name != "config.py"]
+    assert offenders == [], "use config.resolve_device(device):\n" + "\n".join(offenders)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
