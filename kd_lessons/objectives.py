@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_lessons.losses import check_alpha, check_labels, check_logits, check_T, kd_term
+from kd_lessons.methods.registry import register
 
 __all__ = ["UNLABELED", "Objective", "CrossEntropy", "HintonKD"]
 
@@ -40,6 +41,7 @@ class Objective(nn.Module):
         raise NotImplementedError("an Objective subclass computes the loss in forward(student_out, teacher_out, y)")
 
 
+@register("scratch", "none", "(no teacher: the baseline)", {"label_smoothing": 0.0})
 class CrossEntropy(Objective):
     """Hard labels only: how teachers and from-scratch baselines learn. Notebook 04_distill_mnist."""
 
@@ -60,6 +62,7 @@ class CrossEntropy(Objective):
         return f"label_smoothing={self.label_smoothing:g}"
 
 
+@register("Hinton KD", "logits", "Hinton et al. 2015", {"T": 4.0, "alpha": 0.9}, recipe_keys=("T", "alpha"))
 class HintonKD(Objective):
     """Hinton et al. (2015): alpha * T^2 KL(teacher || student at T) + (1 - alpha) * CE. Notebook 03_kl_loss.
 

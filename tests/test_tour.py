@@ -43,4 +43,4 @@ def test_schemes_run_with_the_tour_budget_and_join_its_table(monkeypatch, mnist_
     assert list(rows["method"]) == list(tour.SCHEMES)
     assert list(rows.columns) == ["method", "seed", "accuracy", "errors", "seconds", "device"]  # joins run()'s table
     out = tour.summary(StudentRuns(rows))
-    assert set(out["family"]) == {"schemes"} and out["gain_vs_scratch"].isna().all()  # no scratch row to pair with
+    assert set(out["family"]) == {"scheme"} and out["gain_vs_scratch"].isna().all()  # no scratch row to pair with

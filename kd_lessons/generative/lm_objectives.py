@@ -1,20 +1,12 @@
 """Generative KD methods as plug-ins for train_lm (loss_fn / batch_fn), each counting what it costs.
 
 Introduced in notebook 10_generative_kd. Every plug-in is a callable `loss_fn(model, x, y)` (and, where
-the data changes, a `batch_fn(generator) -> (x, y)`), so all methods share `lm.train_lm`:
-
-- `scratch_loss`: next-character cross-entropy on the corpus (targets -100 are skipped);
-- `TokenKD`: per-position forward KL to the teacher's next-character distribution at T, mixed with the
-  cross-entropy by alpha (word-level KD, Kim & Rush, EMNLP 2016; Hinton et al., 2015);
-- `transfer_corpus` (`cached_transfer_corpus`: written once, verified) + `SequenceKD`: sequence-level KD (Kim &
-  Rush, EMNLP 2016): the teacher (eval mode, no grad) continues corpus prompts once, and the student trains with
-  cross-entropy on that text;
-- `OnPolicyKD`: with probability lam the student samples continuations of the batch's prompts and the
-  teacher scores every position (GKD, Agarwal et al., ICLR 2024, loss generalized JSD(beta)); with
-  divergence="reverse" it is the per-token reverse KL on student samples of GKD's reverse-KL variant.
-  MiniLLM (Gu et al., ICLR 2024) optimises the *sequence-level* reverse KL with a policy-gradient
-  method; ours is the simpler per-token version, not a reproduction of MiniLLM;
-- `topk_pool` + `TopKKD`: distillation from cached top-k teacher log-probs (what an LLM API returns).
+the data changes, a `batch_fn(generator) -> (x, y)`), so all methods share `lm.train_lm`; each registers
+(kd_lessons.methods.registry, family "generative") with its paper: `scratch_loss` (cross-entropy, targets -100
+skipped); `TokenKD` (per-position forward KL at T mixed with CE by alpha); `transfer_corpus` (cached once) +
+`SequenceKD` (CE on text the teacher wrote); `OnPolicyKD` (the student samples with probability lam, the teacher
+scores every position: GKD's generalized JSD(beta), or per-token reverse KL; MiniLLM, Gu et al. 2024, optimises
+the sequence-level reverse KL by policy gradient: not reproduced); `topk_pool` + `TopKKD` (an API's top-k).
 
 `CostMeter` counts teacher and student forward positions, generated characters and the positions that
 carry a loss, so the cost model of the lesson is measured from the runs, not derived from formulas.
@@ -22,6 +14,7 @@ carry a loss, so the cost model of the lesson is measured from the runs, not der
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +26,14 @@ from kd_lessons.generative.divergences import forward_kl, generalized_jsd, rever
 from kd_lessons.generative.text import sample_windows
 from kd_lessons.generative.transformer import generate
 from kd_lessons.losses import check_T
+from kd_lessons.methods.registry import register
 
 __all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus",
-           "cached_transfer_corpus", "SequenceKD",
-           "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
+           "cached_transfer_corpus", "SequenceKD", "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
 
 IGNORE = -100  # a target that cross-entropy skips (prompt positions of teacher-generated text)
 DIVERGENCES = ("jsd", "reverse", "forward")
+_ON_POLICY = {"beta": "beta", "lam": "lam", "prompt_len": "onpolicy_prompt"}  # OnPolicyKD parameter: recipe key
 
 
 @dataclasses.dataclass
@@ -68,10 +62,13 @@ def _generation_positions(batch: int, prompt_len: int, num_tokens: int, context:
     return batch * sum(min(prompt_len + i, context) for i in range(num_tokens))
 
 
+@register("scratch", "generative", "(no teacher: the baseline)", {},
+          build=lambda teacher, rec, meter=None, **_: functools.partial(scratch_loss, meter=meter))
 def scratch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meter: CostMeter | None = None) -> torch.Tensor:
     """Next-character cross-entropy (nats), skipping targets equal to IGNORE: training from the text alone."""
     logits = model(x)
     if meter is not None:
+        meter.corpus_batches += 1
         meter.trained_positions += int((y != IGNORE).sum())
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
 
@@ -96,6 +93,7 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
+@register("token KD", "generative", "Kim & Rush 2016", {"T": 1.0, "alpha": 1.0}, recipe_keys=("T", "alpha"))
 class TokenKD:
     """Token-level KD: alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE per position. Notebook 10_generative_kd."""
 
@@ -168,6 +166,7 @@ def cached_transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: 
     return {**blob, "meter": CostMeter(**blob["meter"]), "from_cache": True}
 
 
+@register("seq-level KD", "generative", "Kim & Rush 2016", {"batch_size": 16}, recipe_keys=("batch_size",))
 class SequenceKD:
     """Sequence-level KD: cross-entropy on the teacher's text (prompt targets skipped). Notebook 10_generative_kd.
 
@@ -188,10 +187,13 @@ class SequenceKD:
         return x, y
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.meter.corpus_batches += 1
-        return scratch_loss(model, x, y, self.meter)
+        return scratch_loss(model, x, y, self.meter)  # counts the batch and its positions
 
 
+@register("reverse KL on-policy", "generative", "Agarwal et al. 2024",  # decorators apply bottom-up: GKD first
+          {"divergence": "reverse", "beta": 0.5, "lam": 0.5, "prompt_len": 32}, recipe_keys=_ON_POLICY)
+@register("on-policy GKD", "generative", "Agarwal et al. 2024",
+          {"divergence": "jsd", "beta": 0.5, "lam": 0.5, "prompt_len": 32}, recipe_keys=_ON_POLICY)
 class OnPolicyKD:
     """On-policy distillation (GKD): the student samples, the teacher scores every position. Notebook 10_generative_kd.
 
@@ -268,6 +270,8 @@ def topk_pool(teacher: nn.Module, data: torch.Tensor, n_windows: int, context: i
     return {"x": x, "y": y, "idx": torch.cat(idx), "logprobs": torch.cat(logprobs), "meter": meter}
 
 
+@register("top-k KD", "generative", "(no paper: an API's top-k)", {"k": 5, "batch_size": 16, "renormalize": True},
+          recipe_keys={"k": "topk", "batch_size": "batch_size", "renormalize": "topk_renormalize"})
 class TopKKD:
     """Forward KL from cached top-k log-probs, renormalised or with a 'rest' bucket. Notebook 10_generative_kd.
 

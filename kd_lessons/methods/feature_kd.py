@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from kd_lessons.losses import HintRegressor, attention_map, attention_transfer_loss, check_weight, hint_loss
+from kd_lessons.data import DATASETS
+from kd_lessons.methods.registry import register, setting
 from kd_lessons.objectives import HintonKD, Objective
 
 __all__ = ["feature_shapes", "FeatureKD", "FEATURE_METHODS", "feature_objective", "attention_pair"]
@@ -104,6 +106,19 @@ def feature_objective(method: str, student: nn.Module, teacher: nn.Module, input
     return FeatureKD(feature_shapes(student, input_shape), feature_shapes(teacher, input_shape), T=T, alpha=alpha,
                      hint_weight=hint_weight if use_hint else 0.0, at_weight=at_weight if use_at else 0.0,
                      hint_layer=hint_layer, at_layers=at_layers)
+
+
+def _feature_build(method: str):
+    """The registry's build(teacher, rec) of one of FEATURE_METHODS: student -> FeatureKD sized from both models."""
+    return lambda teacher, rec, **_: lambda student: feature_objective(
+        method, student, teacher, DATASETS[setting(rec, "dataset")].shape, T=setting(rec, "T"),
+        alpha=setting(rec, "alpha"))
+
+
+for _method, _paper in zip(FEATURE_METHODS, ("Romero et al. 2015", "Zagoruyko & Komodakis 2017",
+                                             "Romero et al. 2015; Zagoruyko & Komodakis 2017")):
+    register(_method, "features", _paper, {"T": 4.0, "alpha": 0.9, "hint_weight": 1.0, "at_weight": 1.0},
+             build=_feature_build(_method))(feature_objective)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.losses import check_alpha, check_T, check_weight, kd_term
+from kd_lessons.methods.registry import register
 from kd_lessons.objectives import UNLABELED, Objective
 
 __all__ = ["DKD", "DIST", "LogitStandardizedKD", "dkd_terms", "pearson_rows", "dist_terms", "standardize"]
@@ -70,6 +71,8 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: tor
     return T * T * tckd, T * T * nckd
 
 
+@register("DKD", "logits", "Zhao et al. 2022", {"T": 4.0, "alpha": 1.0, "beta": 8.0, "ce_weight": 1.0},
+          recipe_keys=("T",))
 class DKD(_LogitObjective):
     """Decoupled KD: weigh target and non-target knowledge apart (Zhao et al., CVPR 2022). Notebook 11_methods_tour.
 
@@ -119,6 +122,7 @@ def dist_terms(student_probs: torch.Tensor, teacher_probs: torch.Tensor) -> tupl
     return inter, intra
 
 
+@register("DIST", "logits", "Huang et al. 2022", {"beta": 1.0, "gamma": 1.0, "T": 1.0, "ce_weight": 1.0})
 class DIST(_LogitObjective):
     """DIST: match the relations, not the probabilities (Huang et al., NeurIPS 2022). Notebook 11_methods_tour.
 
@@ -157,6 +161,7 @@ def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (logits - logits.mean(1, keepdim=True)) / (logits.std(1, keepdim=True) + eps)
 
 
+@register("logit standardisation", "logits", "Sun et al. 2024", {"T": 2.0, "alpha": 0.9}, recipe_keys=("alpha",))
 class LogitStandardizedKD(_LogitObjective):
     """Hinton's KD on z-scored logits (Sun et al., CVPR 2024, "Logit Standardization in KD"). Notebook 11_methods_tour.
 

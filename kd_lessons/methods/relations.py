@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.losses import check_float, check_weight
+from kd_lessons.methods.registry import register
 from kd_lessons.objectives import HintonKD, Objective
 
 __all__ = ["rkd_distance_loss", "rkd_angle_loss", "RKD", "flat_embedding", "EmbeddingObjective"]
@@ -131,6 +132,8 @@ class EmbeddingObjective(Objective):
         return (student_out[0], s), (teacher_out[0], t)
 
 
+@register("RKD", "relations", "Park et al. 2019",
+          {"T": 4.0, "alpha": 0.9, "distance_weight": 25.0, "angle_weight": 50.0}, recipe_keys=("T", "alpha"))
 class RKD(EmbeddingObjective):
     """HintonKD(T, alpha) + distance_weight * RKD-D + angle_weight * RKD-A on one layer. Notebook 11_methods_tour.
 

@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from kd_lessons import train
 from kd_lessons.config import get_device, seed_everything
-from kd_lessons.data import check_xy, iterate_batches
-from kd_lessons.objectives import HintonKD
+from kd_lessons.data import check_xy, iterate_batches, random_shift
+from kd_lessons.methods.registry import register, setting
+from kd_lessons.models import MLPStudent
+from kd_lessons.objectives import CrossEntropy, HintonKD
 
 __all__ = ["teacher_assistant", "born_again", "mutual_learning", "function_matching_objective", "function_matching"]
 
@@ -176,3 +178,53 @@ def function_matching(student: nn.Module, teacher: nn.Module, x, y, augment, num
     check_xy(x, y)
     return train.distill(student, x, y, teacher, function_matching_objective(T), num_epochs=num_epochs, lr=lr,
                          augment=augment, **train_kwargs)
+
+
+# ---------------------------------------------------------------- the schemes as registry entries (notebook 11)
+# build(teacher, rec) -> train(make_student, x, y, seed, **kw) -> the trained student; kw go to train.distill
+# (num_epochs, lr, batch_size, options). The weights are each scheme's defaults, with the recipe's recipe_keys.
+
+def _scheme(name: str, paper: str, defaults: dict, recipe_keys=()):
+    """Register the procedure below as the scheme `name`; it receives (teacher, weights, make_student, x, y, seed)."""
+    def decorate(procedure):
+        def build(teacher, rec, **_):
+            weights = {**defaults, **{k: setting(rec, k) for k in recipe_keys}}
+            return lambda make_student, x, y, seed, **kw: procedure(teacher, weights, make_student, x, y, seed, **kw)
+        return register(name, "scheme", paper, defaults, recipe_keys, build)(procedure)
+    return decorate
+
+
+@_scheme("teacher assistant", "Mirzadeh et al. 2020", {"T": 4.0, "alpha": 0.9, "assistant_hidden": (400, 400)},
+         recipe_keys=("T", "alpha"))
+def _assistant_scheme(teacher, weights, make_student, x, y, seed, **kw):
+    """teacher -> MLP assistant (assistant_hidden) -> student, HintonKD(T, alpha) both times."""
+    return teacher_assistant(lambda: MLPStudent(hidden=weights["assistant_hidden"]), make_student, teacher, x, y,
+                             weights["T"], weights["alpha"], seed=seed, **kw)[1]
+
+
+@_scheme("born-again", "Furlanello et al. 2018", {"T": 4.0, "alpha": 0.9, "generations": 1},
+         recipe_keys=("T", "alpha"))
+def _born_again_scheme(teacher, weights, make_student, x, y, seed, **kw):
+    """A student trained with labels, then `generations` of the same architecture distilled from it (the teacher
+    is not used: born-again starts from labels)."""
+    seed_everything(seed)
+    parent = make_student()
+    train.distill(parent, x, y, None, CrossEntropy(), seed=seed, **kw)
+    return born_again(make_student, parent, x, y, weights["generations"], weights["T"], weights["alpha"],
+                      seed=seed, **kw)[-1]
+
+
+@_scheme("mutual learning", "Zhang et al. 2018", {"T": 1.0, "alpha": 0.5})
+def _mutual_scheme(teacher, weights, make_student, x, y, seed, **kw):
+    """Two students from scratch teaching each other (the teacher is not used); the first one is returned."""
+    return mutual_learning(make_student, make_student, x, y, T=weights["T"], alpha=weights["alpha"], seed=seed,
+                           **kw)[0]
+
+
+@_scheme("function matching", "Beyer et al. 2022", {"T": 1.0})
+def _function_matching_scheme(teacher, weights, make_student, x, y, seed, **kw):
+    """alpha = 1 at T, the teacher run on every shifted batch (data.random_shift: MNIST-sized images)."""
+    seed_everything(seed)
+    student = make_student()
+    function_matching(student, teacher, x, y, random_shift, T=weights["T"], seed=seed, **kw)
+    return student

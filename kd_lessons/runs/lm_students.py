@@ -24,11 +24,12 @@ from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.text import Corpus, iterate_windows, sample_windows
 from kd_lessons.generative.transformer import bits_per_char, generate, token_log_probs
 from kd_lessons.generative.zoo import make_text_student
+from kd_lessons.methods import registry
 
 __all__ = ["METHODS", "recipe", "word_set", "text_measures", "sample_measures", "evaluate", "train_method", "run",
            "cached_run", "summarize", "paired", "cost_table"]
 
-METHODS = ("scratch", "token KD", "seq-level KD", "on-policy GKD", "reverse KL on-policy", "top-k KD")
+METHODS = tuple(spec.name for spec in registry.methods("generative"))  # the registry's order (notebook 10, tests)
 _WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -118,27 +119,14 @@ def evaluate(student, teacher, corpus: Corpus, rec: dict, reference: dict, seed:
 
 def _plugin(method: str, teacher, rec: dict, shared: dict, seed: int, k: int | None = None,
             renormalize: bool | None = None):
-    """(loss_fn, batch_fn, meter) of one method."""
+    """(loss_fn, batch_fn, meter) of one registered generative method (k, renormalize: top-k KD's sweep)."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}")
     meter = gm.CostMeter()
-    if method == "scratch":
-        def scratch(model, x, y):
-            meter.corpus_batches += 1
-            return gm.scratch_loss(model, x, y, meter)
-        return scratch, None, meter
-    if method == "token KD":
-        return gm.TokenKD(teacher, rec["T"], rec["alpha"], meter), None, meter
-    if method == "seq-level KD":
-        plug = gm.SequenceKD(shared["transfer"], rec["batch_size"], meter)
-        return plug, plug.batch_fn, meter
-    if method in ("on-policy GKD", "reverse KL on-policy"):
-        divergence = "jsd" if method == "on-policy GKD" else "reverse"
-        return gm.OnPolicyKD(teacher, divergence, rec["beta"], rec["lam"], rec["onpolicy_prompt"], seed=seed,
-                             meter=meter), None, meter
-    if method == "top-k KD":
-        plug = gm.TopKKD(shared["pool"], k or rec["topk"], rec["batch_size"],
-                         rec["topk_renormalize"] if renormalize is None else renormalize, meter)
-        return plug, plug.batch_fn, meter
-    raise ValueError(f"method={method!r}: use one of {METHODS}")
+    spec = registry.get(method, "generative")
+    plug = spec.build(teacher, rec, meter=meter, seed=seed, k=k, renormalize=renormalize,
+                      transfer=shared.get("transfer"), pool=shared.get("pool"))
+    return plug, getattr(plug, "batch_fn", None), meter
 
 
 def train_method(method: str, teacher, corpus: Corpus, rec: dict, shared: dict, reference: dict, seed: int,

@@ -17,24 +17,18 @@ import pandas as pd
 import torch
 
 from kd_lessons import cache, config
-from kd_lessons.config import get_device, seed_everything
-from kd_lessons.data import random_shift
-from kd_lessons.methods import schemes
-from kd_lessons.methods.contrastive import crd_for
-from kd_lessons.methods.logits import DIST, DKD, LogitStandardizedKD
-from kd_lessons.methods.relations import RKD
+from kd_lessons.config import get_device
+from kd_lessons.methods import registry
 from kd_lessons.models import MLPStudent
-from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
-from kd_lessons.train import TrainOptions, distill, evaluate
+from kd_lessons.train import TrainOptions, evaluate
 
 __all__ = ["FAMILIES", "SCHEMES", "run_schemes", "recipe", "make_student", "methods", "run", "summary", "load", "load_or_run"]
 
-FAMILIES = {"scratch": "none", "Hinton KD": "logits", "DKD": "logits", "DIST": "logits",
-            "logit standardisation": "logits", "RKD": "relations", "CRD": "contrastive"}
-
-
-SCHEMES = ("teacher assistant", "born-again", "mutual learning", "function matching")
+TOUR_FAMILIES = ("none", "logits", "relations", "contrastive")  # objectives on an MLP student's logits / embedding
+# views of the method registry (kd_lessons.methods.registry), in its order: the app's list, notebook 11's tables
+FAMILIES = {spec.name: spec.family for spec in registry.methods(families=TOUR_FAMILIES)}
+SCHEMES = tuple(spec.name for spec in registry.methods("scheme"))
 
 
 def recipe(n_train: int | None = None, steps: int | None = None) -> dict:
@@ -49,11 +43,9 @@ def make_student() -> MLPStudent:
 
 
 def methods(teacher: torch.nn.Module, rec: dict) -> dict:
-    """Every family's objective with its paper's default weights (CRD's heads are fresh per run)."""
-    T, alpha = rec["T"], rec["alpha"]
-    return {"scratch": CrossEntropy(), "Hinton KD": HintonKD(T, alpha), "DKD": DKD(T=T),
-            "DIST": DIST(), "logit standardisation": LogitStandardizedKD(T=2.0, alpha=alpha),
-            "RKD": RKD(T=T, alpha=alpha), "CRD": crd_for(teacher, (1, 28, 28), T=T, alpha=alpha)}
+    """name -> objective of every registered method of TOUR_FAMILIES, its paper's weights with the recipe's T and
+    alpha where the method takes them (CRD: a student -> objective function, fresh heads per run). Notebook 11."""
+    return {spec.name: spec.build(teacher, rec) for spec in registry.methods(families=TOUR_FAMILIES)}
 
 
 def run(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=None) -> StudentRuns:
@@ -82,20 +74,7 @@ def run_schemes(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=SCHE
     for seed in seeds:
         for name in names:
             start = time.perf_counter()
-            if name == "teacher assistant":
-                _, student, _ = schemes.teacher_assistant(lambda: MLPStudent(hidden=(400, 400)), make_student, teacher,
-                                                          x, y, rec["T"], rec["alpha"], seed=seed, **kw)
-            elif name == "born-again":
-                seed_everything(seed)
-                parent = make_student()
-                distill(parent, x, y, None, CrossEntropy(), seed=seed, **kw)
-                student = schemes.born_again(make_student, parent, x, y, 1, rec["T"], rec["alpha"], seed=seed, **kw)[0]
-            elif name == "mutual learning":
-                student, _, _ = schemes.mutual_learning(make_student, make_student, x, y, seed=seed, **kw)
-            else:
-                seed_everything(seed)
-                student = make_student()
-                schemes.function_matching(student, teacher, x, y, random_shift, seed=seed, **kw)
+            student = registry.get(name, "scheme").build(teacher, rec)(make_student, x, y, seed, **kw)
             result = evaluate(student, data["x_test"], data["y_test"])
             rows.append({"method": name, "seed": seed, "accuracy": result["accuracy"], "errors": result["errors"],
                          "seconds": time.perf_counter() - start, "device": str(get_device())})
@@ -115,12 +94,13 @@ def _paired(table: pd.DataFrame, method: str, baseline: str) -> dict | None:
 def summary(runs: StudentRuns, extra_params: dict | None = None) -> pd.DataFrame:
     """Mean +- std test accuracy per method, paired gains over scratch and Hinton KD, seconds per run."""
     t = runs.table
+    families = {spec.name: spec.family for spec in registry.methods() if spec.task == "images"}
     g = t.groupby("method", sort=False)
     rows = {}
     for name, part in g:
         gain = _paired(t, name, "scratch")
         vs_kd = _paired(t, name, "Hinton KD") if name != "scratch" else None
-        rows[name] = {"family": FAMILIES.get(name, "schemes" if name in SCHEMES else "?"), "accuracy_mean": 100 * part["accuracy"].mean(),
+        rows[name] = {"family": families.get(name, "?"), "accuracy_mean": 100 * part["accuracy"].mean(),
                       "accuracy_std": 100 * part["accuracy"].std(), "seeds": len(part),
                       "gain_vs_scratch": 100 * gain["mean"] if gain else float("nan"),
                       "gain_vs_scratch_std": 100 * gain["std"] if gain else float("nan"),
