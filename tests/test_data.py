@@ -99,7 +99,7 @@ def test_corrupt_cache_is_rebuilt(mnist, tmp_path, monkeypatch):
     file = tmp_path / "cache" / "tensors" / "mnist_test.pt"
     assert file.is_file() and file == cache.path("tensors", "mnist_test.pt")
     _flip_byte(file, offset=len(file.read_bytes()) // 2)
-    with pytest.warns(cache.CacheWarning, match="tensor cache .*mnist_test.pt was unusable .*sha256.*rebuilt"):
+    with pytest.warns(cache.CacheWarning, match=r"tensor cache\)? .*mnist_test.pt was unusable .*sha256.*rebuilt"):
         x2, y2 = data.load_tensors("mnist", train=False)  # no clear_memo: the memo must notice the change
     assert torch.equal(x2, mnist[1][0]) and torch.equal(y2, mnist[1][1])
     assert load_verified(file)["x"].shape == (10000, 1, 28, 28)
