@@ -1,7 +1,7 @@
 """Training schemes: who teaches whom, and when. TAKD, born-again networks, deep mutual learning, function matching.
 
 Introduced in notebook 11_methods_tour. The other `methods` modules change *what* a student matches
-(an Objective); a scheme changes the *recipe* around the same loss: a chain of teachers (teacher
+(an Objective); a scheme changes the *training procedure* around the same loss: a chain of teachers (teacher
 assistant, born-again generations), two students teaching each other from scratch (deep mutual
 learning), or one teacher shown exactly the student's augmented view for a long time (function
 matching). Every scheme calls `train.distill` / `train.fit`; only mutual learning, where two models
