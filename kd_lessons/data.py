@@ -58,26 +58,17 @@ def _load_uint8(name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     file = cache.path("tensors", decoded_cache_name(name, split))
     meta = {"dataset": name, "split": split, "format": _CACHE_FORMAT, "source": sources.source_fingerprint(name)}
 
-    def cached():
+    def cached(file):
         st = file.stat()
         return _decoded(name, split, str(file), st.st_mtime_ns, st.st_size, meta["source"])
 
-    try:
-        return cached()
-    except (FileNotFoundError, CorruptFileError):
-        pass  # absent, or being written by another process right now: decided under the lock
-    with cache.lock(file, f"the decoded {DATASETS[name].label} {split} images"):
-        try:
-            return cached()  # whoever held the lock may have just written it
-        except FileNotFoundError:
-            pass
-        except CorruptFileError as exc:
-            cache.discard(file, exc, "tensor cache")
+    def build():
         sources.ensure_raw(name)
         x_np, y_np = sources.read_raw(name, train)
-        x, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
-        cache.save_verified({"x": x, "y": y}, file, meta)
-    return x, y
+        return torch.from_numpy(x_np.copy()), torch.from_numpy(y_np.copy())
+
+    return cache.build_once(file, meta, build, f"the tensor cache of the decoded {DATASETS[name].label} {split} images",
+                            save=lambda xy, f: cache.save_verified({"x": xy[0], "y": xy[1]}, f, meta), load=cached)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.generative.divergences import forward_kl
-from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.lm import LMOptions, train_lm
 from kd_lessons.generative.transformer import CharTransformer
 
 V, L, B = 11, 12, 5
@@ -98,7 +98,8 @@ def test_transfer_corpus_teacher_eval_no_grad_mode_restored_and_prompts_from_the
     data = torch.arange(200) % V
     t = Recorder(model(1))
     t.train()
-    out = gm.transfer_corpus(t, data, n_sequences=6, prompt_len=4, length=L, seed=3, batch_size=4, progress=False)
+    out = gm.transfer_corpus(t, data, gm.TransferSettings(n_sequences=6, prompt_len=4, length=L, seed=3), batch_size=4,
+                             progress=False)
     ids = out["ids"]
     assert ids.shape == (6, L + 1) and out["prompt_len"] == 4
     assert t.training and all(not training and not grad for training, grad, _ in t.calls)
@@ -112,7 +113,7 @@ def test_transfer_corpus_teacher_eval_no_grad_mode_restored_and_prompts_from_the
 def test_greedy_transfer_corpus_takes_the_teachers_argmax():
     data = torch.arange(200) % V
     t = model(1)
-    ids = gm.transfer_corpus(t, data, 3, 4, L, greedy=True, progress=False)["ids"]
+    ids = gm.transfer_corpus(t, data, gm.TransferSettings(3, 4, L, greedy=True), progress=False)["ids"]
     with torch.no_grad():
         for i in range(4, L + 1):
             nxt = t(ids[:, max(0, i - L):i])[:, -1].argmax(-1)
@@ -120,7 +121,7 @@ def test_greedy_transfer_corpus_takes_the_teachers_argmax():
 
 
 def test_sequence_kd_trains_on_the_teachers_part_only():
-    transfer = gm.transfer_corpus(model(1), torch.arange(200) % V, 8, 4, L, progress=False)
+    transfer = gm.transfer_corpus(model(1), torch.arange(200) % V, gm.TransferSettings(8, 4, L), progress=False)
     plug = gm.SequenceKD(transfer, batch_size=3)
     x, y = plug.batch_fn(torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (3, L)
@@ -181,7 +182,7 @@ def test_cost_meter_counts_what_the_models_actually_computed():
     data = torch.arange(500) % V
     s, t = Recorder(model(0)), Recorder(model(1))
     plug = gm.OnPolicyKD(t, "jsd", lam=0.5, prompt_len=5, seed=1)
-    train_lm(s, data, steps=8, batch_size=B, context=L, loss_fn=plug, progress=False, device="cpu")
+    train_lm(s, data, steps=8, batch_size=B, loss_fn=plug, options=LMOptions(context=L, progress=False, device="cpu"))
     m = plug.meter
     sampling = sum(n for training, _, n in s.calls if not training)  # generate runs the student in eval mode
     training = sum(n for tr, _, n in s.calls if tr)
@@ -251,7 +252,7 @@ def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="prompt_len=12 must be shorter than the windows"):
         gm.OnPolicyKD(t, lam=1.0, prompt_len=12)(model(0), *batch())
     with pytest.raises(ValueError, match="n_sequences=2, prompt_len=20"):
-        gm.transfer_corpus(t, torch.arange(100) % V, 2, 20, L, progress=False)
+        gm.transfer_corpus(t, torch.arange(100) % V, gm.TransferSettings(2, 20, L), progress=False)
     with pytest.raises(ValueError, match="transfer must be the dict of transfer_corpus"):
         gm.SequenceKD({"ids": torch.zeros(3)}, 2)
     pool = gm.topk_pool(t, torch.arange(300) % V, 3, L, 2, progress=False)
@@ -264,18 +265,19 @@ def test_bad_input_is_explained():
 def test_cached_transfer_corpus_is_written_once_and_verified(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
     data, t = torch.arange(200) % V, model(1)
-    first = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+    first = gm.cached_transfer_corpus(t, data, gm.TransferSettings(5, 4, L, seed=2), progress=False)
     assert not first["from_cache"]
     files = list(tmp_path.rglob("transfer-corpus-*.pt"))
     assert len(files) == 1
-    again = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+    again = gm.cached_transfer_corpus(t, data, gm.TransferSettings(5, 4, L, seed=2), progress=False)
     assert again["from_cache"] and torch.equal(again["ids"], first["ids"])
     assert again["meter"] == first["meter"]
     files[0].write_bytes(b"corrupt")
     with pytest.warns(UserWarning, match="sha256|corrupt"):
-        rebuilt = gm.cached_transfer_corpus(t, data, 5, 4, L, seed=2, progress=False)
+        rebuilt = gm.cached_transfer_corpus(t, data, gm.TransferSettings(5, 4, L, seed=2), progress=False)
     assert not rebuilt["from_cache"] and torch.equal(rebuilt["ids"], first["ids"])
-    other = gm.cached_transfer_corpus(model(2), data, 5, 4, L, seed=2, progress=False)  # another teacher
+    other = gm.cached_transfer_corpus(model(2), data, gm.TransferSettings(5, 4, L, seed=2),  # another teacher
+                                      progress=False)
     assert not other["from_cache"] and len(list(tmp_path.rglob("transfer-corpus-*.pt"))) == 2
 
 

@@ -28,7 +28,7 @@ from kd_lessons.generative.transformer import generate
 from kd_lessons.losses import check_T
 from kd_lessons.methods.registry import register
 
-__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "transfer_corpus",
+__all__ = ["IGNORE", "CostMeter", "scratch_loss", "teacher_logits", "TokenKD", "TransferSettings", "transfer_corpus",
            "cached_transfer_corpus", "SequenceKD", "OnPolicyKD", "topk_pool", "TopKKD", "DIVERGENCES"]
 
 IGNORE = -100  # a target that cross-entropy skips (prompt positions of teacher-generated text)
@@ -112,20 +112,35 @@ class TokenKD:
         return self.alpha * kd + (1.0 - self.alpha) * ce
 
 
-def transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, prompt_len: int, length: int,
-                    T: float = 1.0, greedy: bool = False, seed: int = 0, batch_size: int = 256,
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+    """A transfer corpus: n_sequences corpus prompts of prompt_len ids continued to length + 1 at T. Notebook 10."""
+
+    n_sequences: int
+    prompt_len: int
+    length: int
+    T: float = 1.0
+    greedy: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.prompt_len < self.length + 1 or self.n_sequences < 1:
+            raise ValueError(f"n_sequences={self.n_sequences}, prompt_len={self.prompt_len}, length={self.length}: "
+                             "need n >= 1 and 1 <= prompt_len <= length (the teacher writes the rest)")
+        check_T(self.T)
+
+
+def transfer_corpus(teacher: nn.Module, data: torch.Tensor, settings: TransferSettings, batch_size: int = 256,
                     progress: bool = True) -> dict:
     """Sequence-level KD data: the teacher continues n corpus prompts once (eval, no grad). Notebook 10_generative_kd.
 
-    Returns {"ids": int64 [n, length + 1] (prompt_len real characters, then the teacher's), "prompt_len",
-    "T", "greedy", "meter": CostMeter counts of the generation}. Sampling at T = 1 draws from the
-    teacher's distribution; greedy=True takes its argmax at each step (the beam-search-like mode of the
-    distribution, usually repetitive). The teacher's own train/eval mode is restored.
+    Returns {"ids": int64 [n, length + 1] (prompt_len real characters, then the teacher's), "prompt_len", "T",
+    "greedy", "meter": CostMeter counts of the generation}. T = 1 samples the teacher's distribution; greedy=True
+    takes its argmax (the beam-search-like mode, usually repetitive). The teacher's train/eval mode is restored.
     """
-    if not 1 <= prompt_len < length + 1 or n_sequences < 1:
-        raise ValueError(f"n_sequences={n_sequences}, prompt_len={prompt_len}, length={length}: need n >= 1 and "
-                         "1 <= prompt_len <= length (the teacher generates length + 1 - prompt_len characters)")
-    check_T(T)
+    if not isinstance(settings, TransferSettings):
+        raise ValueError(f"settings must be a TransferSettings(n_sequences, prompt_len, length), not {settings!r}")
+    n_sequences, prompt_len, length, T, greedy, seed = dataclasses.astuple(settings)
     generator = torch.Generator().manual_seed(seed)
     prompts, _ = sample_windows(data, prompt_len, n_sequences, generator=generator)
     num_tokens = length + 1 - prompt_len
@@ -142,28 +157,24 @@ def transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, pr
     return {"ids": torch.cat(rows), "prompt_len": prompt_len, "T": T, "greedy": greedy, "meter": meter}
 
 
-def cached_transfer_corpus(teacher: nn.Module, data: torch.Tensor, n_sequences: int, prompt_len: int, length: int,
-                           T: float = 1.0, greedy: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    """`transfer_corpus`, written once per teacher and settings (verified file, built under cache.lock). Notebook 10.
+def cached_transfer_corpus(teacher: nn.Module, data: torch.Tensor, settings: TransferSettings,
+                           progress: bool = True) -> dict:
+    """`transfer_corpus` written once per teacher, data and settings (cache.build_once; "from_cache"). Notebook 10.
 
-    Keyed by the teacher's weights, the data and the settings; "from_cache" says whether it was loaded. The
-    meter keeps the counts of the generation that made the file.
+    The meter keeps the counts of the generation that made the file.
     """
-    settings = {"teacher": cache.state_digest(teacher), "data": cache.tensor_digest(data), "n": n_sequences,
-                "prompt_len": prompt_len, "length": length, "T": T, "greedy": greedy, "seed": seed}
-    path = cache.path("tensors", f"transfer-corpus-{cache.key(settings)}.pt")
-    meta, what = {"kind": "kd_lessons.transfer_corpus", "key": cache.key(settings)}, "the teacher's transfer corpus"
-    blob = cache.load_or_none(path, meta, what)
-    if blob is None:
-        with cache.lock(path, what):
-            blob = cache.load_or_none(path, meta, what)  # another process may have just written it
-            if blob is None:
-                out = transfer_corpus(teacher, data, n_sequences, prompt_len, length, T, greedy, seed,
-                                      progress=progress)
-                blob = {**out, "meter": out["meter"].as_dict()}
-                cache.save_verified(blob, path, meta)
-                return {**out, "from_cache": False}
-    return {**blob, "meter": CostMeter(**blob["meter"]), "from_cache": True}
+    key = cache.key({"teacher": cache.state_digest(teacher), "data": cache.tensor_digest(data),
+                     **dict(zip(("n", "prompt_len", "length", "T", "greedy", "seed"), dataclasses.astuple(settings)))})
+    built = []
+
+    def build() -> dict:
+        built.append(transfer_corpus(teacher, data, settings, progress=progress))
+        return {**built[0], "meter": built[0]["meter"].as_dict()}
+
+    blob = cache.build_once(cache.path("tensors", f"transfer-corpus-{key}.pt"),
+                            {"kind": "kd_lessons.transfer_corpus", "key": key}, build, "the teacher's transfer corpus")
+    return {**built[0], "from_cache": False} if built else {**blob, "meter": CostMeter(**blob["meter"]),
+                                                              "from_cache": True}
 
 
 @register("seq-level KD", "generative", "Kim & Rush 2016", {"batch_size": 16}, recipe_keys=("batch_size",))
