@@ -5,6 +5,7 @@ Tests use these through fixtures only (never `from conftest import ...`).
 import dataclasses
 import hashlib
 import pickle
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -79,3 +80,59 @@ def cifar_standin(tmp_path, monkeypatch):
     monkeypatch.setitem(datasets.DATASETS, "cifar10", dataclasses.replace(info, pins=MappingProxyType(pins)))
     yield root / "data"
     data.clear_memo()  # drop the in-process copies of the stand-in's tensors
+
+
+# ---------------------------------------------------------------- lesson markers (`make test-lesson N=12`)
+# Which lessons each test file rests under: the notebooks whose code imports the module that file tests (read off
+# the notebooks' `from kd_lessons...` lines). EVERY marks the plumbing each lesson runs on (settings, cache, locks,
+# the notebooks' own hygiene). A notebook belongs to the lesson of its number (notebooks/solutions/ too), so a new
+# lesson needs no entry; a new test file does (tests/test_course.py fails until it has one).
+EVERY = tuple(range(15))
+LESSONS = {
+    "test_app.py": (0,), "test_app_browser.py": (0,), "test_app_jobs.py": (0,), "test_load_app.py": (0,),
+    "test_app_datasets.py": (0,),
+    "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
+    "test_cache.py": EVERY, "test_config.py": EVERY, "test_locks.py": EVERY, "test_notebooks_clean.py": EVERY,
+    "test_docstring_tags.py": EVERY, "test_site_browser.py": EVERY,
+    "test_course.py": (0,), "test_main.py": (0,), "test_wheel.py": (0,),
+    "test_data.py": (0, 1, 2, 3, 6, 8, 12), "test_datasets.py": (0, 1, 2, 3, 6, 8, 12), "test_cifar_path.py": (6,),
+    "test_models.py": (0, 3, 4, 5, 6, 8, 11, 12, 13), "test_plots.py": (0, 1, 2, 4, 5, 7, 10, 11, 12),
+    "test_teachers.py": (0, 1, 2, 3, 4, 5, 6, 11, 12, 14), "test_train.py": (0, 1, 2, 3, 6, 12, 14),
+    "test_losses.py": (1, 2, 3, 5, 8, 9), "test_objectives.py": (3, 5, 8, 11),
+    "test_runs_students.py": (4, 5, 6, 11, 12, 13, 14), "test_few_labels.py": (4,), "test_grid.py": (4,),
+    "test_deploy.py": (4, 6), "test_hinton2015.py": (7,), "test_tour.py": (11,),
+    "test_runs_synthetic_sets.py": (12,), "test_runs_trace_students.py": (13,), "test_compression.py": (8, 14),
+    "test_runs_lm_students.py": (10,),
+    "test_methods_feature_kd.py": (5, 6), "test_methods_logits.py": (8, 11), "test_methods_relations.py": (8, 11),
+    "test_methods_contrastive.py": (11,), "test_methods_schemes.py": (11,), "test_methods_deep_inversion.py": (8, 12),
+    "test_generative_divergences.py": (8, 10), "test_generative_toy.py": (8, 10), "test_generative_text.py": (10,),
+    "test_generative_transformer.py": (8, 10, 13), "test_generative_zoo.py": (10,),
+    "test_generative_lm_objectives.py": (10,), "test_generative_pretrained.py": (10,),
+    "test_generative_scratchpad.py": (8, 13),
+    "test_exercises.py": (8, 9), "test_exercises_questions.py": (8,), "test_exercises_core.py": (9,),
+    "test_exercises_build_solutions.py": (9,), "test_exercises_temperature.py": (9,), "test_exercises_kl_loss.py": (9,),
+    "test_exercises_step.py": (9,), "test_exercises_hint_loss.py": (9,), "test_exercises_caching.py": (9,),
+    "test_exercises_method_losses.py": (9,), "test_exercises_bn_statistics.py": (9,),
+    "test_exercises_trace_filter.py": (9,), "test_exercises_sequence_kd.py": (9,),
+}
+
+
+def lessons_of(path) -> tuple:
+    """The lessons a collected file belongs to: a notebook by its number, a test file by LESSONS (else none)."""
+    name = Path(str(path)).name
+    if name.endswith(".ipynb") and name[:2].isdigit():
+        return (int(name[:2]),)
+    return LESSONS.get(name, ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test and notebook cell with its lessons, so `pytest -m lesson12` runs what notebook 12 rests on."""
+    for item in items:
+        for n in lessons_of(item.path):
+            item.add_marker(f"lesson{n:02d}")
+
+
+@pytest.fixture(scope="session")
+def lesson_table():
+    """The LESSONS table, for the test that every test file has an entry (tests import fixtures, not conftest)."""
+    return LESSONS

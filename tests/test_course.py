@@ -106,3 +106,17 @@ def test_copy_notebooks_refuses_a_file_as_destination(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file; pass a folder"):
         course.copy_notebooks(tmp_path / "f")
+
+
+def test_every_test_file_names_its_lessons(lesson_table, pytestconfig):
+    """`make test-lesson N=12` is only honest if no test file is left out of tests/conftest.py's LESSONS table."""
+    files = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    missing, stale = sorted(files - set(lesson_table)), sorted(set(lesson_table) - files)
+    assert not missing, f"{missing} have no lessons: add each to LESSONS in tests/conftest.py"
+    assert not stale, f"LESSONS in tests/conftest.py names {stale}, which are not in tests/: rename or drop them"
+    numbers = {int(p.name[:2]) for p in course.lessons()}
+    unknown = {name: n for name, ns in lesson_table.items() for n in ns if n not in numbers}
+    assert not unknown, f"LESSONS names lessons with no notebook: {unknown}"
+    declared = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
+    undeclared = sorted(f"lesson{n:02d}" for n in numbers if f"lesson{n:02d}" not in declared)
+    assert not undeclared, f"declare {undeclared} under [tool.pytest.ini_options] markers in pyproject.toml"
