@@ -124,7 +124,7 @@ def test_app_runs_with_every_panel(app):
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"
-    assert panels.grid_caption(grid.recipe("mnist", 100)) in [c.value for c in app.caption]
+    assert panels.grid_caption(grid.recipe("mnist", student_width=100)) in [c.value for c in app.caption]
     assert not app.button(key="train_now").disabled
     assert "run_sweep" not in [b.key for b in app.button]  # no sweep button: the heatmap fills itself
 
@@ -134,7 +134,7 @@ def test_heatmap_fills_in_the_background_with_its_seed_spread(app):
     _clean(app)
     assert app.image  # the heatmap
     assert not app.progress  # filled: no progress bar left
-    rec = grid.recipe("mnist", 100)
+    rec = grid.recipe("mnist", student_width=100)
     table = grid.load(rec)
     Ts, alphas = grid.default_grid()
     assert {(T, a) for T in Ts for a in alphas} <= set(zip(table["T"], table["alpha"]))
@@ -159,8 +159,8 @@ def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, finished_grid_
     monkeypatch.setattr(grid, "get_teacher", _linear_teacher)
     monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
     real_recipe = grid.recipe
-    monkeypatch.setattr(grid, "recipe", lambda dataset, student_width=100, **kw:
-                        real_recipe(dataset, student_width, n_labeled=100, steps=20))
+    monkeypatch.setattr(grid, "recipe", lambda dataset="mnist", **kw: real_recipe(dataset, **{**kw, "n_labeled": 100,
+                                                                                          "steps": 20}))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     _clean(at)
     assert any(p.text.startswith("heatmap") for p in at.progress)  # filling, cells cached as they finish
@@ -169,10 +169,10 @@ def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, finished_grid_
     _clean(at)
     assert at.image and math.isfinite(_number(at, SPAN))
     assert len(finished_grid_jobs) == 1  # one job, reused by every rerun
-    rec = grid.recipe("mnist", 100)
+    rec = grid.recipe("mnist", student_width=100)
     assert len(grid.load(rec)) == 4 and grid.path(rec).is_relative_to(tmp_path)
     for seed in (1, 2):  # the spread's other seeds, at its two cells
-        assert sorted(zip(grid.load({**rec, "seed": seed})["T"], grid.load({**rec, "seed": seed})["alpha"])) == \
+        assert sorted(zip(grid.load(rec.replace(seed=seed))["T"], grid.load(rec.replace(seed=seed))["alpha"])) == \
             sorted(grid.SPREAD_CELLS, key=lambda c: (c[0], c[1]))
 
 
@@ -215,14 +215,14 @@ def test_train_button_yields_an_accuracy_that_joins_the_grid(app):
     student = _number(app, "Distilled student (T=3, alpha=0.7)")
     baseline = _number(app, "From-scratch baseline")
     assert 10 < student <= 100 and 10 < baseline <= 100  # percent, better than chance
-    table = grid.load(grid.recipe("mnist", 100))
+    table = grid.load(grid.recipe("mnist", student_width=100))
     row = table[(table["T"] == 3.0) & (table["alpha"] == 0.7)]
     assert len(row) == 1 and row["accuracy"].iloc[0] == pytest.approx(student / 100, abs=1e-4)
     assert row["source"].iloc[0] == "live"
     assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # the heatmap shows the new cell
     assert len(app.image) >= 2  # the heatmap and the training curves
-    history = grid.history_for(grid.recipe("mnist", 100), 3.0, 0.7)
-    assert history["step"][-1] == grid.recipe("mnist", 100)["steps"]
+    history = grid.history_for(grid.recipe("mnist", student_width=100), 3.0, 0.7)
+    assert history["step"][-1] == grid.recipe("mnist", student_width=100).steps
     radio = app.radio(key="anatomy_student")
     assert "last trained student" in radio.options
     radio.set_value("last trained student").run()
@@ -287,7 +287,7 @@ def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, t
     monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
     monkeypatch.setattr(grid, "get_teacher", _linear_teacher)
     monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
-    path = grid.path(grid.recipe("mnist", 100))
+    path = grid.path(grid.recipe("mnist", student_width=100))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"garbage")
     cache.sidecar(path).write_text('{"sha256": "0"}')
@@ -297,7 +297,7 @@ def test_corrupt_grid_cache_is_reported_and_the_app_keeps_working(monkeypatch, t
     assert not path.exists()  # deleted, to be rebuilt
     assert _number(at, "Mean entropy of the soft labels") > 0
     assert any(p.text.startswith("heatmap") for p in at.progress)  # and the heatmap starts filling
-    assert len(no_grid_job) == 1 and no_grid_job[0][0] == grid.recipe("mnist", 100)
+    assert len(no_grid_job) == 1 and no_grid_job[0][0] == grid.recipe("mnist", student_width=100)
 
 
 def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_path):
@@ -324,10 +324,11 @@ def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_
         assert errors[0].startswith("**Soft labels failed.**") and "make data" in errors[0]
         assert errors[1].startswith("**Accuracy failed.** The dataset is not available") and "make data" in errors[1]
         assert errors[2].startswith("**Methods failed.** The dataset is not available") and "make data" in errors[2]
-        no_pool = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
+        no_pool = ("This panel uses the soft-label panel's test images, which could not be loaded: "
+                   "see the message there.")
         assert [i.value for i in at.info].count(no_pool) == 2  # Loss anatomy and Compare say why they are empty
         assert "def kd_loss" in at.code[0].value  # the Code panel still renders
-        assert panels.grid_caption(grid.recipe("mnist", 100)) in [c.value for c in at.caption]
+        assert panels.grid_caption(grid.recipe("mnist", student_width=100)) in [c.value for c in at.caption]
         at.run()
 
 
@@ -363,7 +364,7 @@ def test_full_mode_first_launch_shows_a_starter_teacher_while_the_full_one_train
         assert not at.button(key="train_now").disabled
         assert len(no_grid_job) == 1
         rec, Ts, alphas, cells = no_grid_job[0]
-        assert rec == grid.recipe("mnist", 100) and rec["mode"] == "full"
+        assert rec == grid.recipe("mnist", student_width=100) and rec.mode == "full"
         assert (len(Ts), len(alphas)) == (6, 4) and cells == grid.SPREAD_CELLS
     finally:
         release.set()
@@ -373,12 +374,19 @@ def test_methods_tab_trains_a_method_and_its_baseline_and_shows_the_table(app):
     from kd_lessons.runs import tour
     from kd_lessons.teachers import get_teacher
 
+    app.select_slider(key="T").set_value(2.0)  # the sidebar's T and alpha do not reach the tour, and it says so
+    app.slider(key="alpha").set_value(0.5).run()
+    rec = tour.recipe()
+    caption = [c.value for c in app.caption if "do not apply here" in c.value]
+    assert len(caption) == 1, [c.value for c in app.caption]
+    assert f"paper's defaults (T = {rec.T:g}, alpha = {rec.alpha:g}" in caption[0] and (rec.T, rec.alpha) != (2.0, 0.5)
+    assert "the sidebar's T = 2 and alpha = 0.5 do not apply here" in caption[0]
     app.selectbox(key="tour_method").set_value("DKD")
     app.number_input(key="tour_seed").set_value(3).run()
     app.button(key="tour_train").click().run()
     _wait_for_training(app, "tour_request")
     _clean(app)
-    table = tour.load(tour.recipe(), get_teacher("mnist", "cnn")[0])
+    table = tour.load(rec, get_teacher("mnist", "cnn")[0])  # trained with the tour's own T and alpha
     assert {("DKD", 3), ("scratch", 3)} <= set(zip(table["method"], table["seed"]))
     shown = app.dataframe[0].value
     assert {"DKD", "scratch"} <= set(shown.index) and "gain_vs_scratch" in shown.columns

@@ -80,8 +80,8 @@ def test_starter_recipes_are_small_overrides_of_the_cnn_recipe():
     assert set(jobs.STARTER_RECIPES) == {"mnist", "fashion_mnist"}
     for dataset, override in jobs.STARTER_RECIPES.items():
         cnn = teachers.recipe(dataset, "cnn")
-        assert set(override) <= set(cnn)             # keys the cnn recipe has, so get_teacher applies them
-        assert override["num_epochs"] == 1 and override["width"] <= cnn["width"]
+        assert set(override) <= set(cnn.asdict())             # keys the cnn recipe has, so get_teacher applies them
+        assert override["num_epochs"] == 1 and override["width"] <= cnn.width
         assert 0 < override["n_train"] < 60000           # a subset of the training images
 
 
@@ -134,7 +134,7 @@ def fake_grid(monkeypatch):
 
 
 def test_start_grid_fills_the_grid_then_the_spread_and_returns_the_spread(fake_grid):
-    rec = {"dataset": "mnist", "seed": 0}
+    rec = grid.recipe("mnist")
     job = jobs.start_grid(rec, [1.0, 4.0], [0.0, 0.9], spread_cells=grid.SPREAD_CELLS, spread_seeds=(0, 1, 2))
     table = job.future.result(timeout=10)
     total = 4 + 2 * 2  # four cells, then two more seeds at each of two spread cells
@@ -150,7 +150,7 @@ def test_start_grid_fills_the_grid_then_the_spread_and_returns_the_spread(fake_g
 def test_start_grid_counts_cached_cells_as_done(fake_grid):
     fake_grid["rows"].append({"T": 1.0, "alpha": 0.0, "accuracy": 0.8, "errors": 20, "seconds": 1.0, "source": "grid"})
     fake_grid["rows"].append({"T": 3.0, "alpha": 0.5, "accuracy": 0.8, "errors": 20, "seconds": 1.0, "source": "live"})
-    job = jobs.start_grid({"dataset": "mnist"}, [1.0, 4.0], [0.0, 0.9])
+    job = jobs.start_grid(grid.recipe("mnist"), [1.0, 4.0], [0.0, 0.9])
     assert job.future.result(timeout=10) is None          # no spread cells: no spread table
     assert job.reports[0] == (2, 4)                       # one of four cached (the off-grid live run is not)
     assert job.reports[-1] == (4, 4) and fake_grid["spread_calls"] == []
@@ -158,7 +158,7 @@ def test_start_grid_counts_cached_cells_as_done(fake_grid):
 
 def test_start_grid_reports_progress_while_it_runs(fake_grid):
     fake_grid["release"].clear()
-    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0, 0.9])
+    job = jobs.start_grid(grid.recipe("mnist"), [1.0], [0.0, 0.9])
     time.sleep(0.1)
     assert not job.future.done() and job.fraction() is None and job.text() == ""
     fake_grid["release"].set()
@@ -172,7 +172,7 @@ def test_start_grid_hands_errors_to_the_waiter(fake_grid, monkeypatch):
         raise data.DataUnavailableError("Could not load dataset 'mnist' (simulated)")
 
     monkeypatch.setattr(grid, "load_or_run", broken)
-    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0], spread_cells=grid.SPREAD_CELLS)
+    job = jobs.start_grid(grid.recipe("mnist"), [1.0], [0.0], spread_cells=grid.SPREAD_CELLS)
     with pytest.raises(data.DataUnavailableError, match=r"Could not load dataset 'mnist' \(simulated\)"):
         job.future.result(timeout=10)
     assert fake_grid["spread_calls"] == []
@@ -183,7 +183,7 @@ def test_start_grid_hands_spread_errors_to_the_waiter(fake_grid, monkeypatch):
         raise ValueError("seeds=[0]: a spread needs at least two seeds")
 
     monkeypatch.setattr(grid, "spread", broken)
-    job = jobs.start_grid({"dataset": "mnist"}, [1.0], [0.0], spread_cells=grid.SPREAD_CELLS, spread_seeds=(0,))
+    job = jobs.start_grid(grid.recipe("mnist"), [1.0], [0.0], spread_cells=grid.SPREAD_CELLS, spread_seeds=(0,))
     with pytest.raises(ValueError, match="a spread needs at least two seeds"):
         jobs.wait_with_progress(job, lambda frac, text: None, poll_s=0.01)
     assert len(fake_grid["rows"]) == 1  # the grid itself was filled first

@@ -94,7 +94,7 @@ def test_a_failure_in_the_tab_stays_in_the_tab(monkeypatch, no_grid_job):
     def broken(*args, **kwargs):
         raise ValueError("toy broke")
 
-    monkeypatch.setattr(generative, "kl_direction_view", broken)
+    monkeypatch.setattr(kl_direction, "kl_direction_view", broken)
     monkeypatch.setenv("KD_QUICK", "1")
     at = AppTest.from_file(APP, default_timeout=300).run()
     assert not at.exception, [e.value for e in at.exception]

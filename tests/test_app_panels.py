@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kd_lessons import losses
 from kd_lessons.app import panels as demo
-from kd_lessons.data import DataUnavailableError
 from kd_lessons.cache import CorruptFileError
+from kd_lessons.data import DataUnavailableError
 
 
 def test_temperatures_are_log_spaced_round_and_cover_the_range():
@@ -155,7 +156,8 @@ def test_test_pool_uses_cached_teacher_logits(monkeypatch, tmp_path):
     assert len(pool["x"]) == 50 and pool["teacher_logits"].shape == (50, 10)
     assert torch.bincount(pool["y"]).tolist() == [5] * 10
     torch.testing.assert_close(pool["teacher_logits"], teacher(pool["x"]).detach())
-    assert pool["teacher_accuracy"] == pytest.approx(float((pool["teacher_logits"].argmax(1) == pool["y"]).float().mean()))
+    expected = float((pool["teacher_logits"].argmax(1) == pool["y"]).float().mean())
+    assert pool["teacher_accuracy"] == pytest.approx(expected)
     files = sorted((tmp_path / "logits").glob("*.pt"))
     assert len(files) == 1 and calls == [50]               # cached on disk, once
     again = demo.test_pool("mnist", teacher, size=50)
@@ -208,11 +210,11 @@ def test_grid_caption_describes_one_cell_from_the_recipe(monkeypatch):
     from kd_lessons.runs import grid
 
     monkeypatch.setenv("KD_QUICK", "1")
-    quick = demo.grid_caption(grid.recipe("mnist", 30))
+    quick = demo.grid_caption(grid.recipe("mnist", student_width=30))
     assert "two hidden layers of 30" in quick and "keeps the labels of 500 images" in quick
     assert "a 5000-image training pool" in quick and "alpha = 0: no teacher" in quick
     assert "300 steps of batch 128, quick mode" in quick
     monkeypatch.setenv("KD_QUICK", "0")
-    full = demo.grid_caption(grid.recipe("mnist", 100, n_labeled=250))
+    full = demo.grid_caption(grid.recipe("mnist", student_width=100, n_labeled=250))
     assert "two hidden layers of 100" in full and "labels of 250 images of all training images" in full
     assert "3000 steps of batch 128, full mode" in full

@@ -53,13 +53,15 @@ def needs_starter(dataset: str) -> bool:
     return dataset in STARTER_RECIPES and config.get_device().type == "cpu" and teacher_info(dataset) is None
 
 
-def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[str, Job | None]:
-    """One daemon thread: the starter teacher first (if asked), then the full one; a Job for each.
+def start_teachers(dataset: str, get_teacher: Callable, starter: bool,
+                   arch: str | None = None) -> dict[str, Job | None]:
+    """One daemon thread: the starter teacher first (if asked), then the full one (arch None: the course's).
 
     get_teacher is teachers.get_teacher (passed in so tests can use a stand-in); each Job's result is
     its (teacher, info). Daemon: stopping the server never waits (checkpoints are written atomically).
     """
-    jobs = {"starter": Job("starter teacher") if starter else None, "full": Job(f"{config.mode()} teacher")}
+    jobs = {"starter": Job("starter teacher") if starter else None,
+            "full": Job(f"{config.mode()} teacher" + (f" ({arch})" if arch else ""))}
 
     def work():
         for kind in ("starter", "full"):
@@ -67,7 +69,8 @@ def start_teachers(dataset: str, get_teacher: Callable, starter: bool) -> dict[s
             if job is None or not job.future.set_running_or_notify_cancel():
                 continue
             try:
-                kwargs = {"arch": "cnn", "recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else {}
+                kwargs = {"arch": "cnn", "recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else \
+                    ({"arch": arch} if arch else {})
                 job.future.set_result(get_teacher(dataset, options=TrainOptions(progress=False, on_step=job.on_step),
                                                   **kwargs))
             except BaseException as exc:  # handed to whoever waits on the future
@@ -83,7 +86,7 @@ def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -
     Cells are cached as they finish, so the page can draw the heatmap while it fills; the Job's
     steps count cells. Its result is the spread table (empty without spread_cells).
     """
-    from kd_lessons.runs import grid# late: grid imports the training stack
+    from kd_lessons.runs import grid  # late: grid imports the training stack
 
     job = Job("heatmap")
     total = len(Ts) * len(alphas) + len(spread_cells) * (len(spread_seeds) - 1)
@@ -103,7 +106,7 @@ def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -
         except BaseException as exc:  # handed to whoever waits on the future
             job.future.set_exception(exc)
 
-    threading.Thread(target=work, name=f"kd-grid-{rec['dataset']}", daemon=True).start()
+    threading.Thread(target=work, name=f"kd-grid-{rec.dataset}", daemon=True).start()
     return job
 
 
@@ -218,12 +221,12 @@ def train_cell(rec: dict, T: float, alpha: float) -> Callable[[Job], dict]:
 
     For TrainingQueue.submit; the result is {"row", "base", "student"} and the Job counts the student's steps.
     """
-    from kd_lessons.runs import grid# late: grid imports the training stack
+    from kd_lessons.runs import grid  # late: grid imports the training stack
 
     def work(job: Job) -> dict:
         base_row, _ = grid.baseline(rec)
         student, row, history = grid.run_one(
-            rec, T, alpha, callback=lambda epoch, h: job.on_step(int(h["step"][-1]), rec["steps"]))
+            rec, T, alpha, callback=lambda epoch, h: job.on_step(int(h["step"][-1]), rec.steps))
         grid.add_result(rec, row, history)
         return {"row": row, "base": base_row, "student": student}
 

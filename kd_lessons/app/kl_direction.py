@@ -1,18 +1,19 @@
 """What the app's "Generative KD: KL direction" tab shows: the KL-direction toy at the chosen beta.
 
-Introduced in notebook 10_generative_kd (the same toy, with an ipywidgets slider). `app.py` only lays out
-the widgets; this module fits the students (cached per setting by generative.toy), lays out the curves
-for a chart the browser draws, and times the redraw, so the tab's speed is measured where it is computed.
+Introduced in notebook 10_generative_kd (the same toy, with an ipywidgets slider). `render(st)` draws the
+tab (app.py runs it as a fragment); this module fits the students (cached per setting by generative.toy),
+lays out the curves for a chart the browser draws, and times the redraw where it is computed.
 """
 from __future__ import annotations
 
 import time
 
+import altair as alt
 import pandas as pd
 
 from kd_lessons.generative import lm_plots, toy
 
-__all__ = ["BETA_STEP", "SEPARATIONS", "kl_direction_view", "fit_table", "curve_frame"]
+__all__ = ["BETA_STEP", "SEPARATIONS", "kl_direction_view", "fit_table", "curve_frame", "render"]
 
 BETA_STEP = 0.05
 SEPARATIONS = (0.0, 8.0, 0.5)  # min, max, step of the separation slider
@@ -54,3 +55,34 @@ def kl_direction_view(beta: float, separation: float = 4.0, reference: bool = Tr
             fit] if reference else [fit]
     frame, table = curve_frame(fits), fit_table(fits)
     return {"fit": fit, "fits": fits, "frame": frame, "table": table, "seconds": time.perf_counter() - start}
+
+
+def render(st) -> None:
+    """The "Generative KD: KL direction" tab: its sliders, the fitted students' numbers, curves and table."""
+    st.subheader("Generative KD: which way the KL points (notebook 10)")
+    st.caption("A one-bump student fitted to a two-bump teacher on a 1-D grid (a softmax, like a next-token "
+               "distribution). Forward KL(teacher ‖ student) covers both modes; reverse KL(student ‖ teacher), "
+               "MiniLLM's choice, seeks one; GKD's generalized JSD(beta) lies between (0 = forward, 1 = reverse).")
+    c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
+    beta = c1.slider("beta of the generalized JSD (0 = forward KL, 1 = reverse KL)", 0.0, 1.0, 0.5, BETA_STEP,
+                     key="gen_beta")
+    low, high, step = SEPARATIONS
+    separation = c2.slider("Distance between the teacher's two modes", low, high, 4.0, step, key="gen_separation")
+    reference = c3.checkbox("Show forward and reverse KL too", value=True, key="gen_reference")
+    view = kl_direction_view(beta, separation, reference)
+    fit = view["fit"]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric(f"Student entropy, JSD(beta={fit.beta:g})", f"{fit.entropy:.3f} nats",
+              help=f"the teacher's: {fit.teacher_entropy:.3f} nats")
+    m2.metric("Student mass between the modes", f"{fit.mass_between:.3f}",
+              help=f"the teacher's: {fit.teacher_mass_between:.3f}")
+    m3.metric("Student mass near the left / right mode", f"{fit.mass_near[0]:.3f} / {fit.mass_near[1]:.3f}",
+              help="the teacher's left mode holds 60% of its mass, the right one 40%")
+    m4.metric("Redraw time (server)", f"{view['seconds']:.3f} s",
+              help="fitting (cached per setting after the first time) and preparing the chart")
+    curves = alt.Chart(view["frame"]).encode(x=alt.X("x:Q", title="position on the grid (the toy's vocabulary)"),
+                                             y=alt.Y("probability:Q"), color=alt.Color("curve:N", title=None))
+    chart = curves.transform_filter(alt.datum.curve == "teacher").mark_area(opacity=0.35) + \
+        curves.transform_filter(alt.datum.curve != "teacher").mark_line(strokeWidth=2.5)
+    st.altair_chart(chart.properties(height=300))
+    st.dataframe(view["table"])

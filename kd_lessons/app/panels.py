@@ -168,11 +168,11 @@ def heatmap_table(df: pd.DataFrame, T: float, alpha: float, value: str = "accura
 
 def grid_caption(rec: dict) -> str:
     """What one heatmap cell is, in words, from the grid recipe. Notebook 04_distill_mnist."""
-    w = rec["student_width"]
-    pool = "all training images" if rec["n_pool"] is None else f"a {rec['n_pool']}-image training pool"
-    return (f"Each cell: an MLP student (two hidden layers of {w}) that keeps the labels of {rec['n_labeled']} images "
+    w = rec.student_width
+    pool = "all training images" if rec.n_pool is None else f"a {rec.n_pool}-image training pool"
+    return (f"Each cell: an MLP student (two hidden layers of {w}) that keeps the labels of {rec.n_labeled} images "
             f"of {pool}; the teacher labels all of them (alpha = 0: no teacher, the labelled images alone). "
-            f"{rec['steps']} steps of batch {rec['batch_size']}, {rec['mode']} mode, tested on the full test set.")
+            f"{rec.steps} steps of batch {rec.batch_size}, {rec.mode} mode, tested on the full test set.")
 
 
 def grid_summary(table: pd.DataFrame, spread: pd.DataFrame | None) -> dict:
