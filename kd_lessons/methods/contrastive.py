@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lessons.methods.feature_kd import feature_shapes
+from kd_lessons import datasets
 from kd_lessons.losses import check_weight
-from kd_lessons.methods.relations import EmbeddingObjective
-from kd_lessons.data import DATASETS
+from kd_lessons.methods.feature_kd import feature_shapes
 from kd_lessons.methods.registry import register, setting
+from kd_lessons.methods.relations import EmbeddingObjective
 from kd_lessons.objectives import HintonKD
 
 __all__ = ["CRD", "crd_for"]
@@ -35,7 +35,7 @@ def _positive_int(name: str, value) -> int:
 
 
 @register("CRD", "contrastive", "Tian et al. 2020", {"T": 4.0, "alpha": 0.9, "weight": 0.8, "dim": 64, "tau": 0.07},
-          build=lambda teacher, rec, **_: crd_for(teacher, DATASETS[setting(rec, "dataset")].shape,
+          build=lambda teacher, rec, **_: crd_for(teacher, datasets.get(setting(rec, "dataset")).shape,
                                                   T=setting(rec, "T"), alpha=setting(rec, "alpha")))
 class CRD(EmbeddingObjective):
     """HintonKD(T, alpha) + weight * in-batch contrastive loss between projected embeddings. Notebook 11_methods_tour.

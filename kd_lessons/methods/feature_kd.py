@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from kd_lessons import datasets
 from kd_lessons.losses import HintRegressor, attention_map, attention_transfer_loss, check_weight, hint_loss
-from kd_lessons.data import DATASETS
 from kd_lessons.methods.registry import register, setting
 from kd_lessons.objectives import HintonKD, Objective
 
@@ -111,13 +111,15 @@ def feature_objective(method: str, student: nn.Module, teacher: nn.Module, input
 def _feature_build(method: str):
     """The registry's build(teacher, rec) of one of FEATURE_METHODS: student -> FeatureKD sized from both models."""
     return lambda teacher, rec, **_: lambda student: feature_objective(
-        method, student, teacher, DATASETS[setting(rec, "dataset")].shape, T=setting(rec, "T"),
+        method, student, teacher, datasets.get(setting(rec, "dataset")).shape, T=setting(rec, "T"),
         alpha=setting(rec, "alpha"))
 
 
 for _method, _paper in zip(FEATURE_METHODS, ("Romero et al. 2015", "Zagoruyko & Komodakis 2017",
                                              "Romero et al. 2015; Zagoruyko & Komodakis 2017")):
-    register(_method, "features", _paper, {"T": 4.0, "alpha": 0.9, "hint_weight": 1.0, "at_weight": 1.0},
+    _hint, _at = FEATURE_METHODS[_method]
+    register(_method, "features", _paper, {"T": 4.0, "alpha": 0.9, **({"hint_weight": 1.0} if _hint else {}),
+                                           **({"at_weight": 1.0} if _at else {})},
              build=_feature_build(_method))(feature_objective)
 
 
