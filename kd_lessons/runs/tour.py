@@ -23,7 +23,8 @@ from kd_lessons.models import MLPStudent
 from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
 from kd_lessons.train import TrainOptions, evaluate
 
-__all__ = ["FAMILIES", "SCHEMES", "run_schemes", "recipe", "make_student", "methods", "run", "summary", "load", "load_or_run"]
+__all__ = ["TOUR_FAMILIES", "FAMILIES", "SCHEMES", "run_schemes", "recipe", "make_student", "methods", "run",
+           "summary", "load", "load_or_run"]
 
 TOUR_FAMILIES = ("none", "logits", "relations", "contrastive")  # objectives on an MLP student's logits / embedding
 # views of the method registry (kd_lessons.methods.registry), in its order: the app's list, notebook 11's tables
