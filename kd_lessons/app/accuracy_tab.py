@@ -14,7 +14,7 @@ __all__ = ["grid_job", "heatmap", "render"]
 
 
 def grid_job(shared: Shared, rec: grid.GridRecipe, retry: bool = False) -> jobs.Job:
-    """The recipe's heatmap job (started on first use); a failed one stays, with its error, until retried."""
+    """The recipe's heatmap job (started on first use); a failed one stays until retried. Notebook 04_distill_mnist."""
     key = (str(grid.path(rec)), str(config.cache_dir()))
     job = shared.grid_jobs.get(key)
     if job is None or retry:
@@ -24,7 +24,7 @@ def grid_job(shared: Shared, rec: grid.GridRecipe, retry: bool = False) -> jobs.
 
 
 def heatmap(st, shared: Shared, rec: grid.GridRecipe, T: float, alpha: float) -> None:
-    """The heatmap as it fills in the background, then the seed spread beside it (app.py's timed fragment)."""
+    """The heatmap as it fills in the background, then the seed spread (a timed fragment). Notebook 04_distill_mnist."""
     # Guarded here too: Streamlit shows an error raised inside a fragment as a traceback itself (the
     # caller's guard then only sees FragmentHandledException), and timed fragment reruns skip the caller.
     with guarded(st, "Accuracy"):
@@ -52,7 +52,7 @@ def heatmap(st, shared: Shared, rec: grid.GridRecipe, T: float, alpha: float) ->
 
 
 def render(st, shared: Shared, dataset: str, width: int, T: float, alpha: float, busy: bool) -> None:
-    """The "Accuracy" tab; busy: the course's teacher is still training (only a starter one is shown)."""
+    """The "Accuracy" tab; busy: the course's teacher is still training. Notebook 04_distill_mnist."""
     st.subheader(f"Student test accuracy over T and alpha ({panels.label(dataset)}, width {width})")
     rec = grid.recipe(dataset, student_width=width)
     st.caption(panels.grid_caption(rec))

@@ -58,7 +58,7 @@ def kl_direction_view(beta: float, separation: float = 4.0, reference: bool = Tr
 
 
 def render(st) -> None:
-    """The "Generative KD: KL direction" tab: its sliders, the fitted students' numbers, curves and table."""
+    """The "Generative KD: KL direction" tab: sliders, numbers, curves, table. Notebook 10_generative_kd."""
     st.subheader("Generative KD: which way the KL points (notebook 10)")
     st.caption("A one-bump student fitted to a two-bump teacher on a 1-D grid (a softmax, like a next-token "
                "distribution). Forward KL(teacher ‖ student) covers both modes; reverse KL(student ‖ teacher), "

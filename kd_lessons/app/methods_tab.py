@@ -26,7 +26,7 @@ def settings_caption(rec: dict, T: float, alpha: float) -> str:
 
 
 def render(st, shared: Shared, dataset: str, T: float, alpha: float, busy: bool) -> None:
-    """The "Methods" tab; busy: the course's teacher is still training (only a starter one is shown)."""
+    """The "Methods" tab; busy: the course's teacher is still training. Notebook 11_methods_tour."""
     st.subheader("Methods tour: one teacher, one student, one budget (notebook 11)")
     rec = tour.recipe()
     if dataset != rec.dataset:

@@ -88,7 +88,7 @@ def teacher_with_progress(st, running: dict, dataset: str, arch: str | None = No
 
 
 def starter_notice(st, running: dict, dataset: str) -> None:
-    """While the starter teacher is shown: report the full teacher's training; redraw the page when it is done."""
+    """While a starter teacher is shown: the full one's training; redraws the page when done. Notebook 00_start_here."""
     job = running.get(_key(dataset, None))
     if job is None or job["full"].future.done():
         st.rerun(scope="app")
@@ -99,7 +99,7 @@ def starter_notice(st, running: dict, dataset: str) -> None:
 
 
 def queued_training(st, queue: jobs.TrainingQueue, request: str, panel: str) -> None:
-    """This session's "train now" request: its place in the queue, then its progress; redraws the page when done."""
+    """This session's "train now": its place in the queue, then its progress, then a redraw. Notebook 00_start_here."""
     # Guarded here too: Streamlit shows an error raised inside a fragment as a traceback itself (the
     # caller's guard then only sees FragmentHandledException), and timed fragment reruns skip the caller.
     with guarded(st, panel):
@@ -123,7 +123,7 @@ def queued_training(st, queue: jobs.TrainingQueue, request: str, panel: str) -> 
 
 
 def missing_datasets(available: list[str]) -> list[str]:
-    """One sidebar line per registered dataset not on offer yet: where its files must go."""
+    """One sidebar line per registered dataset not on offer yet: where its files must go. Notebook 00_start_here."""
     return [f"{info.label} appears here once its files are in the data folder (`python -m kd_lessons data`)."
             for name, info in datasets.DATASETS.items() if name not in available]
 
@@ -145,7 +145,7 @@ _FIGURES = {"soft label": (_soft_label_bars, 80), "heatmap": (_heatmap, 90),
 
 
 def figure_png(name: str, *args) -> bytes:
-    """PNG bytes of one of the app's matplotlib figures (app.py caches them, so a redraw renders nothing)."""
+    """PNG bytes of one of the app's figures (app.py caches them: a redraw renders nothing). Notebook 00_start_here."""
     if name not in _FIGURES:
         raise ValueError(f"no app figure named {name!r}; pick one of {sorted(_FIGURES)}")
     draw, dpi = _FIGURES[name]
