@@ -15,6 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from kd_lessons.losses import entropy
+
 __all__ = ["soft_label_bars", "image_grid", "temperature_bars", "temperature_curves", "heatmap",
            "similarity_heatmap", "entropy_histograms", "line_plot", "training_curves", "attention_maps",
            "errors_vs_T", "bias_sweep", "method_bars", "new_figure"]
@@ -47,9 +49,8 @@ def _np(a) -> np.ndarray:
 
 
 def _entropy(p: np.ndarray) -> float:
-    """Entropy in nats with 0 log 0 = 0 (numpy twin of losses.entropy, for titles)."""
-    p = p[p > 0]
-    return max(0.0, float(-(p * np.log(p)).sum()))  # max: no "-0.00" for one-hot
+    """losses.entropy (nats, 0 log 0 = 0) of a numpy probability vector, as a float for titles."""
+    return max(0.0, float(entropy(torch.as_tensor(p, dtype=torch.float64))))  # max: no "-0.00" for one-hot
 
 
 def _softmax(z: np.ndarray, T: float) -> np.ndarray:

@@ -334,3 +334,13 @@ def test_attention_transfer_loss_range_and_gradients():
     assert 0 < loss.item() <= 4
     g_s, g_t = torch.autograd.grad(loss, (s, t), allow_unused=True)
     assert g_t is None and g_s.abs().sum() > 0
+
+
+@FAST
+@given(seed=seeds, T=temperatures())
+def test_entropy_matches_torch_categorical_in_nats(seed, T):
+    s, _ = logits_pair(seed, scale=5.0)
+    p = soften(s, T)
+    torch.testing.assert_close(entropy(p), torch.distributions.Categorical(probs=p).entropy())
+    one_hot = F.one_hot(torch.tensor([2, 0]), 5).double()
+    assert torch.equal(entropy(one_hot), torch.zeros(2))  # 0 log 0 = 0, not NaN

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kd_lessons.generative import divergences
-from kd_lessons.losses import _real
+from kd_lessons.losses import _real, entropy
 
 __all__ = ["ToyFit", "METHODS", "toy_grid", "teacher_logits", "student_logits", "fit_student", "beta_sweep"]
 
@@ -128,24 +128,20 @@ def _fit(method, beta, separation, width, left_weight, steps, lr) -> ToyFit:
         best = int(values.argmin())
         q, p = student[best].softmax(-1).numpy(), teacher[0].softmax(-1).numpy()
     optima = tuple((float(m), float(s), float(v)) for m, s, v in zip(mean.detach(), log_std.detach().exp(), values))
-    return _summary(method, beta, separation, width, q, p, float(values[best]), optima, steps,
-                    time.perf_counter() - start)
+    return ToyFit(method=method, beta=beta, separation=separation, divergence=float(values[best]), optima=optima,
+                  steps=steps, seconds=time.perf_counter() - start, **_shape(q, p, separation, width))
 
 
-def _summary(method, beta, separation, width, q, p, value, optima, steps, seconds) -> ToyFit:
+def _shape(q: np.ndarray, p: np.ndarray, separation: float, width: float) -> dict:
+    """What ToyFit measures of the student q and the teacher p on the grid: mean, std, masses, entropies."""
     x = toy_grid().numpy()
     mean = float((q * x).sum())
     between = np.abs(x) < separation / 4
     near = [np.abs(x - c) < 2 * width for c in (-separation / 2, separation / 2)]
-
-    def entropy(r):
-        return float(-(r * np.log(np.clip(r, 1e-300, None))).sum())
-
-    return ToyFit(method=method, beta=beta, separation=separation, x=x, teacher_probs=p, student_probs=q,
-                  mean=mean, std=float(np.sqrt((q * (x - mean) ** 2).sum())), mass_between=float(q[between].sum()),
-                  mass_near=(float(q[near[0]].sum()), float(q[near[1]].sum())), entropy=entropy(q),
-                  teacher_mass_between=float(p[between].sum()), teacher_entropy=entropy(p), divergence=value,
-                  optima=optima, steps=steps, seconds=seconds)
+    return dict(x=x, teacher_probs=p, student_probs=q, mean=mean, std=float(np.sqrt((q * (x - mean) ** 2).sum())),
+                mass_between=float(q[between].sum()), mass_near=(float(q[near[0]].sum()), float(q[near[1]].sum())),
+                entropy=float(entropy(torch.from_numpy(q))), teacher_mass_between=float(p[between].sum()),
+                teacher_entropy=float(entropy(torch.from_numpy(p))))
 
 
 def beta_sweep(betas=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0), **kwargs) -> list[ToyFit]:
