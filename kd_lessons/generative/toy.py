@@ -9,7 +9,6 @@ language model's next-token distribution is a softmax over its vocabulary.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from dataclasses import dataclass
 
