@@ -1,8 +1,8 @@
 """The course's files (lessons, app script, references) wherever kd_lessons is installed, and copying them out.
 
 Introduced in notebook 00_start_here. A wheel carries them in `kd_lessons/_course/` (setup.py's build_py
-copies them there); a clone (editable install) reads them from the repository itself. The first lines of
-every lesson's first code cell are SETUP_SNIPPET (written by scripts/apply_setup_cell.py, checked by
+copies them there); a clone (editable install) reads them from the repository itself. Every lesson's first
+code cell is SETUP_SNIPPET, six lines (written by scripts/apply_setup_cell.py, checked by
 tests/test_notebooks_clean.py), so a lesson opened where kd_lessons is missing says how to install it.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from kd_lessons import __version__
 
-__all__ = ["INSTALL_SOURCE", "SETUP_SNIPPET", "SETUP_END", "course_root", "lessons", "app_script",
-           "references", "copy_notebooks", "with_setup", "localize_links", "NOTEBOOK_GLOB"]
+__all__ = ["INSTALL_SOURCE", "SETUP_SNIPPET", "SETUP_END", "setup_source", "is_setup_cell", "setup_cells",
+           "course_root", "lessons", "app_script", "references", "copy_notebooks", "localize_links", "NOTEBOOK_GLOB"]
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"  # the lessons, in course order by their number
 _PACKAGED = Path(__file__).resolve().with_name("_course")
@@ -24,25 +24,44 @@ _CHECKOUT = Path(__file__).resolve().parents[1]
 # A published copy would put its git URL or PyPI name here; then run scripts/apply_setup_cell.py.
 INSTALL_SOURCE = f"kd_lessons-{__version__}-py3-none-any.whl"
 
-SETUP_END = "# --- end of setup ---"
-SETUP_SNIPPET = f'''# --- kd-lessons setup: the same first lines in every lesson (kd_lessons/course.py) ---
-# Needs the kd_lessons package. A clone set up with `make lab` has it. Elsewhere (Colab, a fresh kernel) this
-# installs it from KD_LESSONS_SOURCE when INSTALL is True (always on Colab): README, "Install anywhere".
-INSTALL = False
-KD_LESSONS_SOURCE = "{INSTALL_SOURCE}"  # the course's wheel beside this notebook, or a pip URL
-import importlib.util, os, subprocess, sys
-if importlib.util.find_spec("kd_lessons") is None:
-    pip = [sys.executable, "-m", "pip", "install", "-q", KD_LESSONS_SOURCE]
-    if not (INSTALL or "google.colab" in sys.modules):
-        raise ModuleNotFoundError("kd_lessons is not installed in this kernel: set INSTALL = True above and "
-                                  "run this cell again, or run: " + " ".join(pip))
-    if KD_LESSONS_SOURCE.endswith(".whl") and not os.path.exists(KD_LESSONS_SOURCE):
-        raise FileNotFoundError(f"{{KD_LESSONS_SOURCE}} is not in {{os.getcwd()}}: upload the course's wheel "
-                                "(`make wheel` in a clone builds it) or set KD_LESSONS_SOURCE to a pip source")
-    subprocess.run(pip, check=True)
-    importlib.invalidate_caches()
-{SETUP_END}
-'''
+SETUP_END = "# --- end of setup ---"  # closed the setup lines of older lessons (apply_setup_cell.py splits them off)
+
+
+def setup_source(install: bool = False) -> str:
+    """The lessons' first code cell (SETUP_SNIPPET; install=True as a learner sets it). Notebook 00_start_here.
+
+    Six lines that run before kd_lessons can be imported: where it is missing they stop and say how to install
+    it, or (INSTALL = True, always on Colab) pip-install KD_LESSONS_SOURCE, the course's wheel beside the notebook.
+    Lesson imports go in the next cell.
+    """
+    return f'''INSTALL, KD_LESSONS_SOURCE = {install}, "{INSTALL_SOURCE}"  # the course's wheel beside this notebook
+import importlib.util, subprocess, sys  # noqa: E401, I001  (one line: this first cell is the same in every lesson)
+pip = [sys.executable, "-m", "pip", "install", "-q", KD_LESSONS_SOURCE]  # or a git URL: README, "Install anywhere"
+if importlib.util.find_spec("kd_lessons") is None and not (INSTALL or "google.colab" in sys.modules):
+    raise ModuleNotFoundError("kd_lessons is not installed: set INSTALL = True above and rerun, or: " + " ".join(pip))
+importlib.util.find_spec("kd_lessons") or subprocess.run(pip, check=True)  # installs it (on Colab without the flag)'''
+
+
+SETUP_SNIPPET = setup_source()
+
+
+def is_setup_cell(source: str) -> bool:
+    """Whether a code cell is a lesson's setup cell, this version's or an older one (it sets KD_LESSONS_SOURCE)."""
+    return "KD_LESSONS_SOURCE" in source and "find_spec" in source
+
+
+def setup_cells(source: str) -> list[str]:
+    """What replaces a lesson's first code cell: SETUP_SNIPPET, then the cell's own code if it had more than setup.
+
+    Introduced in notebook 00_start_here (scripts/apply_setup_cell.py writes it). An older setup cell (lines up to
+    SETUP_END, or a whole cell setting KD_LESSONS_SOURCE) is dropped; code after it moves to a cell of its own.
+    """
+    if SETUP_END in source:
+        source = source.split(SETUP_END, 1)[1]
+    elif is_setup_cell(source):
+        source = ""
+    rest = source.strip("\n")
+    return [SETUP_SNIPPET, rest] if rest else [SETUP_SNIPPET]
 
 
 def course_root() -> Path:
@@ -69,13 +88,6 @@ def references() -> Path:
     return course_root() / "docs" / "references.md"
 
 
-def with_setup(source: str) -> str:
-    """A first code cell's source with SETUP_SNIPPET in front (an older snippet, up to SETUP_END, replaced)."""
-    if SETUP_END in source:
-        source = source.split(SETUP_END, 1)[1].lstrip("\n")
-    return SETUP_SNIPPET + source
-
-
 def localize_links(text: str, depth: int = 0) -> str:
     """Links into the clone's docs/ point at references.md copied beside the lessons."""
     up = "../" * depth
@@ -86,7 +98,8 @@ def _planned(dest: Path) -> list[tuple[Path, Path, bool]]:
     """(source, target, rewrite_links) for every file `copy_notebooks` writes."""
     root = course_root()
     files = [(p, dest / p.name, True) for p in lessons()]
-    files += [(p, dest / "solutions" / p.name, True) for p in sorted((root / "notebooks" / "solutions").glob("*.ipynb"))]
+    solved = sorted((root / "notebooks" / "solutions").glob("*.ipynb"))
+    files += [(p, dest / "solutions" / p.name, True) for p in solved]
     files += [(root / "notebooks" / "sanitize.cfg", dest / "sanitize.cfg", False),
               (references(), dest / "references.md", False)]
     return [f for f in files if f[0].is_file()]

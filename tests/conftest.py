@@ -90,7 +90,8 @@ def cifar_standin(tmp_path, monkeypatch):
 EVERY = tuple(range(15))
 LESSONS = {
     "test_app.py": (0,), "test_app_browser.py": (0,), "test_app_jobs.py": (0,), "test_load_app.py": (0,),
-    "test_app_datasets.py": (0,),
+    "test_app_datasets.py": (0,), "test_app_layout.py": (0,), "test_ddp.py": (6,),
+    "test_recipes.py": (4, 5, 6, 7, 10, 11, 12, 13, 14), "test_registry.py": (10, 11),
     "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
     "test_cache.py": EVERY, "test_config.py": EVERY, "test_locks.py": EVERY, "test_notebooks_clean.py": EVERY,
     "test_docstring_tags.py": EVERY, "test_site_browser.py": EVERY,

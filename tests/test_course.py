@@ -25,8 +25,7 @@ def _run_snippet(monkeypatch, tmp_path, installed: bool, flag: bool = False, col
     monkeypatch.chdir(tmp_path)
     if wheel_present:
         (tmp_path / course.INSTALL_SOURCE).write_bytes(b"stand-in")
-    source = course.SETUP_SNIPPET.replace("INSTALL = False", f"INSTALL = {flag}")
-    exec(compile(source, "setup-cell", "exec"), {})
+    exec(compile(course.setup_source(install=flag), "setup-cell", "exec"), {})
     return ran
 
 
@@ -39,6 +38,13 @@ def test_snippet_says_how_to_install_when_the_flag_is_not_set(monkeypatch, tmp_p
         _run_snippet(monkeypatch, tmp_path, installed=False)
 
 
+def test_snippet_is_six_short_lines_and_the_flag_is_its_first_word():
+    lines = course.SETUP_SNIPPET.splitlines()
+    assert len(lines) <= 6 and all(len(line) <= 120 for line in lines)
+    assert lines[0].startswith("INSTALL, KD_LESSONS_SOURCE = False, ")
+    assert course.setup_source(install=True).splitlines()[0].startswith("INSTALL, KD_LESSONS_SOURCE = True, ")
+
+
 def test_snippet_installs_the_wheel_when_the_flag_is_set(monkeypatch, tmp_path):
     ran = _run_snippet(monkeypatch, tmp_path, installed=False, flag=True, wheel_present=True)
     assert ran == [[sys.executable, "-m", "pip", "install", "-q", course.INSTALL_SOURCE]]
@@ -49,9 +55,11 @@ def test_snippet_installs_on_colab_without_the_flag(monkeypatch, tmp_path):
     assert len(ran) == 1 and ran[0][-1] == course.INSTALL_SOURCE
 
 
-def test_snippet_explains_a_missing_wheel(monkeypatch, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"is not in .*upload the course's wheel"):
-        _run_snippet(monkeypatch, tmp_path, installed=False, flag=True)
+def test_snippet_leaves_a_missing_wheel_to_pip(monkeypatch, tmp_path):
+    """No room in six lines for a second message: pip's own error names the missing file (test_wheel runs it)."""
+    ran = _run_snippet(monkeypatch, tmp_path, installed=False, flag=True)
+    assert ran == [[sys.executable, "-m", "pip", "install", "-q", course.INSTALL_SOURCE]]
+    assert "beside this notebook" in course.SETUP_SNIPPET.splitlines()[0]
 
 
 def test_install_source_names_this_version_s_wheel():
@@ -60,10 +68,13 @@ def test_install_source_names_this_version_s_wheel():
     assert course.INSTALL_SOURCE == f"kd_lessons-{kd_lessons.__version__}-py3-none-any.whl"
 
 
-def test_with_setup_replaces_an_older_snippet_and_keeps_the_cell():
+def test_setup_cells_replace_an_older_snippet_and_move_the_rest_to_its_own_cell():
     old = "# --- kd-lessons setup: old ---\nINSTALL = 1\n" + course.SETUP_END + "\nimport torch\n"
-    assert course.with_setup(old) == course.SETUP_SNIPPET + "import torch\n"
-    assert course.with_setup("import torch\n") == course.SETUP_SNIPPET + "import torch\n"
+    assert course.setup_cells(old) == [course.SETUP_SNIPPET, "import torch"]
+    assert course.setup_cells(course.SETUP_SNIPPET) == [course.SETUP_SNIPPET]
+    older_short = course.SETUP_SNIPPET.replace("KD_LESSONS_SOURCE = False", "KD_LESSONS_SOURCE = True")
+    assert course.is_setup_cell(older_short) and course.setup_cells(older_short) == [course.SETUP_SNIPPET]
+    assert not course.is_setup_cell("import torch\n")
 
 
 def test_a_clone_reads_its_own_files():
@@ -91,7 +102,7 @@ def test_copy_notebooks_copies_lessons_with_working_reference_links(tmp_path):
 def test_copy_notebooks_keeps_edits_unless_forced(tmp_path):
     course.copy_notebooks(tmp_path)
     first = tmp_path / course.lessons()[0].name
-    edit = '"INSTALL = False\\n"', '"INSTALL = True  # my edit\\n"'
+    edit = '"INSTALL, KD_LESSONS_SOURCE = False, ', '"INSTALL, KD_LESSONS_SOURCE = True, # my edit '
     first.write_text(first.read_text(encoding="utf-8").replace(*edit), encoding="utf-8")
     with pytest.raises(ValueError, match=rf"edited copies of {first.name}; nothing was copied.*--force"):
         course.copy_notebooks(tmp_path)

@@ -29,11 +29,21 @@ def test_notebook_is_clean_and_runs_code(path):
 LESSONS = sorted((Path(__file__).parents[1] / "notebooks").glob(NOTEBOOK_GLOB))
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
-def test_first_code_cell_starts_with_the_setup_snippet(path):
-    """Every lesson opens where kd_lessons is missing (Colab, a fresh kernel) with the one install snippet."""
+SOLVED = sorted((Path(__file__).parents[1] / "notebooks" / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLVED, ids=lambda p: p.name)
+def test_first_code_cell_is_the_six_line_setup_cell(path):
+    """Every lesson opens where kd_lessons is missing (Colab, a fresh kernel) with the one short install cell."""
     nb = nbformat.read(path, as_version=4)
     first = next(c for c in nb.cells if c.cell_type == "code")
-    assert first.source.startswith(SETUP_SNIPPET), (
-        f"{path.name}: its first code cell must start with kd_lessons.course.SETUP_SNIPPET; run "
-        f"`.venv/bin/python scripts/apply_setup_cell.py {path}` and then `make strip`")
+    assert len(SETUP_SNIPPET.splitlines()) <= 6
+    assert first.source == SETUP_SNIPPET, (
+        f"{path.name}: its first code cell must be exactly kd_lessons.course.SETUP_SNIPPET (lesson imports go in "
+        f"the next cell); run `.venv/bin/python scripts/apply_setup_cell.py {path}` and then `make strip`")
+
+
+def test_the_setup_cell_is_the_same_in_every_lesson():
+    firsts = {next(c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code").source
+              for p in LESSONS + SOLVED}
+    assert len(firsts) == 1 and all(len(s.splitlines()) <= 6 for s in firsts), [s.splitlines()[:1] for s in firsts]

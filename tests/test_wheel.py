@@ -64,12 +64,12 @@ def venv(tmp_path_factory):
 
 def test_snippet_without_the_flag_says_how_to_install(venv):
     done = _run([venv["python"], "-c", course.SETUP_SNIPPET], venv["dist"], venv["env"], check=False)
-    assert done.returncode != 0 and "set INSTALL = True above and run this cell again" in done.stderr
+    assert done.returncode != 0 and "set INSTALL = True above and rerun" in done.stderr
 
 
 def test_the_wheel_installs_copies_the_lessons_and_runs_notebook_00(venv):
     python, env, work = venv["python"], venv["env"], venv["work"]
-    snippet = course.SETUP_SNIPPET.replace("INSTALL = False", "INSTALL = True")
+    snippet = course.setup_source(install=True)
     _run([python, "-c", snippet], venv["dist"], env)  # the lessons' first cell installs the wheel beside it
     where = _run([python, "-c", "import kd_lessons, kd_lessons.course as c; print(kd_lessons.__file__); "
                   "print(c.course_root())"], work, env).stdout.split()
