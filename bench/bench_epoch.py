@@ -24,6 +24,7 @@ import argparse
 import copy
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -206,7 +207,7 @@ def main() -> None:
     load_s = time.perf_counter() - start
     if n is not None:
         x, y = x[:n], y[:n]
-    mlp_batch, cnn_batch = hinton2015.recipe()["batch_size"], teachers.recipe("mnist", "cnn")["batch_size"]
+    mlp_batch, cnn_batch = hinton2015.recipe().batch_size, teachers.recipe("mnist", "cnn").batch_size
     print(f"images per epoch: {len(x)}; tutorial batch {TUTORIAL_BATCH}; kd_lessons batch {mlp_batch} (MLP), "
           f"{cnn_batch} (CNN); kd_lessons load_tensors (verified cache): {load_s:.2f} s (once per process)")
 

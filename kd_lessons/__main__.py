@@ -76,7 +76,7 @@ def _cmd_prepare_class(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         _, info = teachers.get_teacher(dataset, options=TrainOptions(progress=not args.quiet))
         teacher_s = time.perf_counter() - start
-        rec = grid.recipe(dataset, args.width)
+        rec = grid.recipe(dataset, student_width=args.width)
         Ts, alphas = grid.default_grid()
         table = grid.load_or_run(rec, Ts, alphas, progress=not args.quiet)
         spread = grid.spread(rec, grid.SPREAD_CELLS, progress=not args.quiet)
@@ -94,9 +94,7 @@ def _cmd_hinton(args: argparse.Namespace) -> int:
     from kd_lessons import config
     from kd_lessons.runs import hinton2015
 
-    s = hinton2015.recipe()
-    if args.seeds:
-        s["seeds"] = tuple(args.seeds)
+    s = hinton2015.recipe(**({"seeds": tuple(args.seeds)} if args.seeds else {}))
     print(config.describe())
     results = hinton2015.run_all(s)
     print(hinton2015.to_markdown(results["table"].drop(columns=["ours_mean", "ours_std"])))

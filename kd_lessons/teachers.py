@@ -151,7 +151,7 @@ def build_teacher(rec: TeacherRecipe) -> nn.Module:
 
 def recipe_key(rec: TeacherRecipe) -> str:
     """The short hash that names a recipe's checkpoint (and the sweeps made with its teacher): rec.key."""
-    return rec.key
+    return cache.key(rec)  # a recipe hashes as its dict (cache.key), so a plain dict of the same content matches
 
 
 def checkpoint_path(dataset: str, rec: TeacherRecipe | None = None) -> Path:
@@ -178,10 +178,10 @@ def _train(rec: TeacherRecipe, device, options: TrainOptions) -> tuple[nn.Module
     torch.manual_seed(rec.seed)
     teacher = build_teacher(rec)
     start, cpu_start = time.perf_counter(), time.process_time()
-    options = TrainOptions(optimizer=rec.optimizer, weight_decay=rec.weight_decay, progress=options.progress,
+    options = TrainOptions(batch_size=rec.batch_size, augment=_AUGMENT[rec.augment], seed=rec.seed, device=device,
+                           optimizer=rec.optimizer, weight_decay=rec.weight_decay, progress=options.progress,
                            on_step=options.on_step, precision=options.precision)
-    history = fit(teacher, x, y, num_epochs=rec.num_epochs, lr=rec.lr, batch_size=rec.batch_size,
-                  augment=_AUGMENT[rec.augment], device=device, seed=rec.seed, options=options)
+    history = fit(teacher, x, y, num_epochs=rec.num_epochs, lr=rec.lr, options=options)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     result = evaluate(teacher, x_test, y_test, device=device)
     info = {"dataset": rec.dataset, "test_accuracy": result["accuracy"], "test_errors": result["errors"],

@@ -130,7 +130,7 @@ def test_resnet_teacher_learns_the_standin_and_is_cached(standin, teacher_run):
     assert info["n_train"] == 5 * PER_BATCH and info["n_test"] == N_TEST
     # Chance is 10%: one epoch must beat it by a wide margin, or the stand-in (or the path) is broken.
     assert info["test_accuracy"] >= 0.6, f"ResNet on the {STANDIN}: {info['test_accuracy']:.1%} after one epoch"
-    rec = {**teachers.recipe("cifar10"), **TEACHER_OVERRIDE}
+    rec = teachers.recipe("cifar10", **TEACHER_OVERRIDE)
     path = teachers.checkpoint_path("cifar10", rec)
     assert path.is_file() and path.parent.parent == standin["folder"].parent.parent / "cache"
     again, again_info = teachers.get_teacher("cifar10", recipe_override=TEACHER_OVERRIDE, options=QUIET)

@@ -87,7 +87,7 @@ def test_compare_reports_sizes_zeros_and_source_params(student, mnist_subset):
 
 def test_recipe_has_the_lessons_knobs():
     rec = compression.recipe()
-    assert 0 < rec["prune_amount"] < 1 and len(rec["hidden"]) == 2
+    assert 0 < rec.prune_amount < 1 and len(rec.hidden) == 2
 
 
 def test_plot_table_draws_one_bar_per_model_and_explains_a_wrong_table():

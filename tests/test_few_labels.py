@@ -44,19 +44,20 @@ def tiny(monkeypatch, tmp_path, one_thread):
 def test_recipe_defaults_follow_the_mode(monkeypatch):
     monkeypatch.setenv("KD_QUICK", "1")
     quick = few_labels.recipe("MNIST")
-    assert quick == {"dataset": "mnist", "n_labeled": 500, "n_pool": 5000, "student_width": 100, "steps": 300,
+    assert quick.asdict() == {"dataset": "mnist", "n_labeled": 500, "n_pool": 5000, "student_width": 100, "steps": 300,
                      "lr": 3e-3, "batch_size": 128, "weight_decay": 5e-4, "seed": 0, "mode": "quick"}
     monkeypatch.setenv("KD_QUICK", "0")
     full = few_labels.recipe("fashion_mnist", seed=2)
-    assert (full["n_labeled"], full["n_pool"], full["steps"]) == (1000, None, 3000)
-    assert (full["dataset"], full["seed"], full["mode"]) == ("fashion_mnist", 2, "full")
-    assert few_labels.recipe("mnist", n_labeled=100, student_width=30, steps=7)["n_labeled"] == 100
+    assert (full.n_labeled, full.n_pool, full.steps) == (1000, None, 3000)
+    assert (full.dataset, full.seed, full.mode) == ("fashion_mnist", 2, "full")
+    assert few_labels.recipe("mnist", n_labeled=100, student_width=30, steps=7).n_labeled == 100
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n_labeled": 0}, "n_labeled=0: pass a positive integer"),
-    ({"student_width": True}, "student_width=True: pass a positive integer"),
-    ({"steps": 2.5}, "steps=2.5: pass a positive integer"),
+    ({"n_labeled": 0}, r"FewLabelsRecipe.n_labeled=0: must be > 0"),
+    ({"student_width": True}, r"FewLabelsRecipe.student_width=True \(bool\): expected int"),
+    ({"steps": 2.5}, r"FewLabelsRecipe.steps=2.5 \(float\): expected int"),
+    ({"n_labeled": 6000}, r"FewLabelsRecipe.n_labeled=6000: must be <= n_pool=5000"),
 ])
 def test_recipe_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -66,7 +67,7 @@ def test_recipe_rejects_bad_values(kwargs, match):
 
 
 def test_make_student_is_the_recipes_mlp(tiny):
-    student = few_labels.make_student({**tiny["rec"], "student_width": 12})
+    student = few_labels.make_student(tiny["rec"].replace(student_width=12))
     assert isinstance(student, MLPStudent) and student.hidden == (12, 12)
 
 
@@ -90,8 +91,8 @@ def test_split_follows_the_recipe_seed_and_pool_size(tiny):
     rec = tiny["rec"]
     first = few_labels.split(rec)["y"]
     assert torch.equal(few_labels.split(rec)["y"], first)
-    assert not torch.equal(few_labels.split({**rec, "seed": 1})["y"], first)  # another seed: other labelled images
-    small = few_labels.split({**rec, "n_pool": 200})
+    assert not torch.equal(few_labels.split(rec.replace(seed=1))["y"], first)  # another seed: other labelled images
+    small = few_labels.split(rec.replace(n_pool=200))
     assert len(small["x"]) == 200 and torch.bincount(small["y_true"]).tolist() == [20] * 10
     assert int((small["y"] != UNLABELED).sum()) == N_LABELED
 
@@ -142,7 +143,7 @@ def test_study_gives_every_method_the_recipes_number_of_steps(tiny):
     assert len(runs.table) == 8 and set(runs.table["seed"]) == {0, 1}
     for (name, seed), history in runs.histories.items():
         # 50 labelled rows: one batch per epoch; 300 pool rows: 3 batches; the same 5 steps either way
-        assert history["step"][-1] == rec["steps"] == len(history["step_loss"]), name
+        assert history["step"][-1] == rec.steps == len(history["step_loss"]), name
         assert history["val_accuracy"] == []                    # val=False
     assert runs.histories[("scratch", 0)]["step"] == [1, 2, 3, 4, 5]
     assert runs.histories[("distilled", 0)]["step"] == [3, 5]
@@ -166,5 +167,5 @@ def test_study_is_deterministic_and_uses_the_recipes_weight_decay(tiny, monkeypa
     b = few_labels.study(tiny["rec"], tiny["teacher"], names=("distilled",))
     assert a.table["errors"].tolist() == b.table["errors"].tolist()
     assert a.histories[("distilled", 0)]["step_loss"] == b.histories[("distilled", 0)]["step_loss"]
-    assert seen[0]["options"].weight_decay == tiny["rec"]["weight_decay"] and seen[0]["steps"] == 5
-    assert (seen[0]["lr"], seen[0]["batch_size"]) == (tiny["rec"]["lr"], tiny["rec"]["batch_size"])
+    assert seen[0]["options"].weight_decay == tiny["rec"].weight_decay and seen[0]["steps"] == 5
+    assert (seen[0]["lr"], seen[0]["batch_size"]) == (tiny["rec"].lr, tiny["rec"].batch_size)

@@ -53,7 +53,7 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(corpus, tmp_cache, m
     assert not teacher.training and info["params"] == count_params(teacher) and info["steps"] == 4
     assert info["vocab"] == corpus.vocab.chars and info["sample"].startswith(zoo.SAMPLE_PROMPT)
     assert 0 < info["val_bpc"] and info["tokens_per_second"] > 0 and info["val_chars"] == 2000
-    path = zoo.text_checkpoint_path("shakespeare", {**zoo.text_recipe(), **TINY})
+    path = zoo.text_checkpoint_path("shakespeare", zoo.text_recipe(**TINY))
     assert path.exists() and cache.sidecar(path).exists()
 
     def no_training(*args, **kwargs):
@@ -66,7 +66,7 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(corpus, tmp_cache, m
 
 def test_corrupt_checkpoint_is_reported_and_retrained(corpus, tmp_cache):
     _, info = zoo.get_text_teacher(recipe_override=TINY, progress=False)
-    path = zoo.text_checkpoint_path("shakespeare", {**zoo.text_recipe(), **TINY})
+    path = zoo.text_checkpoint_path("shakespeare", zoo.text_recipe(**TINY))
     path.write_bytes(b"not a checkpoint")
     with pytest.warns(cache.CacheWarning, match="shakespeare text teacher .* was unusable .*deleted and will be rebuilt"):
         teacher, info2 = zoo.get_text_teacher(recipe_override=TINY, progress=False)

@@ -46,7 +46,7 @@ def tiny(monkeypatch, tmp_path, one_thread):
 
     def counting(rec, T, alpha, *args, **kwargs):
         calls.append((T, alpha))
-        seeds.append(rec["seed"])
+        seeds.append(rec.seed)
         return real(rec, T, alpha, *args, **kwargs)
 
     monkeypatch.setattr(grid, "run_one", counting)
@@ -257,21 +257,22 @@ def test_empty_cache_gives_an_empty_table_with_the_columns(tiny):
 
 
 def test_recipes_name_separate_cache_files(tiny, monkeypatch):
-    a = grid.path(grid.recipe("mnist", 16, 1, n_labeled=40, steps=6))
-    assert a == grid.path(grid.recipe("mnist", 16, 1, n_labeled=40, steps=6))
-    assert a != grid.path(grid.recipe("mnist", 32, 1, n_labeled=40, steps=6))
-    assert a != grid.path(grid.recipe("fashion_mnist", 16, 1, n_labeled=40, steps=6))
-    assert a != grid.path(grid.recipe("mnist", 16, 2, n_labeled=40, steps=6))
-    assert a != grid.path(grid.recipe("mnist", 16, 1, n_labeled=80, steps=6))
-    assert a != grid.path(grid.recipe("mnist", 16, 1, n_labeled=40, steps=7))
-    rec = grid.recipe("mnist", 16, 1, n_labeled=40, steps=6)
-    assert {k: v for k, v in rec.items() if k != "teacher"} == few_labels.recipe("mnist", 40, 16, 6, seed=1)
+    a = grid.path(grid.recipe("mnist", student_width=16, seed=1, n_labeled=40, steps=6))
+    assert a == grid.path(grid.recipe("mnist", student_width=16, seed=1, n_labeled=40, steps=6))
+    assert a != grid.path(grid.recipe("mnist", student_width=32, seed=1, n_labeled=40, steps=6))
+    assert a != grid.path(grid.recipe("fashion_mnist", student_width=16, seed=1, n_labeled=40, steps=6))
+    assert a != grid.path(grid.recipe("mnist", student_width=16, seed=2, n_labeled=40, steps=6))
+    assert a != grid.path(grid.recipe("mnist", student_width=16, seed=1, n_labeled=80, steps=6))
+    assert a != grid.path(grid.recipe("mnist", student_width=16, seed=1, n_labeled=40, steps=7))
+    rec = grid.recipe("mnist", student_width=16, seed=1, n_labeled=40, steps=6)
+    assert {k: v for k, v in rec.asdict().items() if k != "teacher"} == \
+        few_labels.recipe("mnist", n_labeled=40, student_width=16, steps=6, seed=1).asdict()
     # the course's teacher (the ensemble) names the table
-    assert grid.recipe("mnist")["teacher"] == teachers.recipe_key(teachers.recipe("mnist")) == \
+    assert grid.recipe("mnist").teacher == teachers.recipe_key(teachers.recipe("mnist")) == \
         teachers.recipe_key(teachers.recipe("mnist", "ensemble"))
     # a new teacher recipe starts a new table
-    monkeypatch.setattr(grid, "teacher_recipe", lambda dataset: {**teachers.recipe(dataset), "seed": 99})
-    assert a != grid.path(grid.recipe("mnist", 16, 1, n_labeled=40, steps=6))
+    monkeypatch.setattr(grid, "teacher_recipe", lambda dataset: teachers.recipe(dataset, "cnn", seed=99))
+    assert a != grid.path(grid.recipe("mnist", student_width=16, seed=1, n_labeled=40, steps=6))
     monkeypatch.setenv("KD_QUICK", "1")
     quick = grid.recipe("mnist")
     monkeypatch.setenv("KD_QUICK", "0")
@@ -315,11 +316,11 @@ def test_bad_rows_are_rejected(tiny):
 def test_bad_recipes_are_rejected(tiny):
     with pytest.raises(ValueError, match=r"unknown dataset 'svhn'; use one of"):
         grid.recipe("svhn")
-    with pytest.raises(ValueError, match=r"steps=0: pass a positive integer"):
+    with pytest.raises(ValueError, match=r"GridRecipe.steps=0: must be > 0"):
         grid.recipe("mnist", steps=0)
-    with pytest.raises(ValueError, match=r"n_labeled=-5: pass a positive integer"):
+    with pytest.raises(ValueError, match=r"GridRecipe.n_labeled=-5: must be > 0"):
         grid.recipe("mnist", n_labeled=-5)
-    with pytest.raises(ValueError, match=r"student_width=True: pass a positive integer"):
+    with pytest.raises(ValueError, match=r"GridRecipe.student_width=True \(bool\): expected int"):
         grid.recipe("mnist", student_width=True)
     with pytest.raises(ValueError, match=r"must both be non-empty lists"):
         grid.load_or_run(tiny["rec"], [], [0.5], progress=False)
@@ -339,12 +340,12 @@ def test_spread_trains_each_cell_under_each_seed_once_and_returns_the_std(tiny):
                                    "seeds"]
     assert list(zip(table["T"], table["alpha"])) == list(cells) and set(table["seeds"]) == {3}
     for row in table.itertuples():
-        found = [grid.load({**rec, "seed": s}) for s in (0, 1, 2)]
+        found = [grid.load(rec.replace(seed=s)) for s in (0, 1, 2)]
         acc = pd.Series([f[(f["T"] == row.T) & (f["alpha"] == row.alpha)]["accuracy"].iloc[0] for f in found])
         err = pd.Series([f[(f["T"] == row.T) & (f["alpha"] == row.alpha)]["errors"].iloc[0] for f in found])
         assert row.accuracy_mean == pytest.approx(acc.mean()) and row.accuracy_std == pytest.approx(acc.std(ddof=1))
         assert row.errors_mean == pytest.approx(err.mean()) and row.errors_std == pytest.approx(err.std(ddof=1))
-    assert {grid.path({**rec, "seed": s}) for s in (0, 1, 2)} == set((tiny["tmp"] / "sweeps").glob("*.pt"))
+    assert {grid.path(rec.replace(seed=s)) for s in (0, 1, 2)} == set((tiny["tmp"] / "sweeps").glob("*.pt"))
     again = grid.spread(rec, cells, seeds=(0, 1, 2))
     assert len(tiny["calls"]) == 6                       # all cached: nothing trained
     pd.testing.assert_frame_equal(again, table)

@@ -133,8 +133,8 @@ def _tiny_data(seed=0):
 
 
 def _tiny_recipe(**kw):
-    return {**h.recipe(), "seeds": (0,), "num_epochs": 1, "batch_size": 32, "shifts": (0.0, 1.0, 2.0),
-            "temperatures": (1.0, 20.0), **kw}
+    return h.recipe(**{"seeds": (0,), "num_epochs": 1, "batch_size": 32, "shifts": (0.0, 1.0, 2.0),
+                       "temperatures": (1.0, 20.0), **kw})
 
 
 def test_run_transfer_on_tiny_data_reports_a_shift_from_the_grid(one_thread):
@@ -198,9 +198,9 @@ def test_temperature_sweep_trains_only_the_unknown_temperatures(one_thread, monk
 
 def test_known_errors_takes_the_first_seeds_distilled_run():
     base = _fake_results()["baseline"].assign(T=[None, 20.0] * 2)
-    assert h.known_errors(base, {"seeds": (0, 1), "T": 20.0}) == {20.0: 80}
-    assert h.known_errors(base, {"seeds": (1, 0), "T": 20.0}) == {20.0: 90}
-    assert h.known_errors(base[base.method == "scratch"], {"seeds": (0,), "T": 20.0}) == {}
+    assert h.known_errors(base, h.recipe(seeds=(0, 1), T=20.0)) == {20.0: 80}
+    assert h.known_errors(base, h.recipe(seeds=(1, 0), T=20.0)) == {20.0: 90}
+    assert h.known_errors(base[base.method == "scratch"], h.recipe(seeds=(0,), T=20.0)) == {}
 
 
 def test_load_data_splits_transfer_held_out_and_test(monkeypatch, tmp_path, one_thread):
@@ -211,7 +211,7 @@ def test_load_data_splits_transfer_held_out_and_test(monkeypatch, tmp_path, one_
     monkeypatch.setattr(h, "load_tensors", lambda name, train=True: fake[train])
     monkeypatch.setattr(h, "get_teacher", lambda *a, **k: pytest.fail("a given teacher must be used"))
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    s = {**h.recipe(), "n_val": 40, "n_val_used": 25, "n_train": 50}
+    s = h.recipe(n_val=40, n_val_used=25, n_train=50)
     data = h.load_data(s, teacher=teacher)
     assert len(data["x"]) == 50 and torch.bincount(data["y"]).tolist() == [5] * 10
     assert torch.equal(data["x_val"], fake[True][0][160:185]) and torch.equal(data["y_val"], fake[True][1][160:185])

@@ -11,8 +11,8 @@ from kd_lessons.teachers import build_teacher, recipe
 def make_teacher(dataset, arch=None):
     """The untrained teacher of a dataset's recipe, built as get_teacher builds it (an Ensemble of members)."""
     rec = recipe(dataset, arch)
-    if rec["arch"] == "ensemble":
-        return Ensemble([build_teacher(member) for member in rec["members"]])
+    if rec.arch == "ensemble":
+        return Ensemble([build_teacher(member) for member in rec.members])
     return build_teacher(rec)
 
 

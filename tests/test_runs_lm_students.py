@@ -8,7 +8,7 @@ from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, 
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import lm_students as rg
 
-TINY = {"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
+TINY = rg.recipe(**{"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
         "seq_sequences": 6, "seq_prompt": 4, "onpolicy_prompt": 8, "lam": 0.5, "beta": 0.5, "topk": 3,
         "topk_renormalize": True, "topk_windows": 16, "topk_sweep": (1, None), "eval_chars": 400,
         "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1}
@@ -76,7 +76,7 @@ def test_run_table_columns_cost_and_cache(corpus, teacher, tmp_cache, monkeypatc
     again = rg.cached_run(TINY, teacher, corpus, seeds=(0, 1), progress=False)
     assert pd.DataFrame(again["table"]).equals(pd.DataFrame(rows))  # NaN-aware equality
     with pytest.raises(AssertionError, match="cached result"):
-        rg.cached_run({**TINY, "steps": 4}, teacher, corpus, seeds=(0, 1), progress=False)
+        rg.cached_run(TINY.replace(steps=4), teacher, corpus, seeds=(0, 1), progress=False)
 
 
 def test_summaries_and_paired_differences():

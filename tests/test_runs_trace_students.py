@@ -26,16 +26,16 @@ def tmp_cache(tmp_path, monkeypatch, one_thread):
 def test_recipe_student_is_smaller_and_context_fits_the_longest_text(monkeypatch, quick):
     monkeypatch.setenv("KD_QUICK", quick)
     rec = rr.recipe()
-    teacher, student = rr._model(rec["teacher_arch"], rec["context"]), rr.make_student(rec, 0)
+    teacher, student = rr._model(rec.teacher_arch, rec.context), rr.make_student(rec, 0)
     assert count_params(student) * 3 < count_params(teacher)
-    big = 10 ** rec["longer"] - 1
-    longest = len(task.prompt(big, big)) + task.completion_length(rec["longer"])
-    assert longest <= rec["context"]
+    big = 10 ** rec.longer - 1
+    longest = len(task.prompt(big, big)) + task.completion_length(rec.longer)
+    assert longest <= rec.context
 
 
 def test_problem_sets_are_disjoint_and_have_the_right_lengths(monkeypatch):
     monkeypatch.setenv("KD_QUICK", "1")
-    rec = {**rr.recipe(), **TINY}
+    rec = rr.recipe(**TINY)
     sets = rr.problem_sets(rec)
     assert not set(sets["held_out"]) & (set(sets["teacher_train"]) | set(sets["student"]))
     assert not set(sets["student"]) & set(sets["teacher_train"])
@@ -46,7 +46,7 @@ def test_problem_sets_are_disjoint_and_have_the_right_lengths(monkeypatch):
 def test_teacher_is_trained_once_then_loaded(tmp_cache, monkeypatch):
     teacher, info = rr.get_reasoning_teacher(recipe_override=TINY, progress=False)
     assert not teacher.training and info["params"] == count_params(teacher) and 0 <= info["held_out"] <= 1
-    path = rr.checkpoint_path({**rr.recipe(), **TINY})
+    path = rr.checkpoint_path(rr.recipe(**TINY))
     assert path.exists() and cache.sidecar(path).exists()
     monkeypatch.setattr(rr, "_train_teacher", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again, _ = rr.get_reasoning_teacher(recipe_override=TINY, progress=False)
@@ -55,18 +55,18 @@ def test_teacher_is_trained_once_then_loaded(tmp_cache, monkeypatch):
 
 def test_a_corrupt_teacher_is_reported_and_retrained(tmp_cache):
     rr.get_reasoning_teacher(recipe_override=TINY, progress=False)
-    path = rr.checkpoint_path({**rr.recipe(), **TINY})
+    path = rr.checkpoint_path(rr.recipe(**TINY))
     path.write_bytes(b"not a checkpoint")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         teacher, _ = rr.get_reasoning_teacher(recipe_override=TINY, progress=False)
     assert any(issubclass(w.category, cache.CacheWarning) for w in caught)
-    assert cache.load_verified(path, rr._meta({**rr.recipe(), **TINY}))["state_dict"].keys()
+    assert cache.load_verified(path, rr._meta(rr.recipe(**TINY)))["state_dict"].keys()
 
 
 @pytest.fixture
 def setting(tmp_cache):
-    rec = {**rr.recipe(), **TINY}
+    rec = rr.recipe(**TINY)
     teacher, _ = rr.get_reasoning_teacher(recipe_override=TINY, progress=False)
     sets = rr.problem_sets(rec)
     return rec, teacher, sets, rr.teacher_data(teacher, sets["student"], rec)

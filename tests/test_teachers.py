@@ -37,11 +37,11 @@ def tiny_zoo(tmp_path, monkeypatch, mnist_tiny):
     x, y, x_test, y_test = mnist_tiny
     monkeypatch.setattr(teachers, "load_tensors", lambda name, train=True: (x, y) if train else (x_test, y_test))
     real_recipe = teachers.recipe
-    monkeypatch.setattr(teachers, "recipe", lambda dataset, arch=None: {**real_recipe(dataset, arch),
-                                                                        **TINY_MEMBERS.get(arch, {})})
+    monkeypatch.setattr(teachers, "recipe", lambda dataset, arch=None, **kw: real_recipe(
+        dataset, arch, **{**TINY_MEMBERS.get(arch, {}), **kw}))
     calls = []
     real_train = teachers._train
-    monkeypatch.setattr(teachers, "_train", lambda rec, *a, **k: calls.append(rec["arch"]) or real_train(rec, *a, **k))
+    monkeypatch.setattr(teachers, "_train", lambda rec, *a, **k: calls.append(rec.arch) or real_train(rec, *a, **k))
     return calls
 
 
@@ -50,7 +50,7 @@ def _get(options=QUIET, **kw):
 
 
 def _path(**kw):
-    return teachers.checkpoint_path("mnist", {**teachers.recipe("mnist", "cnn"), **TINY, **kw})
+    return teachers.checkpoint_path("mnist", teachers.recipe("mnist", "cnn", **{**TINY, **kw}))
 
 
 def test_trains_once_then_loads_the_same_weights(tiny_zoo):
@@ -68,13 +68,13 @@ def test_trains_once_then_loads_the_same_weights(tiny_zoo):
     assert info["test_errors"] == first_info["test_errors"]
     assert 0.0 <= info["test_accuracy"] <= 1.0
     assert info["precision"] in {"bfloat16", "float32"}   # how it was trained is on record
-    assert info["recipe"] == {**teachers.recipe("mnist", "cnn"), **TINY} and info["n_train"] == 300
+    assert info["recipe"] == teachers.recipe("mnist", "cnn", **TINY).asdict() and info["n_train"] == 300
     assert info["params"] == count_params(second)
     assert not hasattr(second, "info")                    # the info travels beside the model, not on it
     assert teachers.teacher_info("mnist", "cnn", recipe_override=TINY)["n_test"] == 100
     path = _path()
     assert path.parent.name == "teachers" and path.name.startswith(f"mnist-TeacherCNN-{config.mode()}-")
-    key = teachers.recipe_key({**teachers.recipe("mnist", "cnn"), **TINY})
+    key = teachers.recipe_key(teachers.recipe("mnist", "cnn", **TINY))
     assert path.name == f"mnist-TeacherCNN-{config.mode()}-{key}.pt"
 
 
@@ -104,8 +104,8 @@ def test_checkpoint_of_another_recipe_is_rejected(tiny_zoo):
 
 
 def test_state_dict_that_does_not_fit_is_rejected(tiny_zoo):
-    rec = {**teachers.recipe("mnist", "cnn"), **TINY}
-    wrong = teachers.build_teacher({**rec, "width": 3}).state_dict()
+    rec = teachers.recipe("mnist", "cnn", **TINY)
+    wrong = teachers.build_teacher(rec.replace(width=3)).state_dict()
     save_verified({"state_dict": wrong, "info": {}}, teachers.checkpoint_path("mnist", rec),
                   {"recipe_hash": teachers.recipe_key(rec), "dataset": "mnist"})
     with pytest.warns(cache.CacheWarning, match=r"(?s)was unusable \(RuntimeError: .*size mismatch.*deleted and will"):
@@ -165,7 +165,7 @@ def test_the_course_teacher_is_the_mean_of_its_cnn_and_mlp_members(tiny_zoo, mni
     result = evaluate(ensemble, x_test, y_test, device="cpu")
     assert (info["test_accuracy"], info["test_errors"], info["n_test"]) == (result["accuracy"], result["errors"], 100)
     assert info["train_seconds"] == pytest.approx(cnn_info["train_seconds"] + mlp_info["train_seconds"], abs=0.11)
-    assert info["recipe"] == teachers.recipe("mnist") == {"dataset": "mnist", "arch": "ensemble", "members": [
+    assert info["recipe"] == teachers.recipe("mnist").asdict() == {"dataset": "mnist", "arch": "ensemble", "members": [
         cnn_info["recipe"], mlp_info["recipe"]]}
     assert again_info["test_errors"] == info["test_errors"]
     with pytest.raises(ValueError, match="an Ensemble has no single set of feature maps; use one member"):
@@ -180,7 +180,7 @@ def test_ensemble_info_is_none_until_both_members_are_cached(tiny_zoo):
     assert teachers.teacher_info("mnist") is None and teachers.teacher_info("mnist", "ensemble") is None
     mlp_info = teachers.get_teacher("mnist", "mlp", device="cpu", options=QUIET)[1]
     info = teachers.teacher_info("mnist")
-    assert info == {"members": [cnn_info, mlp_info], "recipe": teachers.recipe("mnist")}
+    assert info == {"members": [cnn_info, mlp_info], "recipe": teachers.recipe("mnist").asdict()}
     assert teachers.teacher_info("fashion_mnist") is None     # another dataset has its own members
     assert tiny_zoo == ["TeacherCNN", "MLPTeacher"]            # teacher_info never trains
 
@@ -196,8 +196,8 @@ def test_recipe_override_is_refused_for_the_ensemble(tmp_path, monkeypatch):
 def test_archs_and_recipes():
     assert teachers.ARCHS == {"mnist": ("ensemble", "cnn", "mlp"), "fashion_mnist": ("ensemble", "cnn", "mlp"),
                               "cifar10": ("resnet",)}
-    assert teachers.recipe("Fashion-MNIST")["arch"] == "ensemble"
-    assert [m["arch"] for m in teachers.recipe("mnist")["members"]] == ["TeacherCNN", "MLPTeacher"]
+    assert teachers.recipe("Fashion-MNIST").arch == "ensemble"
+    assert [m.arch for m in teachers.recipe("mnist").members] == ["TeacherCNN", "MLPTeacher"]
     assert teachers.recipe("cifar10") == teachers.recipe("cifar10", "resnet")
     mlp = teachers.recipe("mnist", "mlp")
     assert (mlp["hidden"], mlp["dropout"], mlp["input_dropout"]) == ([1200, 1200], 0.5, 0.2)
@@ -241,12 +241,12 @@ def test_checkpoint_names_differ_per_arch(tmp_path, monkeypatch):
 
 def test_recipe_key_names_the_recipe_content():
     rec = teachers.recipe("mnist", "cnn")
-    assert teachers.recipe_key(rec) == cache.key(rec) == teachers.recipe_key(dict(reversed(list(rec.items()))))
-    assert teachers.recipe_key({**rec, "seed": 1}) != teachers.recipe_key(rec)
-    assert teachers.build_teacher(rec).stages[0][0][0].out_channels == rec["width"]
+    assert teachers.recipe_key(rec) == cache.key(rec) == teachers.recipe_key(dict(reversed(list(rec.asdict().items())))) == rec.key
+    assert teachers.recipe_key(rec.replace(seed=1)) != teachers.recipe_key(rec)
+    assert teachers.build_teacher(rec).stages[0][0][0].out_channels == rec.width
     with pytest.raises(ValueError, match="recipe arch='ViT' is not a single model; use 'TeacherCNN', 'MLPTeacher' "
                                          "or 'CifarResNet'"):
-        teachers.build_teacher({**rec, "arch": "ViT"})
+        teachers.build_teacher(rec.replace(arch="ViT"))
     with pytest.raises(ValueError, match=r"recipe arch='ensemble' is not a single model.*get_teacher\(dataset, "
                                          r"arch='ensemble'\)"):
         teachers.build_teacher(teachers.recipe("mnist"))

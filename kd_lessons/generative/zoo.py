@@ -25,8 +25,8 @@ from kd_lessons.generative.transformer import CharTransformer, bits_per_char, ge
 from kd_lessons.models import count_params
 from kd_lessons.recipes import Recipe, check_recipe, pick
 
-__all__ = ["TextTeacherRecipe", "text_recipe", "STUDENT_SIZES", "student_sizes", "build_text_model", "text_checkpoint_path",
-           "get_text_teacher", "make_text_student", "text_model_table", "SAMPLE_PROMPT"]
+__all__ = ["TextTeacherRecipe", "text_recipe", "STUDENT_SIZES", "student_sizes", "build_text_model",
+           "text_checkpoint_path", "get_text_teacher", "make_text_student", "text_model_table", "SAMPLE_PROMPT"]
 
 SAMPLE_PROMPT = "HAMLET.\n"
 # Students: (d_model, n_layers, n_heads); full mode and quick mode (both at least 8x smaller than that mode's teacher).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -21,26 +22,48 @@ from kd_lessons import config
 from kd_lessons.models import MLPStudent, count_params, measure_latency, size_on_disk
 from kd_lessons.objectives import HintonKD
 from kd_lessons.plots import new_figure
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
-__all__ = ["recipe", "make_student", "distilled_student", "quantize_int8", "prune_magnitude", "zero_fraction",
-           "sparse_size_on_disk", "make_permanent", "compare", "plot_table"]
+__all__ = ["CompressionRecipe", "recipe", "make_student", "distilled_student", "quantize_int8", "prune_magnitude",
+           "zero_fraction", "sparse_size_on_disk", "make_permanent", "compare", "plot_table"]
 
 
-def recipe() -> dict:
+@dataclass(frozen=True)
+class CompressionRecipe(Recipe):
     """The lesson's budget in the current mode. Notebook 14_compression_toolbox."""
-    return {"hidden": (400, 400), "num_epochs": config.pick(4, 1), "n_train": config.pick(None, 5000), "lr": 3e-3,
-            "batch_size": 128, "T": 4.0, "alpha": 0.9, "prune_amount": 0.8, "finetune_epochs": config.pick(1, 1)}
+
+    hidden: tuple[int, ...] = (400, 400)
+    num_epochs: int = pick(4, 1)
+    n_train: int | None = pick(None, 5000)
+    lr: float = 3e-3
+    batch_size: int = 128
+    T: float = 4.0
+    alpha: float = 0.9
+    prune_amount: float = 0.8  # the share of weights magnitude pruning zeroes
+    finetune_epochs: int = pick(1, 1)
+
+    def _check(self) -> None:
+        if not self.hidden or min(self.hidden) < 1:
+            self._fail("hidden", "pass positive layer widths, e.g. (400, 400)")
+        self._positive("num_epochs", "n_train", "lr", "batch_size", "T", "finetune_epochs")
+        self._between("alpha", 0.0, 1.0)
+        self._between("prune_amount", 0.0, 1.0)
 
 
-def make_student(rec: dict) -> MLPStudent:
+def recipe(**overrides) -> CompressionRecipe:
+    """The lesson's budget in the current mode; overrides replace fields. Notebook 14_compression_toolbox."""
+    return CompressionRecipe(**check_recipe(CompressionRecipe, overrides))
+
+
+def make_student(rec: CompressionRecipe) -> MLPStudent:
     """The student: an MLP, because dynamic int8 quantization (and most of the bytes) live in Linear layers."""
-    return MLPStudent(hidden=rec["hidden"])
+    return MLPStudent(hidden=rec.hidden)
 
 
-def distilled_student(teacher: nn.Module, data: dict, rec: dict, seed: int = 0, student: nn.Module | None = None,
-                      num_epochs: int | None = None) -> nn.Module:
+def distilled_student(teacher: nn.Module, data: dict, rec: CompressionRecipe, seed: int = 0,
+                      student: nn.Module | None = None, num_epochs: int | None = None) -> nn.Module:
     """Distil `student` (default: a new make_student) from `teacher` with Hinton's loss on data["x"]. Notebook 14.
 
     The teacher's logits are computed once and cached on disk. Passing a pruned student fine-tunes it:
@@ -49,9 +72,9 @@ def distilled_student(teacher: nn.Module, data: dict, rec: dict, seed: int = 0, 
     config.seed_everything(seed)
     student = make_student(rec) if student is None else student
     logits = cached_logits(teacher, data["x"])
-    distill(student, data["x"], data["y"], logits, HintonKD(rec["T"], rec["alpha"]),
-            num_epochs=num_epochs or rec["num_epochs"], lr=rec["lr"], batch_size=rec["batch_size"], seed=seed,
-            options=TrainOptions(progress=True))
+    distill(student, data["x"], data["y"], logits, HintonKD(rec.T, rec.alpha),
+            num_epochs=num_epochs or rec.num_epochs, lr=rec.lr,
+            options=TrainOptions(batch_size=rec.batch_size, seed=seed, progress=True))
     return student.eval()
 
 

@@ -14,6 +14,7 @@ not just softer targets.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from kd_lessons.losses import check_T
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs import few_labels
+from kd_lessons.runs.few_labels import FewLabelsRecipe
 from kd_lessons.runs.students import Method, StudentRuns, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
@@ -69,7 +71,7 @@ def control_logits(teacher_logits: torch.Tensor, y: torch.Tensor, T: float, kind
     return T * q.clamp_min(1e-12).log()
 
 
-def study(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), T: float = 4.0, alpha: float = 0.9,
+def study(rec: FewLabelsRecipe, teacher: torch.nn.Module, seeds=(0, 1, 2), T: float = 4.0, alpha: float = 0.9,
           options: TrainOptions | None = None) -> tuple[StudentRuns, dict]:
     """Train every arm per seed on the recipe's labelled images only. Notebook 04_distill_mnist.
 
@@ -78,12 +80,12 @@ def study(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), T: float = 4.0, 
     data = few_labels.split(rec)
     x, y = data["x_labeled"], data["y_labeled"]
     logits = cached_logits(teacher, x)
-    targets = {kind: control_logits(logits, y, T, kind, seed=rec["seed"]) for kind in ARMS[1:]}
-    methods = {"scratch": Method(CrossEntropy(), x, y),
-               **{kind: Method(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
+    targets = {kind: control_logits(logits, y, T, kind, seed=rec.seed) for kind in ARMS[1:]}
+    arms = {"scratch": Method(CrossEntropy(), x, y),
+            **{kind: Method(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
     p = F.softmax(logits / T, dim=1)
-    entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
-    options = options or TrainOptions(progress=False, weight_decay=rec["weight_decay"])
-    runs = train_students(lambda: few_labels.make_student(rec), data, methods, seeds, lr=rec["lr"],
-                          batch_size=rec["batch_size"], options=options, steps=rec["steps"])
-    return runs, {"entropy": entropy, "epsilon": smoothing_for_entropy(entropy, p.shape[1]), "T": T}
+    mean_entropy = float(entropy(p).mean())
+    options = options or TrainOptions(progress=False, weight_decay=rec.weight_decay)
+    runs = train_students(lambda: few_labels.make_student(rec), data, arms, seeds, lr=rec.lr,
+                          options=replace(options, batch_size=rec.batch_size, max_steps=rec.steps))
+    return runs, {"entropy": mean_entropy, "epsilon": smoothing_for_entropy(mean_entropy, p.shape[1]), "T": T}

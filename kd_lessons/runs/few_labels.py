@@ -11,7 +11,7 @@ number of optimizer steps:
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -19,43 +19,59 @@ from kd_lessons import config
 from kd_lessons.data import check_name, hide_labels, load_tensors, stratified_subset
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs.students import Method, StudentRuns, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
 
-__all__ = ["METHODS", "recipe", "split", "methods", "study", "make_student"]
+__all__ = ["METHODS", "FewLabelsRecipe", "recipe", "split", "methods", "study", "make_student"]
 
 METHODS = ("scratch", "distilled", "pseudo-labels", "all labels")
 
 
-def recipe(dataset: str, n_labeled: int | None = None, student_width: int = 100, steps: int | None = None,
-           seed: int = 0) -> dict:
-    """Everything a few-labels run depends on besides the method, T and alpha. Notebook 04_distill_mnist."""
-    dataset = check_name(dataset)
-    n_labeled = config.pick(1000, 500) if n_labeled is None else n_labeled
-    steps = config.pick(3000, 300) if steps is None else steps
-    for name, value in (("n_labeled", n_labeled), ("student_width", student_width), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: pass a positive integer")
-    return {"dataset": dataset, "n_labeled": n_labeled, "n_pool": config.pick(None, 5000),
-            "student_width": student_width, "steps": steps, "lr": 3e-3, "batch_size": 128,
-            "weight_decay": 5e-4, "seed": int(seed), "mode": config.mode()}
+@dataclass(frozen=True)
+class FewLabelsRecipe(Recipe):
+    """Everything a few-labels run depends on besides the method, T and alpha (mode: a field). Notebook 04."""
+
+    dataset: str = "mnist"
+    n_labeled: int = pick(1000, 500)
+    n_pool: int | None = pick(None, 5000)  # a class-balanced training pool; None: every training image
+    student_width: int = 100
+    steps: int = pick(3000, 300)
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    seed: int = 0
+    mode: str = field(default_factory=config.mode)
+
+    def _check(self) -> None:
+        object.__setattr__(self, "dataset", check_name(self.dataset))  # 'Fashion-MNIST' -> 'fashion_mnist'
+        self._positive("n_labeled", "n_pool", "student_width", "steps", "lr", "batch_size")
+        self._between("weight_decay", 0.0, 1.0)
+        self._one_of("mode", ("quick", "full"))
+        if self.n_pool is not None and self.n_labeled > self.n_pool:
+            self._fail("n_labeled", f"must be <= n_pool={self.n_pool} (the labelled images come from the pool)")
 
 
-def make_student(rec: dict) -> MLPStudent:
-    """The recipe's student: an MLP with two hidden layers of `student_width` units."""
-    return MLPStudent(hidden=(rec["student_width"], rec["student_width"]))
+def recipe(dataset: str = "mnist", **overrides) -> FewLabelsRecipe:
+    """The few-labels recipe of the current mode; overrides replace fields. Notebook 04_distill_mnist."""
+    return FewLabelsRecipe(dataset=dataset, **check_recipe(FewLabelsRecipe, overrides))
 
 
-def split(rec: dict) -> dict:
+def make_student(rec: FewLabelsRecipe) -> MLPStudent:
+    """The recipe's student: an MLP with two hidden layers of `student_width` units, sized for its dataset's images."""
+    return build_student(rec.dataset, "mlp", rec.student_width)
+
+
+def split(rec: FewLabelsRecipe) -> dict:
     """The training pool with most labels hidden, its labelled part, the true labels and the test set."""
-    x, y = load_tensors(rec["dataset"], train=True)
-    if rec["n_pool"] is not None:
-        x, y = stratified_subset(x, y, rec["n_pool"], seed=0)
-    y_few = hide_labels(y, rec["n_labeled"], seed=rec["seed"])
+    x, y = load_tensors(rec.dataset, train=True)
+    if rec.n_pool is not None:
+        x, y = stratified_subset(x, y, rec.n_pool, seed=0)
+    y_few = hide_labels(y, rec.n_labeled, seed=rec.seed)
     labelled = y_few != UNLABELED
-    x_test, y_test = load_tensors(rec["dataset"], train=False)
-    return {"dataset": rec["dataset"], "x": x, "y": y_few, "y_true": y, "x_labeled": x[labelled],
+    x_test, y_test = load_tensors(rec.dataset, train=False)
+    return {"dataset": rec.dataset, "x": x, "y": y_few, "y_true": y, "x_labeled": x[labelled],
             "y_labeled": y[labelled], "x_test": x_test, "y_test": y_test}
 
 
@@ -74,14 +90,14 @@ def methods(data: dict, teacher: torch.nn.Module, T: float = 4.0, alpha: float =
     return {name: table[name] for name in names}
 
 
-def study(rec: dict, teacher: torch.nn.Module, seeds=(0,), T: float = 4.0, alpha: float = 0.9,
+def study(rec: FewLabelsRecipe, teacher: torch.nn.Module, seeds=(0,), T: float = 4.0, alpha: float = 0.9,
           names=METHODS, val: bool = False, options: TrainOptions | None = None) -> StudentRuns:
     """Train each method's student per seed with the recipe's budget. Notebook 04_distill_mnist.
 
     The labelled subset follows the recipe's seed; `seeds` vary the initialisation and batch order.
     """
     data = split(rec)
-    options = replace(options or TrainOptions(progress=False), weight_decay=rec["weight_decay"])
+    options = replace(options or TrainOptions(progress=False), weight_decay=rec.weight_decay)
     return train_students(lambda: make_student(rec), data, methods(data, teacher, T, alpha, names), seeds,
-                          teacher=teacher, lr=rec["lr"], batch_size=rec["batch_size"], val=val,
-                          options=options, steps=rec["steps"])
+                          teacher=teacher, lr=rec.lr,
+                          options=replace(options, batch_size=rec.batch_size, val=val or None, max_steps=rec.steps))

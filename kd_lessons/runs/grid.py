@@ -14,6 +14,7 @@ teacher's recipe key); it names the cache file. A corrupt or foreign file is rep
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,22 +24,40 @@ from tqdm.auto import tqdm
 from kd_lessons import cache, config
 from kd_lessons.losses import check_alpha, check_T
 from kd_lessons.runs import few_labels
-from kd_lessons.teachers import get_teacher, recipe_key
+from kd_lessons.recipes import check_recipe
+from kd_lessons.runs.few_labels import FewLabelsRecipe
+from kd_lessons.teachers import get_teacher
 from kd_lessons.teachers import recipe as teacher_recipe
 from kd_lessons.train import TrainOptions
 
-__all__ = ["COLUMNS", "recipe", "default_grid", "path", "load", "load_or_run", "add_result", "run_one", "history_for",
-           "baseline", "spread", "SPREAD_CELLS"]
+__all__ = ["COLUMNS", "GridRecipe", "recipe", "default_grid", "path", "load", "load_or_run", "add_result", "run_one",
+           "history_for", "baseline", "spread", "SPREAD_CELLS"]
 
 COLUMNS = ["T", "alpha", "accuracy", "errors", "seconds", "source"]
 _FORMAT = 2
 
 
-def recipe(dataset: str, student_width: int = 100, seed: int = 0, n_labeled: int | None = None,
-           steps: int | None = None) -> dict:
+@dataclass(frozen=True)
+class GridRecipe(FewLabelsRecipe):
+    """A few-labels recipe plus the teacher's recipe key (None: the course teacher of `dataset`). Notebook 04."""
+
+    teacher: str | None = None
+
+    def __post_init__(self):
+        if self.teacher is None:
+            object.__setattr__(self, "teacher", teacher_recipe(check_name(self.dataset)).key)
+        super().__post_init__()
+
+    def replace(self, **changes) -> GridRecipe:
+        """A validated copy; a new dataset without a teacher key gets its own course teacher's key."""
+        if "dataset" in changes and "teacher" not in changes:
+            changes["teacher"] = None
+        return super().replace(**changes)
+
+
+def recipe(dataset: str = "mnist", **overrides) -> GridRecipe:
     """Everything a grid cell depends on besides (T, alpha), with quick/full defaults. Notebook 04_distill_mnist."""
-    rec = few_labels.recipe(dataset, n_labeled, student_width, steps, seed)
-    return {**rec, "teacher": recipe_key(teacher_recipe(rec["dataset"]))}
+    return GridRecipe(dataset=dataset, **check_recipe(GridRecipe, overrides))
 
 
 def default_grid() -> tuple[list[float], list[float]]:
@@ -51,20 +70,20 @@ def default_grid() -> tuple[list[float], list[float]]:
 SPREAD_CELLS = ((4.0, 0.9), (4.0, 0.0))  # the default setting and the no-teacher baseline
 
 
-def path(rec: dict) -> Path:
+def path(rec: GridRecipe) -> Path:
     """The cache file of one grid recipe (cache kind "sweeps"); a new teacher recipe starts a new table."""
-    return cache.path("sweeps", f"{rec['dataset']}_w{rec['student_width']}_{rec['mode']}_{cache.key(rec)}.pt")
+    return cache.path("sweeps", f"{rec.dataset}_w{rec.student_width}_{rec.mode}_{rec.key}.pt")
 
 
 def _cell(T, alpha) -> str:
     return f"T={check_T(T):g},alpha={check_alpha(alpha):g}"
 
 
-def _meta(rec: dict) -> dict:
-    return {"kind": "kd_lessons.grid", "format": _FORMAT, "recipe": cache.key(rec)}
+def _meta(rec: GridRecipe) -> dict:
+    return {"kind": "kd_lessons.grid", "format": _FORMAT, "recipe": rec.key}
 
 
-def _read(rec: dict) -> tuple[list[dict], dict]:
+def _read(rec: GridRecipe) -> tuple[list[dict], dict]:
     """Rows and histories from disk; ([], {}) when absent; a corrupt file is warned about and deleted."""
     blob = cache.load_or_none(path(rec), _meta(rec), "grid cache")
     if blob is None:
@@ -83,7 +102,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)[COLUMNS].sort_values(["alpha", "T"], kind="stable").reset_index(drop=True)
 
 
-def load(rec: dict) -> pd.DataFrame:
+def load(rec: GridRecipe) -> pd.DataFrame:
     """Every cached result of a recipe (grid and live runs), never training. Notebook 04_distill_mnist.
 
     Columns T, alpha, accuracy, errors, seconds, source ("grid", "grid (alpha=0 shared)" or "live").
@@ -91,12 +110,12 @@ def load(rec: dict) -> pd.DataFrame:
     return _frame(_read(rec)[0])
 
 
-def history_for(rec: dict, T: float, alpha: float) -> dict | None:
+def history_for(rec: GridRecipe, T: float, alpha: float) -> dict | None:
     """The per-epoch history (train_loss, val_accuracy) stored with a cached result, or None."""
     return _read(rec)[1].get(_cell(T, alpha))
 
 
-def run_one(rec: dict, T: float, alpha: float, progress: bool = False,
+def run_one(rec: GridRecipe, T: float, alpha: float, progress: bool = False,
             callback: Callable | None = None) -> tuple[object, dict, dict]:
     """Train one student at (T, alpha); alpha = 0 is the student on its labelled images alone. Notebook 04.
 
@@ -105,23 +124,23 @@ def run_one(rec: dict, T: float, alpha: float, progress: bool = False,
     after each epoch.
     """
     name = _cell(T, alpha)
-    teacher, _ = get_teacher(rec["dataset"], options=TrainOptions(progress=False))
+    teacher, _ = get_teacher(rec.dataset, options=TrainOptions(progress=False))
     method = "scratch" if float(alpha) == 0.0 else "distilled"
-    runs = few_labels.study({k: v for k, v in rec.items() if k != "teacher"}, teacher, [rec["seed"]], T, alpha,
+    runs = few_labels.study(rec, teacher, [rec.seed], T, alpha,
                             names=(method,), val=True, options=TrainOptions(progress=progress, callback=callback))
     r = runs.table.iloc[0]
     row = {"T": float(T), "alpha": float(alpha), "accuracy": float(r.accuracy), "errors": int(r.errors),
            "seconds": float(r.seconds), "source": "live"}
-    return runs.students[(method, rec["seed"])], row, runs.histories[(method, rec["seed"])]
+    return runs.students[(method, rec.seed)], row, runs.histories[(method, rec.seed)]
 
 
-def _cached_baseline(rec: dict) -> tuple[dict, dict] | None:
+def _cached_baseline(rec: GridRecipe) -> tuple[dict, dict] | None:
     rows, histories = _read(rec)
     return next(((r, histories[_cell(r["T"], 0.0)]) for r in rows
                  if r["alpha"] == 0.0 and histories.get(_cell(r["T"], 0.0)) is not None), None)
 
 
-def baseline(rec: dict) -> tuple[dict, dict | None]:
+def baseline(rec: GridRecipe) -> tuple[dict, dict | None]:
     """(row, history) of the from-scratch student (alpha = 0): the cached one, else trained and stored now."""
     found = _cached_baseline(rec)
     if found is not None:
@@ -139,18 +158,18 @@ def _small(history: dict) -> dict:
     return {k: [float(v) for v in history.get(k, [])] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_step")}
 
 
-def _writing(rec: dict):
+def _writing(rec: GridRecipe):
     """The grid file's cache.lock, held briefly to read-modify-write it (app threads, other processes)."""
-    return cache.lock(path(rec), f"the {rec['dataset']} T x alpha grid file")
+    return cache.lock(path(rec), f"the {rec.dataset} T x alpha grid file")
 
 
-def _training(rec: dict):
+def _training(rec: GridRecipe):
     """A second lock beside the grid file, held while a cell trains, so that writers wait only for writes."""
     cells = path(rec)
-    return cache.lock(cells.with_name(cells.name + ".cells"), f"a cell of the {rec['dataset']} T x alpha grid")
+    return cache.lock(cells.with_name(cells.name + ".cells"), f"a cell of the {rec.dataset} T x alpha grid")
 
 
-def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFrame:
+def add_result(rec: GridRecipe, row: dict, history: dict | None = None) -> pd.DataFrame:
     """Store one result row (from run_one) in the recipe's cache, replacing the same cell; return the table.
 
     Introduced in notebook 04_distill_mnist; the app calls it after "train this student now".
@@ -170,7 +189,7 @@ def add_result(rec: dict, row: dict, history: dict | None = None) -> pd.DataFram
     return _frame(rows)
 
 
-def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[float] | None = None,
+def load_or_run(rec: GridRecipe, Ts: Sequence[float] | None = None, alphas: Sequence[float] | None = None,
                 progress: bool = True, callback: Callable | None = None, include_extra: bool = False) -> pd.DataFrame:
     """The T x alpha table of student test accuracy, training only the cells not cached yet. Notebook 04_distill_mnist.
 
@@ -189,7 +208,7 @@ def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[f
     grid = {_cell(T, a) for T in Ts for a in alphas}
     have = {_cell(r["T"], r["alpha"]) for r in _read(rec)[0]}
     todo = [(T, a) for a in alphas for T in Ts if _cell(T, a) not in have]
-    bar = tqdm(total=len(todo), desc=f"grid {rec['dataset']}", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc=f"grid {rec.dataset}", disable=not progress or not todo)
     for done, (T, alpha) in enumerate(todo, 1):
         with _training(rec):  # one cell at a time; read again: another process (or thread) may have filled it
             rows, histories = _read(rec)
@@ -213,7 +232,7 @@ def load_or_run(rec: dict, Ts: Sequence[float] | None = None, alphas: Sequence[f
     return df
 
 
-def spread(rec: dict, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
+def spread(rec: GridRecipe, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
            progress: bool = False) -> pd.DataFrame:
     """Seed-to-seed spread at a few cells: is a difference in the heatmap larger than noise? Notebook 04.
 
@@ -225,7 +244,7 @@ def spread(rec: dict, cells: Sequence[tuple[float, float]], seeds: Sequence[int]
         raise ValueError(f"seeds={list(seeds)}: a spread needs at least two seeds, e.g. (0, 1, 2)")
     rows = []
     for T, alpha in cells:
-        found = [load_or_run({**rec, "seed": int(s)}, [T], [alpha], progress=progress).iloc[0] for s in seeds]
+        found = [load_or_run(rec.replace(seed=int(s)), [T], [alpha], progress=progress).iloc[0] for s in seeds]
         acc, err = pd.Series([r.accuracy for r in found]), pd.Series([r.errors for r in found])
         rows.append({"T": float(T), "alpha": float(alpha), "accuracy_mean": acc.mean(), "accuracy_std": acc.std(),
                      "errors_mean": err.mean(), "errors_std": err.std(), "seeds": len(seeds)})

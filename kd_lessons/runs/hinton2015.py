@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -21,12 +22,13 @@ from kd_lessons import config
 from kd_lessons.data import load_tensors, stratified_subset
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import CrossEntropy, HintonKD
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs.students import train_students
 from kd_lessons.teachers import cached_logits, get_teacher
 from kd_lessons.train import TrainOptions, evaluate, predict_logits
 
-__all__ = ["PAPER", "recipe", "load_data", "transfer_mask", "shift_logits", "bias_sweep", "choose_shift",
-           "train_on", "run_baseline", "run_transfer", "temperature_sweep", "paper_vs_ours", "assemble",
+__all__ = ["PAPER", "HintonRecipe", "recipe", "load_data", "transfer_mask", "shift_logits", "bias_sweep",
+           "choose_shift", "train_on", "run_baseline", "run_transfer", "temperature_sweep", "paper_vs_ours", "assemble",
            "known_errors", "run_all", "to_markdown"]
 
 # Hinton et al. 2015, section 3 (test errors out of 10,000 unless a percentage).
@@ -37,17 +39,42 @@ PAPER = {"teacher_errors": 67, "scratch_errors": 146, "distilled_errors": 74, "T
 N_TEST_3S = 1010  # the test set's 3s
 
 
-def recipe() -> dict:
+@dataclass(frozen=True)
+class HintonRecipe(Recipe):
     """Run sizes for the current mode (full: the whole transfer set, 3 seeds). Notebook 07_hinton_2015_reproduction."""
-    return {"n_val": 5000, "n_train": config.pick(None, 5000), "n_val_used": config.pick(5000, 1000),
-            "seeds": config.pick((0, 1, 2), (0,)), "num_epochs": config.pick(10, 4), "lr": 3e-3,
-            "batch_size": config.pick(256, 128), "T": 20.0, "alpha": 0.9,
-            "temperatures": config.pick((1.0, 3.0, 8.0, 20.0), (1.0, 20.0)),
-            "baseline_teacher": "ensemble", "transfer_teacher": "mlp",
-            "shifts": tuple(np.round(np.arange(-20.0, 20.001, 0.1), 2).tolist())}
+
+    n_val: int = 5000  # the last training images: the held-out split for choosing logit-bias shifts
+    n_train: int | None = pick(None, 5000)
+    n_val_used: int = pick(5000, 1000)
+    seeds: tuple[int, ...] = pick((0, 1, 2), (0,))
+    num_epochs: int = pick(10, 4)
+    lr: float = 3e-3
+    batch_size: int = pick(256, 128)
+    T: float = 20.0
+    alpha: float = 0.9
+    temperatures: tuple[float, ...] = pick((1.0, 3.0, 8.0, 20.0), (1.0, 20.0))
+    baseline_teacher: str = "ensemble"
+    transfer_teacher: str = "mlp"
+    shifts: tuple[float, ...] = field(default_factory=lambda: tuple(np.round(np.arange(-20, 20.001, 0.1), 2).tolist()))
+
+    def _check(self) -> None:
+        self._positive("n_val", "n_train", "n_val_used", "num_epochs", "lr", "batch_size", "T")
+        self._between("alpha", 0.0, 1.0)
+        self._one_of("baseline_teacher", ("ensemble", "cnn", "mlp"))
+        self._one_of("transfer_teacher", ("ensemble", "cnn", "mlp"))
+        if self.n_val_used > self.n_val:
+            self._fail("n_val_used", f"must be <= n_val={self.n_val}")
+        for name in ("seeds", "temperatures", "shifts"):
+            if not getattr(self, name):
+                self._fail(name, "pass at least one value")
 
 
-def load_data(s: dict | None = None, arch: str = "mlp", teacher: nn.Module | None = None) -> dict:
+def recipe(**overrides) -> HintonRecipe:
+    """Run sizes for the current mode; overrides replace fields. Notebook 07_hinton_2015_reproduction."""
+    return HintonRecipe(**check_recipe(HintonRecipe, overrides))
+
+
+def load_data(s: HintonRecipe | None = None, arch: str = "mlp", teacher: nn.Module | None = None) -> dict:
     """Transfer pool (first 55k), held-out split (last 5k), test set and cached teacher logits. Notebook 07.
 
     The teacher is `get_teacher("mnist", arch)` ("mlp": the paper's big net) unless one is passed.
@@ -58,11 +85,11 @@ def load_data(s: dict | None = None, arch: str = "mlp", teacher: nn.Module | Non
     else:
         info = {}
     x_all, y_all = load_tensors("mnist", train=True)
-    cut = len(x_all) - s["n_val"]
+    cut = len(x_all) - s.n_val
     x, y = x_all[:cut], y_all[:cut]
-    x_val, y_val = x_all[cut:cut + s["n_val_used"]], y_all[cut:cut + s["n_val_used"]]
-    if s["n_train"] is not None:
-        x, y = stratified_subset(x, y, s["n_train"], seed=0)
+    x_val, y_val = x_all[cut:cut + s.n_val_used], y_all[cut:cut + s.n_val_used]
+    if s.n_train is not None:
+        x, y = stratified_subset(x, y, s.n_train, seed=0)
     x_test, y_test = load_tensors("mnist", train=False)
     logits = cached_logits(teacher, x)
     return {"x": x, "y": y, "teacher_logits": logits, "x_val": x_val, "y_val": y_val, "x_test": x_test,
@@ -108,36 +135,37 @@ def choose_shift(sweep: pd.DataFrame) -> float:
     return float(best.loc[best["shift"].abs().idxmin(), "shift"])
 
 
-def train_on(data: dict, s: dict, methods: dict, seeds, mask: torch.Tensor | None = None, progress: bool = True):
+def train_on(data: dict, s: HintonRecipe, methods: dict, seeds, mask: torch.Tensor | None = None,
+             progress: bool = True):
     """800-800 students per (method, seed) on the (masked) transfer set, the paper's budget. Notebook 07."""
     x, y, logits = data["x"], data["y"], data["teacher_logits"]
     if mask is not None:
         x, y, logits = x[mask], y[mask], logits[mask]
     split = {"x": x, "y": y, "x_test": data["x_test"], "y_test": data["y_test"]}
     return train_students(lambda: MLPStudent(hidden=(800, 800)), split, methods, seeds, teacher=logits,
-                          num_epochs=s["num_epochs"], lr=s["lr"], batch_size=s["batch_size"],
-                          options=TrainOptions(progress=progress))
+                          num_epochs=s.num_epochs, lr=s.lr,
+                          options=TrainOptions(batch_size=s.batch_size, progress=progress))
 
 
-def run_baseline(data: dict, s: dict, progress: bool = True) -> pd.DataFrame:
+def run_baseline(data: dict, s: HintonRecipe, progress: bool = True) -> pd.DataFrame:
     """800-800 from scratch vs distilled at T, one row per (method, seed). Notebook 07_hinton_2015_reproduction."""
-    methods = {"scratch": CrossEntropy(), "distilled": HintonKD(s["T"], s["alpha"])}
-    table = train_on(data, s, methods, s["seeds"], progress=progress).table
-    table["T"] = [s["T"] if m == "distilled" else None for m in table["method"]]
+    methods = {"scratch": CrossEntropy(), "distilled": HintonKD(s.T, s.alpha)}
+    table = train_on(data, s, methods, s.seeds, progress=progress).table
+    table["T"] = [s.T if m == "distilled" else None for m in table["method"]]
     return table[["method", "seed", "T", "errors", "seconds"]]
 
 
-def run_transfer(data: dict, s: dict, drop: Sequence[int] = (), keep: Sequence[int] | None = None,
+def run_transfer(data: dict, s: HintonRecipe, drop: Sequence[int] = (), keep: Sequence[int] | None = None,
                  progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Distil on a transfer set missing classes, then fix the biases chosen on held-out data. Notebook 07."""
     mask = transfer_mask(data["y"], drop, keep)
     classes = list(drop) if keep is None else list(keep)
-    runs = train_on(data, s, {"distilled": HintonKD(s["T"], s["alpha"])}, s["seeds"], mask, progress)
+    runs = train_on(data, s, {"distilled": HintonKD(s.T, s.alpha)}, s.seeds, mask, progress)
     in_classes = torch.isin(data["y_test"], torch.as_tensor(classes, dtype=torch.int64))
     rows, sweeps = [], {}
-    for seed in s["seeds"]:
+    for seed in s.seeds:
         student = runs.students[("distilled", seed)]
-        sweeps[seed] = bias_sweep(predict_logits(student, data["x_val"]), data["y_val"], classes, s["shifts"])
+        sweeps[seed] = bias_sweep(predict_logits(student, data["x_val"]), data["y_val"], classes, s.shifts)
         shift = choose_shift(sweeps[seed])
         test_logits = predict_logits(student, data["x_test"])
         seconds = float(runs.table.loc[runs.table.seed == seed, "seconds"].iloc[0])
@@ -150,14 +178,14 @@ def run_transfer(data: dict, s: dict, drop: Sequence[int] = (), keep: Sequence[i
     return pd.DataFrame(rows), sweeps
 
 
-def temperature_sweep(data: dict, s: dict, known: dict | None = None, progress: bool = True) -> pd.DataFrame:
+def temperature_sweep(data: dict, s: HintonRecipe, known: dict | None = None, progress: bool = True) -> pd.DataFrame:
     """Test errors of the distilled 800-800 net for each T (seed 0); `known` {T: errors} skips reruns. Notebook 07."""
     known = dict(known or {})
-    todo = {f"T={T:g}": HintonKD(T, s["alpha"]) for T in s["temperatures"] if T not in known}
+    todo = {f"T={T:g}": HintonKD(T, s.alpha) for T in s.temperatures if T not in known}
     if todo:
-        table = train_on(data, s, todo, [s["seeds"][0]], progress=progress).table
+        table = train_on(data, s, todo, [s.seeds[0]], progress=progress).table
         known.update({m.T: int(e) for m, e in zip(todo.values(), table["errors"])})
-    return pd.DataFrame({"T": list(s["temperatures"]), "errors": [known[T] for T in s["temperatures"]]})
+    return pd.DataFrame({"T": list(s.temperatures), "errors": [known[T] for T in s.temperatures]})
 
 
 def _stat(values) -> tuple[float, float]:
@@ -165,7 +193,7 @@ def _stat(values) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def paper_vs_ours(results: dict) -> pd.DataFrame:
+def paper_vs_ours(results: HintonRecipe) -> pd.DataFrame:
     """One table: paper number, ours (mean +- std over seeds), seeds and wall time per run. Notebook 07."""
     base, no3, only78 = results["baseline"], results["no3"], results["only78"]
     scratch, dist = base[base.method == "scratch"], base[base.method == "distilled"]
@@ -200,7 +228,7 @@ def paper_vs_ours(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def assemble(s: dict, data: dict, baseline: pd.DataFrame, no3: tuple, only78: tuple, t_sweep: pd.DataFrame,
+def assemble(s: HintonRecipe, data: dict, baseline: pd.DataFrame, no3: tuple, only78: tuple, t_sweep: pd.DataFrame,
              base_data: dict | None = None) -> dict:
     """Collect the runs in one dict and build the paper-vs-ours table. Notebook 07_hinton_2015_reproduction.
 
@@ -208,7 +236,7 @@ def assemble(s: dict, data: dict, baseline: pd.DataFrame, no3: tuple, only78: tu
     """
     base_data = base_data or data
     results = {"settings": s, "baseline": baseline, "no3": no3[0], "no3_sweeps": no3[1], "only78": only78[0],
-               "only78_sweeps": only78[1], "t_sweep": t_sweep, "T": s["T"], "n_test": len(data["y_test"]),
+               "only78_sweeps": only78[1], "t_sweep": t_sweep, "T": s.T, "n_test": len(data["y_test"]),
                "teacher_errors": data["teacher_test"]["errors"], "teacher_seconds": data["teacher_train_seconds"],
                "base_teacher_errors": base_data["teacher_test"]["errors"],
                "base_teacher_seconds": base_data["teacher_train_seconds"]}
@@ -216,17 +244,17 @@ def assemble(s: dict, data: dict, baseline: pd.DataFrame, no3: tuple, only78: tu
     return results
 
 
-def known_errors(baseline: pd.DataFrame, s: dict) -> dict:
+def known_errors(baseline: pd.DataFrame, s: HintonRecipe) -> dict:
     """{T: test errors} of the first seed's distilled run, so the T sweep does not train it again. Notebook 07."""
-    d0 = baseline[(baseline.method == "distilled") & (baseline.seed == s["seeds"][0])]
-    return {s["T"]: int(d0.errors.iloc[0])} if len(d0) else {}
+    d0 = baseline[(baseline.method == "distilled") & (baseline.seed == s.seeds[0])]
+    return {s.T: int(d0.errors.iloc[0])} if len(d0) else {}
 
 
-def run_all(s: dict | None = None, progress: bool = True) -> dict:
+def run_all(s: HintonRecipe | None = None, progress: bool = True) -> dict:
     """Every experiment of section 3 plus the T sweep and the table. Notebook 07_hinton_2015_reproduction."""
     s = s or recipe()
     start = time.perf_counter()
-    base_data, data = load_data(s, s["baseline_teacher"]), load_data(s, s["transfer_teacher"])
+    base_data, data = load_data(s, s.baseline_teacher), load_data(s, s.transfer_teacher)
     baseline = run_baseline(base_data, s, progress)
     no3 = run_transfer(data, s, drop=(3,), progress=progress)
     only78 = run_transfer(data, s, keep=(7, 8), progress=progress)

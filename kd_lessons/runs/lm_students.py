@@ -11,6 +11,7 @@ weights, so the notebook reruns in seconds.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 import statistics
 import time
 
@@ -23,70 +24,54 @@ from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.text import Corpus, iterate_windows, sample_windows
 from kd_lessons.generative.transformer import bits_per_char, generate, token_log_probs
+from kd_lessons.recipes import Recipe, check_recipe, pick
+from kd_lessons.runs import seeds as by_seed
+from kd_lessons.runs.lm_measures import sample_measures, text_measures, word_set
 from kd_lessons.generative.zoo import make_text_student
 from kd_lessons.methods import registry
 
-__all__ = ["METHODS", "recipe", "word_set", "text_measures", "sample_measures", "evaluate", "train_method", "run",
-           "cached_run", "summarize", "paired", "cost_table"]
+__all__ = ["METHODS", "LMStudentsRecipe", "recipe", "word_set", "text_measures", "sample_measures", "evaluate",
+           "train_method", "run", "cached_run", "VALUES", "summarize", "cost_table"]
 
 METHODS = tuple(spec.name for spec in registry.methods("generative"))  # the registry's order (notebook 10, tests)
-_WORD = re.compile(r"[A-Za-z]+")
-
-
-def recipe() -> dict:
+@dataclass(frozen=True)
+class LMStudentsRecipe(Recipe):
     """The comparison's budget and each method's settings in the current mode. Notebook 10_generative_kd."""
-    return {"size": "small", "context": config.pick(64, 32), "steps": config.pick(150, 25),
-            "batch_size": 16, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
-            "seq_sequences": config.pick(256, 32), "seq_prompt": 16,
-            "onpolicy_prompt": config.pick(48, 16), "lam": 0.5, "beta": 0.5,
-            "topk": 5, "topk_renormalize": True, "topk_windows": config.pick(2400, 128),
-            "topk_sweep": config.pick((1, 5, 20, None), (1, None)),  # None = the whole vocabulary
-            "eval_chars": config.pick(20_000, 3_000), "sample_prompts": config.pick(32, 8),
-            "sample_prompt": 16, "sample_chars": config.pick(48, 16), "threads": 1}
+
+    size: str = "small"  # a key of zoo.student_sizes()
+    context: int = pick(64, 32)
+    steps: int = pick(150, 25)
+    batch_size: int = 16
+    lr: float = 3e-3
+    T: float = 1.0
+    alpha: float = 1.0
+    seq_sequences: int = pick(256, 32)
+    seq_prompt: int = 16
+    onpolicy_prompt: int = pick(48, 16)
+    lam: float = 0.5
+    beta: float = 0.5
+    topk: int = 5
+    topk_renormalize: bool = True
+    topk_windows: int = pick(2400, 128)
+    topk_sweep: tuple[int | None, ...] = pick((1, 5, 20, None), (1, None))  # None = the whole vocabulary
+    eval_chars: int = pick(20_000, 3_000)
+    sample_prompts: int = pick(32, 8)
+    sample_prompt: int = 16
+    sample_chars: int = pick(48, 16)
+    threads: int | None = 1  # torch threads while it runs; None: leave torch's setting
+
+    def _check(self) -> None:
+        self._one_of("size", ("tiny", "small"))
+        self._positive("context", "steps", "batch_size", "lr", "T", "seq_sequences", "seq_prompt", "onpolicy_prompt",
+                       "topk", "topk_windows", "eval_chars", "sample_prompts", "sample_prompt", "sample_chars",
+                       "threads")
+        for name in ("alpha", "lam", "beta"):
+            self._between(name, 0.0, 1.0)
 
 
-def word_set(text: str) -> frozenset:
-    """The lower-cased words (letters only) of a text: the 'dictionary' generated words are checked against."""
-    return frozenset(w.lower() for w in _WORD.findall(text))
-
-
-def _inner_words(prompt: str, continuation: str) -> list[str]:
-    """Words wholly inside the continuation (a word cut by the prompt boundary or the end is dropped)."""
-    words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(continuation)]
-    if words and words[0][0] == 0 and prompt[-1:].isalpha():
-        words = words[1:]
-    if words and words[-1][1] == len(continuation):
-        words = words[:-1]
-    return [w for _, _, w in words]
-
-
-def text_measures(prompts: list[str], continuations: list[str], vocabulary: frozenset) -> dict:
-    """distinct-2 (unique word bigrams / all, per continuation) and the share of words in `vocabulary`."""
-    bigrams, words = [], []
-    for p, c in zip(prompts, continuations):
-        w = _inner_words(p, c)
-        words += w
-        bigrams += list(zip(w, w[1:]))
-    return {"distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else float("nan"),
-            "word_share": sum(w in vocabulary for w in words) / len(words) if words else float("nan"),
-            "words": len(words)}
-
-
-def sample_measures(model, teacher, prompts: torch.Tensor, num_tokens: int, corpus: Corpus, vocabulary: frozenset,
-                    seed: int = 0, texts: torch.Tensor | None = None) -> dict:
-    """What a model writes from the prompts: the teacher's bits/char of it, distinct-2, known-word share.
-
-    `texts` (ids [n, prompt + num_tokens]) measures given text instead of sampling (e.g. the real continuations).
-    """
-    if texts is None:
-        texts = generate(model, prompts, num_tokens, generator=torch.Generator().manual_seed(seed))
-    P = prompts.shape[1]
-    logp = token_log_probs(teacher, texts)[:, P - 1:]  # the teacher scores the continuation only
-    decode = corpus.vocab.decode
-    out = text_measures([decode(t[:P]) for t in texts], [decode(t[P:]) for t in texts], vocabulary)
-    out["teacher_bpc_of_samples"] = float(-logp.mean() / torch.log(torch.tensor(2.0)))
-    out["example"] = decode(texts[0])
-    return out
+def recipe(**overrides) -> LMStudentsRecipe:
+    """The comparison's recipe in the current mode; overrides replace fields. Notebook 10_generative_kd."""
+    return LMStudentsRecipe(**check_recipe(LMStudentsRecipe, overrides))
 
 
 def _teacher_argmax(teacher, data, context, max_chars) -> torch.Tensor:
@@ -100,9 +85,9 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def evaluate(student, teacher, corpus: Corpus, rec: dict, reference: dict, seed: int = 0) -> dict:
+def evaluate(student, teacher, corpus: Corpus, rec: LMStudentsRecipe, reference: dict, seed: int = 0) -> dict:
     """Held-out bits/char, argmax agreement with the teacher, and the measures of the student's samples."""
-    context, max_chars = rec["context"], rec["eval_chars"]
+    context, max_chars = rec.context, rec.eval_chars
     was = student.training
     student.eval()
     with torch.no_grad():
@@ -112,12 +97,12 @@ def evaluate(student, teacher, corpus: Corpus, rec: dict, reference: dict, seed:
     student.train(was)
     out = {"val_bpc": bits_per_char(student, corpus.val, context, max_chars=max_chars),
            "agreement": float((argmax == reference["teacher_argmax"]).float().mean())}
-    out.update(sample_measures(student, teacher, reference["prompts"], rec["sample_chars"], corpus,
+    out.update(sample_measures(student, teacher, reference["prompts"], rec.sample_chars, corpus,
                                reference["vocabulary"], seed=seed))
     return out
 
 
-def _plugin(method: str, teacher, rec: dict, shared: dict, seed: int, k: int | None = None,
+def _plugin(method: str, teacher, rec: LMStudentsRecipe, shared: dict, seed: int, k: int | None = None,
             renormalize: bool | None = None):
     """(loss_fn, batch_fn, meter) of one registered generative method (k, renormalize: top-k KD's sweep)."""
     if method not in METHODS:
@@ -129,37 +114,38 @@ def _plugin(method: str, teacher, rec: dict, shared: dict, seed: int, k: int | N
     return plug, getattr(plug, "batch_fn", None), meter
 
 
-def train_method(method: str, teacher, corpus: Corpus, rec: dict, shared: dict, reference: dict, seed: int,
-                 k: int | None = None, renormalize: bool | None = None) -> dict:
-    """Train one student with one method and seed; return its row (measures, seconds, cost counts)."""
-    student = make_text_student(corpus.vocab_size, rec["size"], seed=seed, context=rec["context"])
+def train_method(method: str, teacher, corpus: Corpus, rec: LMStudentsRecipe, shared: dict, reference: dict, seed: int,
+                 topk: tuple[int, bool] | None = None) -> dict:
+    """One student's row (measures, seconds, cost counts); topk: (k, renormalize) of a top-k KD sweep point."""
+    k, renormalize = topk or (None, None)
+    student = make_text_student(corpus.vocab_size, rec.size, seed=seed, context=rec.context)
     loss_fn, batch_fn, meter = _plugin(method, teacher, rec, shared, seed, k, renormalize)
-    history = train_lm(student, corpus.train, rec["steps"], lr=rec["lr"], batch_size=rec["batch_size"],
-                       context=rec["context"], seed=seed, loss_fn=loss_fn, batch_fn=batch_fn, progress=False,
-                       desc=method)
+    history = train_lm(student, corpus.train, rec.steps, lr=rec.lr, batch_size=rec.batch_size, loss_fn=loss_fn,
+                       batch_fn=batch_fn, options=LMOptions(context=rec.context, seed=seed, progress=False, desc=method))
     row = {"method": method, "seed": seed, **evaluate(student, teacher, corpus, rec, reference, seed),
            "seconds": history["seconds"], **meter.as_dict()}
     return row
 
 
-def _shared(teacher, corpus: Corpus, rec: dict, progress: bool) -> tuple[dict, dict]:
+def _shared(teacher, corpus: Corpus, rec: LMStudentsRecipe, progress: bool) -> tuple[dict, dict]:
     """The caches several runs share (transfer corpus, top-k pool) and the evaluation reference."""
     start = time.perf_counter()
-    transfer = gm.cached_transfer_corpus(teacher, corpus.train, rec["seq_sequences"], rec["seq_prompt"],
-                                         rec["context"], progress=progress)
+    transfer = gm.cached_transfer_corpus(teacher, corpus.train,
+                                         gm.TransferSettings(rec.seq_sequences, rec.seq_prompt, rec.context),
+                                         progress=progress)
     transfer["seconds"] = time.perf_counter() - start  # near 0 when it came from the cache
     start = time.perf_counter()
-    k_max = max(k or teacher.vocab_size for k in (*rec["topk_sweep"], rec["topk"]))
-    pool = gm.topk_pool(teacher, corpus.train, rec["topk_windows"], rec["context"], k_max, progress=progress)
+    k_max = max(k or teacher.vocab_size for k in (*rec.topk_sweep, rec.topk))
+    pool = gm.topk_pool(teacher, corpus.train, rec.topk_windows, rec.context, k_max, progress=progress)
     pool["seconds"] = time.perf_counter() - start
-    prompts, _ = sample_windows(corpus.val, rec["sample_prompt"], rec["sample_prompts"],
+    prompts, _ = sample_windows(corpus.val, rec.sample_prompt, rec.sample_prompts,
                                 generator=torch.Generator().manual_seed(1234))
-    reference = {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec["context"], rec["eval_chars"]),
+    reference = {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec.context, rec.eval_chars),
                  "prompts": prompts, "vocabulary": word_set(corpus.vocab.decode(corpus.train))}
     return {"transfer": transfer, "pool": pool}, reference
 
 
-def run(rec: dict, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True) -> dict:
+def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True) -> dict:
     """Every method x seed, the references (teacher, real text) and the top-k sweep on seeds[0]. Notebook 10.
 
     Returns plain data: "table" (rows per method and seed), "references" (rows for the teacher's own
@@ -169,30 +155,30 @@ def run(rec: dict, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = Tr
     if not seeds:
         raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
     threads = torch.get_num_threads()
-    if rec.get("threads"):
-        torch.set_num_threads(rec["threads"])  # tiny models: extra threads only add overhead on a busy CPU
+    if rec.threads:
+        torch.set_num_threads(rec.threads)  # tiny models: extra threads only add overhead on a busy CPU
     try:
         return _run(rec, teacher, corpus, seeds, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(rec: dict, teacher, corpus: Corpus, seeds, progress: bool) -> dict:
+def _run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds, progress: bool) -> dict:
     shared, reference = _shared(teacher, corpus, rec, progress)
     V = corpus.vocab_size
     plan = [(m, s, None, None) for s in seeds for m in METHODS]
-    plan += [("top-k KD", seeds[0], k or V, r) for k in rec["topk_sweep"] for r in (True, False)
-             if (k or V, r) != (rec["topk"], rec["topk_renormalize"]) and not (k is None and not r)]
+    plan += [("top-k KD", seeds[0], k or V, r) for k in rec.topk_sweep for r in (True, False)
+             if (k or V, r) != (rec.topk, rec.topk_renormalize) and not (k is None and not r)]
     rows, sweep = [], []
     for method, seed, k, r in tqdm(plan, desc="generative students", disable=not progress):
-        row = train_method(method, teacher, corpus, rec, shared, reference, seed, k, r)
+        row = train_method(method, teacher, corpus, rec, shared, reference, seed, None if k is None else (k, r))
         if k is None:
             rows.append(row)
         else:
             sweep.append({**row, "k": k, "renormalize": r})
     main_topk = [dict(r) for r in rows if r["method"] == "top-k KD" and r["seed"] == seeds[0]]
-    sweep += [{**r, "k": rec["topk"], "renormalize": rec["topk_renormalize"]} for r in main_topk]
-    P, n = rec["sample_prompt"], rec["sample_chars"]
+    sweep += [{**r, "k": rec.topk, "renormalize": rec.topk_renormalize} for r in main_topk]
+    P, n = rec.sample_prompt, rec.sample_chars
     # the real text: consecutive held-out passages (their own prompts), measured like the samples
     starts = torch.arange(len(reference["prompts"])) * (len(corpus.val) // (len(reference["prompts"]) + 1))
     real_texts = corpus.val[starts[:, None] + torch.arange(P + n)]
@@ -200,45 +186,28 @@ def _run(rec: dict, teacher, corpus: Corpus, seeds, progress: bool) -> dict:
                                                     reference["vocabulary"])},
             {"method": "real text", **sample_measures(None, teacher, real_texts[:, :P], n, corpus,
                                                       reference["vocabulary"], texts=real_texts)}]
-    greedy = gm.transfer_corpus(teacher, corpus.val, rec["sample_prompts"], P, P + n - 1, greedy=True,
+    greedy = gm.transfer_corpus(teacher, corpus.val, gm.TransferSettings(rec.sample_prompts, P, P + n - 1, greedy=True),
                                 progress=False)["ids"]
     refs.append({"method": "teacher, greedy", **sample_measures(None, teacher, greedy[:, :P], n, corpus,
                                                                 reference["vocabulary"], texts=greedy)})
     one_off = {name: {**shared[name]["meter"].as_dict(), "seconds": shared[name]["seconds"],
                       "from_cache": shared[name].get("from_cache", False)} for name in ("transfer", "pool")}
-    return {"table": rows, "references": refs, "sweep": sweep, "shared": one_off, "recipe": rec,
+    return {"table": rows, "references": refs, "sweep": sweep, "shared": one_off, "recipe": rec.asdict(),
             "seeds": list(seeds), "vocab_size": V}
 
 
-def cached_run(rec: dict, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
+def cached_run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
                refresh: bool = False) -> dict:
-    """`run`, cached (verified, under cache.lock) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
-    blob_key = cache.key({"recipe": rec, "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
+    """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
+    blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
                           "teacher": cache.state_digest(teacher), "version": 1})
     path = cache.path("sweeps", f"generative-{config.mode()}-{blob_key}.pt")
     meta = {"key": blob_key, "kind": "kd_lessons.generative_runs"}
-    result = None if refresh else cache.load_or_none(path, meta, "the generative KD comparison")
-    if result is None:
-        with cache.lock(path, "the generative KD comparison"):
-            result = None if refresh else cache.load_or_none(path, meta, "the generative KD comparison")
-            if result is None:
-                result = run(rec, teacher, corpus, seeds, progress)
-                cache.save_verified(result, path, meta)
-    return result
+    return cache.build_once(path, meta, lambda: run(rec, teacher, corpus, seeds, progress),
+                            "the generative KD comparison", refresh=refresh)
 
 
-def summarize(rows, values=("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share",
-                            "seconds")) -> pd.DataFrame:
-    """Mean and sample std per method (in METHODS order when they are the methods). Notebook 10_generative_kd."""
-    table = pd.DataFrame(rows)
-    missing = {"method", *values} - set(table.columns)
-    if missing:
-        raise ValueError(f"the rows lack columns {sorted(missing)}; pass run(...)['table']")
-    g = table.groupby("method", sort=False)
-    out = pd.DataFrame({"seeds": g.size()})
-    for v in values:
-        out[f"{v}_mean"], out[f"{v}_std"] = g[v].mean(), g[v].std()
-    return out
+VALUES = ("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share", "seconds")
 
 
 def paired(rows, method: str, baseline: str, value: str = "val_bpc") -> dict:

@@ -9,6 +9,7 @@ every (augmented) batch live, so no set's own labels are used except where a met
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -18,63 +19,84 @@ from kd_lessons.data import random_shift, stratified_subset
 from kd_lessons.methods.deep_inversion import SynthesisOptions, gaussian_noise_like, synthesize
 from kd_lessons.models import CNNStudent
 from kd_lessons.objectives import UNLABELED, HintonKD
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs.students import Method, StudentRuns, load_split, train_students
+from kd_lessons.train import TrainOptions
 
-__all__ = ["recipe", "make_student", "synthetic_set", "mix_and_shift", "transfer_sets", "compare",
-           "curve_over_student_steps", "curve_over_steps", "grid_order", "SETS"]
+__all__ = ["SyntheticSetsRecipe", "recipe", "make_student", "synthetic_set", "mix_and_shift", "transfer_sets",
+           "compare", "curve_over_student_steps", "curve_over_steps", "grid_order", "SETS"]
 
 SETS = ("synthetic (DeepInversion)", "Gaussian noise", "real, same number", "real, small unlabeled",
         "synthetic + small real")
 
 
-def recipe(**overrides) -> dict:
-    """The lesson's budget in the current mode (overrides replace keys). Notebook 12_data_free_kd."""
-    rec = {"dataset": "mnist", "n_images": config.pick(512, 64), "seed": 0,
-           "synthesis": SynthesisOptions(steps=config.pick(400, 8), lr=0.25, batch_size=config.pick(256, 64)).as_dict(),
-           "snapshots": config.pick([200], [4]), "student_width": 8, "student_steps": config.pick(2000, 30),
-           "batch_size": 128, "lr": 3e-3, "T": 4.0, "n_small_real": config.pick(128, 32), "mode": config.mode()}
-    unknown = set(overrides) - set(rec)
-    if unknown:
-        raise ValueError(f"unknown recipe keys {sorted(unknown)}; use some of {sorted(rec)}")
-    return {**rec, **overrides}
+@dataclass(frozen=True)
+class SyntheticSetsRecipe(Recipe):
+    """The lesson's budget in the current mode (mode: a field). Notebook 12_data_free_kd."""
+
+    dataset: str = "mnist"
+    n_images: int = pick(512, 64)
+    seed: int = 0
+    synthesis: SynthesisOptions = field(default_factory=lambda: SynthesisOptions(
+        steps=config.pick(400, 8), lr=0.25, batch_size=config.pick(256, 64)))
+    snapshots: list[int] = pick([200], [4])  # synthesis steps whose images are kept (curve_over_steps)
+    student_width: int = 8
+    student_steps: int = pick(2000, 30)
+    batch_size: int = 128
+    lr: float = 3e-3
+    T: float = 4.0
+    n_small_real: int = pick(128, 32)
+    mode: str = field(default_factory=config.mode)
+
+    def _check(self) -> None:
+        self._one_of("dataset", ("mnist", "fashion_mnist"))
+        self._positive("n_images", "student_width", "student_steps", "batch_size", "lr", "T", "n_small_real")
+        self._one_of("mode", ("quick", "full"))
+        if not all(0 < n <= self.synthesis.steps for n in self.snapshots):
+            self._fail("snapshots", f"each must be in [1, synthesis.steps={self.synthesis.steps}]")
 
 
-def make_student(rec: dict) -> CNNStudent:
+def recipe(**overrides) -> SyntheticSetsRecipe:
+    """The lesson's budget in the current mode; overrides replace fields. Notebook 12_data_free_kd."""
+    return SyntheticSetsRecipe(**check_recipe(SyntheticSetsRecipe, overrides))
+
+
+def make_student(rec: SyntheticSetsRecipe) -> CNNStudent:
     """The student: the small CNN of notebook 05 (BatchNorm too, so it must live with the images' statistics)."""
-    return CNNStudent(width=rec["student_width"])
+    return CNNStudent(width=rec.student_width)
 
 
-def _key(teacher: torch.nn.Module, rec: dict) -> str:
-    parts = {k: rec[k] for k in ("dataset", "n_images", "seed", "synthesis", "snapshots")}
-    return f"deepinversion-{rec['dataset']}-{rec['mode']}-{cache.state_digest(teacher)}-{cache.key(parts)}.pt"
+def _key(teacher: torch.nn.Module, rec: SyntheticSetsRecipe) -> str:
+    parts = {k: v for k, v in rec.asdict().items() if k in ("dataset", "n_images", "seed", "synthesis", "snapshots")}
+    return f"deepinversion-{rec.dataset}-{rec.mode}-{cache.state_digest(teacher)}-{cache.key(parts)}.pt"
 
 
-def synthetic_set(teacher: torch.nn.Module, rec: dict, progress: bool = True) -> dict:
-    """DeepInversion images for rec["n_images"] balanced wanted classes, cached and verified. Notebook 12.
+def synthetic_set(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, progress: bool = True) -> dict:
+    """DeepInversion images for rec.n_images balanced wanted classes, cached and verified. Notebook 12.
 
     Returns synthesize()'s dict plus "seconds" (the time the synthesis took when it ran, even if loaded
     from the cache now) and "cached" (True when this call loaded it).
     """
     path = cache.path("tensors", _key(teacher, rec))
-    meta = {"kind": "kd_lessons.deepinversion", "n_images": rec["n_images"]}
+    meta = {"kind": "kd_lessons.deepinversion", "n_images": rec.n_images}
 
-    def fits(blob) -> bool:
-        return isinstance(blob, dict) and torch.is_tensor(blob.get("x")) and len(blob["x"]) == rec["n_images"]
+    built = []
 
-    blob = cache.load_or_none(path, meta, "cached DeepInversion images")
-    if not fits(blob):
-        with cache.lock(path, f"{rec['n_images']} DeepInversion images"):
-            blob = cache.load_or_none(path, meta, "cached DeepInversion images")  # built meanwhile by another process?
-            if not fits(blob):
-                y = torch.arange(rec["n_images"]) % 10
-                start = time.perf_counter()
-                blob = synthesize(teacher, y, options=SynthesisOptions(**rec["synthesis"]), seed=rec["seed"],
-                                  progress=progress, snapshots=rec["snapshots"])
-                blob["seconds"] = time.perf_counter() - start
-                blob["threads"] = torch.get_num_threads()
-                cache.save_verified(blob, path, meta)
-                return {**blob, "cached": False}
-    return {**blob, "cached": True}
+    def load(file) -> dict:
+        blob = cache.load_verified(file, meta)
+        if not (isinstance(blob, dict) and torch.is_tensor(blob.get("x")) and len(blob["x"]) == rec.n_images):
+            raise CorruptFileError(f"{file} does not hold {rec.n_images} images")
+        return blob
+
+    def build() -> dict:
+        start = time.perf_counter()
+        blob = synthesize(teacher, torch.arange(rec.n_images) % 10, options=rec.synthesis, seed=rec.seed,
+                          progress=progress, snapshots=rec.snapshots)
+        built.append(True)
+        return {**blob, "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+
+    blob = cache.build_once(path, meta, build, f"{rec.n_images} cached DeepInversion images", load=load)
+    return {**blob, "cached": not built}
 
 
 def mix_and_shift(xb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,27 +110,30 @@ def mix_and_shift(xb: torch.Tensor, generator: torch.Generator | None = None) ->
     return random_shift(lam * xb + (1 - lam) * xb[perm], generator=generator)
 
 
-def transfer_sets(teacher: torch.nn.Module, rec: dict, data: dict, progress: bool = True) -> dict:
+def transfer_sets(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, data: dict, progress: bool = True) -> dict:
     """name -> (x, y) for each transfer set (SETS); y is UNLABELED except for the labelled real set. Notebook 12."""
-    n = rec["n_images"]
+    n = rec.n_images
     synthetic = synthetic_set(teacher, rec, progress)
-    real_x, real_y = stratified_subset(data["x"], data["y"], n, seed=rec["seed"])
-    small_x, _ = stratified_subset(data["x"], data["y"], rec["n_small_real"], seed=rec["seed"] + 1)
+    real_x, real_y = stratified_subset(data["x"], data["y"], n, seed=rec.seed)
+    small_x, _ = stratified_subset(data["x"], data["y"], rec.n_small_real, seed=rec.seed + 1)
     unlabeled = torch.full((n,), UNLABELED, dtype=torch.long)
-    return {SETS[0]: (synthetic["x"], unlabeled), SETS[1]: (gaussian_noise_like(n, seed=rec["seed"]), unlabeled),
+    return {SETS[0]: (synthetic["x"], unlabeled), SETS[1]: (gaussian_noise_like(n, seed=rec.seed), unlabeled),
             SETS[2]: (real_x, real_y), SETS[3]: (small_x, torch.full((len(small_x),), UNLABELED, dtype=torch.long)),
             SETS[4]: (torch.cat([synthetic["x"], small_x]),
                       torch.full((n + len(small_x),), UNLABELED, dtype=torch.long))}
 
 
-def _train(teacher, rec: dict, data: dict, sets: dict, seeds, augment=mix_and_shift, alpha: float = 0.9) -> StudentRuns:
-    """One student per (set, seed), all with rec["student_steps"] steps; HintonKD (labels only where y >= 0)."""
-    methods = {name: Method(HintonKD(rec["T"], alpha), x, y) for name, (x, y) in sets.items()}
-    return train_students(lambda: make_student(rec), data, methods, seeds, teacher=teacher, lr=rec["lr"],
-                          batch_size=rec["batch_size"], augment=augment, steps=rec["student_steps"])
+def _train(teacher, rec: SyntheticSetsRecipe, data: dict, sets: dict, seeds, augment=mix_and_shift,
+           alpha: float = 0.9) -> StudentRuns:
+    """One student per (set, seed), all with rec.student_steps steps; HintonKD (labels only where y >= 0)."""
+    arms = {name: Method(HintonKD(rec.T, alpha), x, y) for name, (x, y) in sets.items()}
+    return train_students(lambda: make_student(rec), data, arms, seeds, teacher=teacher, lr=rec.lr,
+                          options=TrainOptions(batch_size=rec.batch_size, augment=augment, max_steps=rec.student_steps,
+                                               progress=False))
 
 
-def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS[:4], augment=mix_and_shift) -> StudentRuns:
+def compare(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, seeds=(0, 1, 2), names=SETS[:4],
+            augment=mix_and_shift) -> StudentRuns:
     """Students on each transfer set (default: the first four of SETS), per seed, same steps and augmentation.
 
     Introduced in notebook 12_data_free_kd. The labelled real set (the upper bound) adds the cross-entropy
@@ -117,12 +142,12 @@ def compare(teacher: torch.nn.Module, rec: dict, seeds=(0, 1, 2), names=SETS[:4]
     unknown = set(names) - set(SETS)
     if unknown:
         raise ValueError(f"unknown transfer sets {sorted(unknown)}; use some of {list(SETS)}")
-    data = load_split(rec["dataset"])
+    data = load_split(rec.dataset)
     sets = transfer_sets(teacher, rec, data)
     return _train(teacher, rec, data, {k: sets[k] for k in names}, seeds, augment)
 
 
-def curve_over_student_steps(teacher: torch.nn.Module, rec: dict, steps, seed: int = 0,
+def curve_over_student_steps(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, steps, seed: int = 0,
                              augment=mix_and_shift) -> pd.DataFrame:
     """Student test errors against the student's own training steps on the synthetic set. Notebook 12.
 
@@ -131,25 +156,26 @@ def curve_over_student_steps(teacher: torch.nn.Module, rec: dict, steps, seed: i
     bad = [n for n in steps if isinstance(n, bool) or not isinstance(n, int) or n < 1]
     if bad or not steps:
         raise ValueError(f"student steps {list(steps)}: pass positive integers, e.g. [250, 500, 1000]")
-    data = load_split(rec["dataset"])
+    data = load_split(rec.dataset)
     synthetic = synthetic_set(teacher, rec)
-    unlabeled = torch.full((rec["n_images"],), UNLABELED, dtype=torch.long)
+    unlabeled = torch.full((rec.n_images,), UNLABELED, dtype=torch.long)
     rows = []
     for n in steps:
-        table = _train(teacher, {**rec, "student_steps": n}, data, {f"{n} steps": (synthetic["x"], unlabeled)},
+        table = _train(teacher, rec.replace(student_steps=n), data, {f"{n} steps": (synthetic["x"], unlabeled)},
                        [seed], augment).table
         rows += [{"student_steps": n, **row} for row in table.to_dict("records")]
     return pd.DataFrame(rows)
 
 
-def curve_over_steps(teacher: torch.nn.Module, rec: dict, seed: int = 0, augment=mix_and_shift) -> pd.DataFrame:
+def curve_over_steps(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, seed: int = 0,
+                     augment=mix_and_shift) -> pd.DataFrame:
     """Student test errors on DeepInversion's intermediate images (the cached snapshots). Notebook 12_data_free_kd.
 
     Step 0 (Gaussian noise) and the final images are the comparison's own runs (`compare`, same seed).
     """
-    data = load_split(rec["dataset"])
+    data = load_split(rec.dataset)
     synthetic = synthetic_set(teacher, rec)
-    unlabeled = torch.full((rec["n_images"],), UNLABELED, dtype=torch.long)
+    unlabeled = torch.full((rec.n_images,), UNLABELED, dtype=torch.long)
     rows = []
     for steps, x in sorted(synthetic["snapshots"].items()):
         table = _train(teacher, rec, data, {f"after {steps} steps": (x, unlabeled)}, [seed], augment).table

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -21,10 +22,11 @@ from kd_lessons.config import get_device
 from kd_lessons.methods import registry
 from kd_lessons.models import MLPStudent
 from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
+from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.train import TrainOptions, evaluate
 
-__all__ = ["TOUR_FAMILIES", "FAMILIES", "SCHEMES", "run_schemes", "recipe", "make_student", "methods", "run",
-           "summary", "load", "load_or_run"]
+__all__ = ["TOUR_FAMILIES", "FAMILIES", "SCHEMES", "run_schemes", "TourRecipe", "recipe", "make_student", "methods",
+           "run", "summary", "load", "load_or_run"]
 
 TOUR_FAMILIES = ("none", "logits", "relations", "contrastive")  # objectives on an MLP student's logits / embedding
 # views of the method registry (kd_lessons.methods.registry), in its order: the app's list, notebook 11's tables
@@ -32,10 +34,31 @@ FAMILIES = {spec.name: spec.family for spec in registry.methods(families=TOUR_FA
 SCHEMES = tuple(spec.name for spec in registry.methods("scheme"))
 
 
-def recipe(n_train: int | None = None, steps: int | None = None) -> dict:
-    """The tour's budget in the current mode. Notebook 11_methods_tour."""
-    return {"dataset": "mnist", "n_train": n_train or config.pick(10_000, 2_000), "steps": steps or config.pick(1500, 150),
-            "lr": 3e-3, "batch_size": 128, "weight_decay": 5e-4, "T": 4.0, "alpha": 0.9, "mode": config.mode()}
+@dataclass(frozen=True)
+class TourRecipe(Recipe):
+    """The tour's budget in the current mode (mode: a field). Notebook 11_methods_tour."""
+
+    dataset: str = "mnist"
+    n_train: int = pick(10_000, 2_000)
+    steps: int = pick(1500, 150)
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    T: float = 4.0
+    alpha: float = 0.9
+    mode: str = field(default_factory=config.mode)
+
+    def _check(self) -> None:
+        check_name(self.dataset)
+        self._positive("n_train", "steps", "lr", "batch_size", "T")
+        self._between("alpha", 0.0, 1.0)
+        self._between("weight_decay", 0.0, 1.0)
+        self._one_of("mode", ("quick", "full"))
+
+
+def recipe(**overrides) -> TourRecipe:
+    """The tour's budget in the current mode; overrides replace fields. Notebook 11_methods_tour."""
+    return TourRecipe(**check_recipe(TourRecipe, overrides))
 
 
 def make_student() -> MLPStudent:
@@ -43,34 +66,34 @@ def make_student() -> MLPStudent:
     return MLPStudent(hidden=(100, 100))
 
 
-def methods(teacher: torch.nn.Module, rec: dict) -> dict:
+def methods(teacher: torch.nn.Module, rec: TourRecipe) -> dict:
     """name -> objective of every registered method of TOUR_FAMILIES, its paper's weights with the recipe's T and
     alpha where the method takes them (CRD: a student -> objective function, fresh heads per run). Notebook 11."""
     return {spec.name: spec.build(teacher, rec) for spec in registry.methods(families=TOUR_FAMILIES)}
 
 
-def run(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=None) -> StudentRuns:
+def run(rec: TourRecipe, teacher: torch.nn.Module, seeds=(0, 1, 2), names=None) -> StudentRuns:
     """Train every method (or `names`) per seed with the recipe's budget. Notebook 11_methods_tour."""
-    data = load_split(rec["dataset"], n_train=rec["n_train"])
+    data = load_split(rec.dataset, n_train=rec.n_train)
     table = methods(teacher, rec)
     chosen = {name: table[name] for name in (names or table)}
-    options = TrainOptions(progress=False, weight_decay=rec["weight_decay"])
-    return train_students(make_student, data, chosen, seeds, teacher=teacher, lr=rec["lr"],
-                          batch_size=rec["batch_size"], options=options, steps=rec["steps"])
+    options = TrainOptions(progress=False, weight_decay=rec.weight_decay)
+    return train_students(make_student, data, chosen, seeds, teacher=teacher, lr=rec.lr,
+                          options=replace(options, batch_size=rec.batch_size, max_steps=rec.steps))
 
 
-def run_schemes(rec: dict, teacher: torch.nn.Module, seeds=(0, 1, 2), names=SCHEMES) -> pd.DataFrame:
+def run_schemes(rec: TourRecipe, teacher: torch.nn.Module, seeds=(0, 1, 2), names=SCHEMES) -> pd.DataFrame:
     """The training schemes with the tour's budget, as rows like `run(...).table`. Notebook 11_methods_tour.
 
     teacher assistant: teacher -> 400-400 MLP -> student; born-again: a student trained with labels,
     then the same architecture distilled from it; mutual learning: two students from scratch teaching
     each other (T = 1, alpha = 0.5); function matching: alpha = 1, T = 1, the teacher on every shifted batch.
     """
-    data = load_split(rec["dataset"], n_train=rec["n_train"])
+    data = load_split(rec.dataset, n_train=rec.n_train)
     x, y = data["x"], data["y"]
-    kw = {"num_epochs": math.ceil(rec["steps"] / math.ceil(len(x) / rec["batch_size"])), "lr": rec["lr"],
-          "batch_size": rec["batch_size"],
-          "options": TrainOptions(progress=False, weight_decay=rec["weight_decay"], max_steps=rec["steps"])}
+    kw = {"num_epochs": math.ceil(rec.steps / math.ceil(len(x) / rec.batch_size)), "lr": rec.lr,
+          "options": TrainOptions(batch_size=rec.batch_size, progress=False, weight_decay=rec.weight_decay,
+                                  max_steps=rec.steps)}
     rows = []
     for seed in seeds:
         for name in names:
@@ -112,18 +135,18 @@ def summary(runs: StudentRuns, extra_params: dict | None = None) -> pd.DataFrame
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _path(rec: dict, teacher: torch.nn.Module):
-    return cache.path("sweeps", f"tour_{rec['mode']}_{cache.key(rec)}_{cache.state_digest(teacher)}.pt")
+def _path(rec: TourRecipe, teacher: torch.nn.Module):
+    return cache.path("sweeps", f"tour_{rec.mode}_{rec.key}_{cache.state_digest(teacher)}.pt")
 
 
-def load(rec: dict, teacher: torch.nn.Module) -> pd.DataFrame:
+def load(rec: TourRecipe, teacher: torch.nn.Module) -> pd.DataFrame:
     """The cached (method, seed) rows of this recipe and teacher (empty when none). Notebook 11_methods_tour."""
     rows = cache.load_or_none(_path(rec, teacher), {"kind": "kd_lessons.tour"}, "methods-tour cache")
     return pd.DataFrame(rows if isinstance(rows, list) else [],
                         columns=["method", "seed", "accuracy", "errors", "seconds", "device"])
 
 
-def load_or_run(rec: dict, teacher: torch.nn.Module, seeds=(0,), names=None) -> pd.DataFrame:
+def load_or_run(rec: TourRecipe, teacher: torch.nn.Module, seeds=(0,), names=None) -> pd.DataFrame:
     """Every requested (method, seed) row, training (and caching) only the missing ones; the app's tab."""
     path = _path(rec, teacher)
     with cache.lock(path, "the methods-tour table"):

@@ -11,7 +11,7 @@ longer operands than any in training.
 from __future__ import annotations
 
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,11 +26,11 @@ from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import train_lm
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.models import count_params
-from kd_lessons.plots import new_figure
+from kd_lessons.recipes import Recipe, check_recipe, pick
+from kd_lessons.runs import seeds as by_seed
 
-__all__ = ["METHODS", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data", "TextBatches",
-           "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize",
-           "plot_methods", "plot_curve"]
+__all__ = ["METHODS", "TraceStudentsRecipe", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data",
+           "TextBatches", "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize"]
 
 # What each student learns from (the letters of issue 17); all but the first two write a trace first.
 METHODS = {"answers": "a: true answers only", "teacher answers": "b: the teacher's answers only",
@@ -41,30 +41,55 @@ WITH_TRACE = {"answers": False, "teacher answers": False, "teacher traces": True
               "filtered traces": True}
 
 
-def recipe() -> dict:
+@dataclass(frozen=True)
+class TraceStudentsRecipe(Recipe):
     """Task sizes, teacher, students and budgets of the current mode. Notebook 13_reasoning_distillation.
 
     Chosen by measurement on 2 shared cores: the full teacher (d=64, 2 layers, 600 steps) is 99.8% right
     on held-out 3-digit sums; with 4 digits the student budget needed for trace students to learn
     did not fit the 10-minute notebook. Architectures are (d_model, n_layers, n_heads).
     """
-    return {"task": "addition-scratchpad-v1", "digits": config.pick(3, 2), "longer": config.pick(4, 3),
-            "teacher_problems": config.pick(20_000, 2_000), "teacher_arch": config.pick((64, 2, 4), (32, 2, 2)),
-            "teacher_steps": config.pick(600, 300), "teacher_lr": config.pick(3e-3, 1e-2),
-            "student_arch": config.pick((32, 2, 2), (16, 1, 2)), "student_steps": config.pick(400, 100),
-            "student_lr": 1e-2, "n_traces": config.pick(4000, 300), "trace_T": 1.0, "kd_T": 1.0, "batch_size": 64,
-            "n_eval": config.pick(500, 100), "context": 64, "seed": 0}
+
+    task: str = "addition-scratchpad-v1"
+    digits: int = pick(3, 2)
+    longer: int = pick(4, 3)  # operand length of the "longer" test problems
+    teacher_problems: int = pick(20_000, 2_000)
+    teacher_arch: tuple[int, int, int] = pick((64, 2, 4), (32, 2, 2))
+    teacher_steps: int = pick(600, 300)
+    teacher_lr: float = pick(3e-3, 1e-2)
+    student_arch: tuple[int, int, int] = pick((32, 2, 2), (16, 1, 2))
+    student_steps: int = pick(400, 100)
+    student_lr: float = 1e-2
+    n_traces: int = pick(4000, 300)
+    trace_T: float = 1.0
+    kd_T: float = 1.0
+    batch_size: int = 64
+    n_eval: int = pick(500, 100)
+    context: int = 64
+    seed: int = 0
+
+    def _check(self) -> None:
+        self._one_of("task", ("addition-scratchpad-v1",))
+        self._positive("digits", "teacher_problems", "teacher_steps", "teacher_lr", "student_steps", "student_lr",
+                       "n_traces", "trace_T", "kd_T", "batch_size", "n_eval", "context")
+        if self.longer < self.digits:
+            self._fail("longer", f"must be >= digits={self.digits}")
 
 
-def problem_sets(rec: dict) -> dict:
+def recipe(**overrides) -> TraceStudentsRecipe:
+    """The lesson's recipe in the current mode; overrides replace fields. Notebook 13_reasoning_distillation."""
+    return TraceStudentsRecipe(**check_recipe(TraceStudentsRecipe, overrides))
+
+
+def problem_sets(rec: TraceStudentsRecipe) -> dict:
     """Disjoint problem lists: teacher_train, student (prompts the teacher answers), held_out, longer. Notebook 13."""
-    lengths = list(range(1, rec["digits"] + 1))
-    teacher_train = task.make_problems(rec["teacher_problems"], lengths, seed=rec["seed"])
-    student = task.make_problems(rec["n_traces"], lengths, seed=rec["seed"] + 1, exclude=set(teacher_train))
+    lengths = list(range(1, rec.digits + 1))
+    teacher_train = task.make_problems(rec.teacher_problems, lengths, seed=rec.seed)
+    student = task.make_problems(rec.n_traces, lengths, seed=rec.seed + 1, exclude=set(teacher_train))
     seen = set(teacher_train) | set(student)
     return {"teacher_train": teacher_train, "student": student,
-            "held_out": task.make_problems(rec["n_eval"], rec["digits"], seed=rec["seed"] + 2, exclude=seen),
-            "longer": task.make_problems(rec["n_eval"], rec["longer"], seed=rec["seed"] + 3)}
+            "held_out": task.make_problems(rec.n_eval, rec.digits, seed=rec.seed + 2, exclude=seen),
+            "longer": task.make_problems(rec.n_eval, rec.longer, seed=rec.seed + 3)}
 
 
 class TextBatches:
@@ -93,10 +118,10 @@ def _model(arch, context: int) -> CharTransformer:
     return CharTransformer(len(task.VOCAB), d_model, n_layers, n_heads, context, dropout=0.0)
 
 
-def make_student(rec: dict, seed: int) -> CharTransformer:
+def make_student(rec: TraceStudentsRecipe, seed: int) -> CharTransformer:
     """An untrained student of the recipe's (smaller) size, seeded. Notebook 13_reasoning_distillation."""
     torch.manual_seed(seed)
-    return _model(rec["student_arch"], rec["context"])
+    return _model(rec.student_arch, rec.context)
 
 
 def accuracy(model, problems, with_trace: bool) -> float:
@@ -104,44 +129,34 @@ def accuracy(model, problems, with_trace: bool) -> float:
     return task.exact_match(task.solve(model, problems, with_trace), problems)
 
 
-def checkpoint_path(rec: dict | None = None) -> Path:
+def checkpoint_path(rec: TraceStudentsRecipe | None = None) -> Path:
     """Where the recipe's teacher is cached (kind "teachers"). Notebook 13_reasoning_distillation."""
     rec = rec or recipe()
-    return cache.path("teachers", f"reasoning-addition-{config.mode()}-{cache.key(rec)}.pt")
+    return cache.path("teachers", f"reasoning-addition-{config.mode()}-{rec.key}.pt")
 
 
-def _meta(rec: dict) -> dict:
-    return {"recipe_hash": cache.key(rec), "kind": "kd_lessons.reasoning_teacher"}
+def _meta(rec: TraceStudentsRecipe) -> dict:
+    return {"recipe_hash": rec.key, "kind": "kd_lessons.reasoning_teacher"}
 
 
-def _load(path: Path, rec: dict, quiet: bool):
-    if not path.exists():
-        return None
-    try:
-        blob = cache.load_verified(path, _meta(rec))
-        teacher = _model(rec["teacher_arch"], rec["context"])
-        teacher.load_state_dict(blob["state_dict"])
-        return teacher, dict(blob["info"])
-    except (CorruptFileError, FileNotFoundError, RuntimeError, KeyError, TypeError) as exc:
-        if not quiet:
-            warnings.warn(f"reasoning teacher {path} is unusable and will be retrained: {type(exc).__name__}: {exc}",
-                          cache.CacheWarning, stacklevel=3)
-        return None
+def _load(path: Path, rec: TraceStudentsRecipe):
+    """(teacher, info) from its verified checkpoint; raises FileNotFoundError or one of cache.UNUSABLE."""
+    return cache.load_checkpoint(path, _meta(rec), lambda info: _model(rec.teacher_arch, rec.context))
 
 
-def _train_teacher(rec: dict, device, progress: bool):
+def _train_teacher(rec: TraceStudentsRecipe, device, progress: bool):
     sets = problem_sets(rec)
-    torch.manual_seed(rec["seed"])
-    teacher = _model(rec["teacher_arch"], rec["context"])
-    batches = TextBatches([task.example(a, b) for a, b in sets["teacher_train"]], rec["batch_size"])
-    history = train_lm(teacher, None, rec["teacher_steps"], lr=rec["teacher_lr"], batch_fn=batches, seed=rec["seed"],
-                       loss_fn=task.masked_cross_entropy, device=device, progress=progress,
-                       desc=f"reasoning teacher ({config.mode()})")
+    torch.manual_seed(rec.seed)
+    teacher = _model(rec.teacher_arch, rec.context)
+    batches = TextBatches([task.example(a, b) for a, b in sets["teacher_train"]], rec.batch_size)
+    history = train_lm(teacher, None, rec.teacher_steps, lr=rec.teacher_lr, loss_fn=task.masked_cross_entropy,
+                       batch_fn=batches, options=LMOptions(seed=rec.seed, device=device, progress=progress,
+                                                           desc=f"reasoning teacher ({config.mode()})"))
     teacher.eval()
     info = {"params": count_params(teacher), "train_seconds": round(history["seconds"], 1),
-            "steps": rec["teacher_steps"], "history": {k: history[k] for k in ("step", "train_loss")},
+            "steps": rec.teacher_steps, "history": {k: history[k] for k in ("step", "train_loss")},
             "held_out": accuracy(teacher, sets["held_out"], True), "longer": accuracy(teacher, sets["longer"], True),
-            "example": task.solve(teacher, sets["held_out"][:1])[0], "device": str(device), "recipe": rec}
+            "example": task.solve(teacher, sets["held_out"][:1])[0], "device": str(device), "recipe": rec.asdict()}
     return teacher, info
 
 
@@ -151,24 +166,16 @@ def get_reasoning_teacher(device=None, retrain: bool = False, recipe_override: d
 
     info: params, train_seconds, steps, history, held_out and longer (greedy exact match), example, recipe.
     """
-    device = torch.device(device) if device is not None else config.get_device()
-    rec = {**recipe(), **(recipe_override or {})}
-    path = checkpoint_path(rec)
-    loaded = None if retrain else _load(path, rec, quiet=True)
-    if loaded is None:
-        with cache.lock(path, "the reasoning teacher"):
-            loaded = None if retrain else _load(path, rec, quiet=False)  # another process may have built it
-            if loaded is None:
-                teacher, info = _train_teacher(rec, device, progress)
-                state = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-                cache.save_verified({"state_dict": state, "info": info}, path,
-                                    {**_meta(rec), "held_out": info["held_out"]})
-                loaded = teacher, info
-    teacher, info = loaded
+    device = config.resolve_device(device)
+    rec = recipe(**(recipe_override or {}))
+    teacher, info = cache.build_once(
+        checkpoint_path(rec), _meta(rec), lambda: _train_teacher(rec, device, progress), "the reasoning teacher",
+        save=lambda built, file: cache.save_checkpoint(*built, file, {**_meta(rec), "held_out": built[1]["held_out"]}),
+        load=lambda file: _load(file, rec), refresh=retrain)
     return teacher.to(device).eval(), info
 
 
-def teacher_data(teacher, problems, rec: dict, texts=None) -> dict:
+def teacher_data(teacher, problems, rec: TraceStudentsRecipe, texts=None) -> dict:
     """What the students learn from: the teacher's sampled texts (at trace_T), its logits on them, answers.
 
     Returns texts (one per problem), logits [N, L, V] on encode_batch(texts)'s inputs, answers (texts
@@ -176,8 +183,8 @@ def teacher_data(teacher, problems, rec: dict, texts=None) -> dict:
     `texts` replaces the sampled traces (e.g. traces from elsewhere, scored by this teacher).
     """
     if texts is None:
-        generator = torch.Generator().manual_seed(rec["seed"])
-        texts = task.solve(teacher, problems, True, T=rec["trace_T"], generator=generator)
+        generator = torch.Generator().manual_seed(rec.seed)
+        texts = task.solve(teacher, problems, True, T=rec.trace_T, generator=generator)
     elif len(texts) != len(problems):
         raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem")
     x, _, _ = task.encode_batch(texts)
@@ -197,33 +204,33 @@ def _nonempty(texts: list, what: str) -> list:
     return texts
 
 
-def _method_batches(method: str, data: dict, rec: dict, n: int | None) -> TextBatches:
+def _method_batches(method: str, data: dict, rec: TraceStudentsRecipe, n: int | None) -> TextBatches:
     problems, texts = data["problems"][:n], data["texts"][:n]
     if method == "answers":
-        return TextBatches([task.example(a, b, with_trace=False) for a, b in problems], rec["batch_size"])
+        return TextBatches([task.example(a, b, with_trace=False) for a, b in problems], rec.batch_size)
     if method == "teacher answers":
-        return TextBatches(_nonempty(data["answers"][:n], "wrote no answer"), rec["batch_size"])
+        return TextBatches(_nonempty(data["answers"][:n], "wrote no answer"), rec.batch_size)
     if method == "teacher traces":
-        return TextBatches(texts, rec["batch_size"])
+        return TextBatches(texts, rec.batch_size)
     if method == "soft KD traces":
-        return TextBatches(texts, rec["batch_size"], data["logits"][:n])
+        return TextBatches(texts, rec.batch_size, data["logits"][:n])
     if method == "filtered traces":
-        return TextBatches(_nonempty(task.filter_correct(texts, problems)[0], "has a right answer"), rec["batch_size"])
+        return TextBatches(_nonempty(task.filter_correct(texts, problems)[0], "has a right answer"), rec.batch_size)
     raise ValueError(f"method={method!r}: use one of {list(METHODS)}")
 
 
-def train_student(method: str, data: dict, rec: dict, seed: int, n: int | None = None, device=None,
+def train_student(method: str, data: dict, rec: TraceStudentsRecipe, seed: int, n: int | None = None, device=None,
                   progress: bool = False) -> tuple[CharTransformer, dict]:
     """One student taught by `method` from the first `n` problems' data. Notebook 13_reasoning_distillation."""
     batches = _method_batches(method, data, rec, n)
-    loss_fn = batches.soft_kd_loss(rec["kd_T"]) if method == "soft KD traces" else task.masked_cross_entropy
+    loss_fn = batches.soft_kd_loss(rec.kd_T) if method == "soft KD traces" else task.masked_cross_entropy
     student = make_student(rec, seed)
-    history = train_lm(student, None, rec["student_steps"], lr=rec["student_lr"], batch_fn=batches, loss_fn=loss_fn,
-                       seed=seed, device=device, progress=progress, desc=method)
+    history = train_lm(student, None, rec.student_steps, lr=rec.student_lr, loss_fn=loss_fn, batch_fn=batches,
+                       options=LMOptions(seed=seed, device=device, progress=progress, desc=method))
     return student.eval(), {"examples": len(batches.x), "seconds": history["seconds"]}
 
 
-def compare(data: dict, sets: dict, rec: dict, seeds, methods=None, device=None) -> pd.DataFrame:
+def compare(data: dict, sets: dict, rec: TraceStudentsRecipe, seeds, methods=None, device=None) -> pd.DataFrame:
     """Every method x seed: held-out and longer-operand exact match. Notebook 13_reasoning_distillation."""
     methods = list(methods or METHODS)
     rows = []
@@ -238,7 +245,7 @@ def compare(data: dict, sets: dict, rec: dict, seeds, methods=None, device=None)
     return pd.DataFrame(rows)
 
 
-def traces_curve(data: dict, sets: dict, rec: dict, seeds, sizes, method: str = "teacher traces",
+def traces_curve(data: dict, sets: dict, rec: TraceStudentsRecipe, seeds, sizes, method: str = "teacher traces",
                  device=None) -> pd.DataFrame:
     """Held-out exact match against the number of teacher traces the student sees. Notebook 13."""
     if not sizes or any(not 1 <= n <= len(data["texts"]) for n in sizes):
