@@ -51,7 +51,7 @@ class Training:
             with self.lock:
                 self.active += 1
                 self.max_active = max(self.max_active, self.active)
-                self.cells.append((repr(sorted(rec.items())), T, alpha))
+                self.cells.append((rec.key, T, alpha))  # the recipe's cache key names it
             try:
                 return work(job)
             finally:
