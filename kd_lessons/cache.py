@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -166,11 +166,10 @@ def load_or_none(file: str | os.PathLike, meta: dict | None = None, what: str = 
         return load_verified(file, meta)
     except FileNotFoundError:
         return None
-    except CorruptFileError:
-        pass
-    with lock(file, what):  # a writer may be between its two renames: judge the file once it is done
-        found = _judged(file, lambda f: load_verified(f, meta), what)
-    return None if found is _ABSENT else found
+    except CorruptFileError:  # a writer may be between its two renames: judge the file once it is done
+        with lock(file, what):
+            found = _judged(file, lambda f: load_verified(f, meta), what)
+        return None if found is _ABSENT else found
 
 
 def discard(file: str | os.PathLike, reason: Exception | str, what: str = "cache file") -> None:
@@ -181,8 +180,7 @@ def discard(file: str | os.PathLike, reason: Exception | str, what: str = "cache
         p.unlink(missing_ok=True)
 
 
-# A file exists but cannot be used: bad checksum or meta, weights that do not fit (load_state_dict), a missing key.
-UNUSABLE = (CorruptFileError, RuntimeError, KeyError, TypeError)
+UNUSABLE = (CorruptFileError, RuntimeError, KeyError, TypeError)  # bad checksum/meta, weights that do not fit, ...
 _ABSENT = object()
 
 
@@ -210,10 +208,8 @@ def build_once(file: str | os.PathLike, meta: dict | None, build: Callable[[], A
     load = load if load is not None else (lambda f: load_verified(f, meta))
     save = save if save is not None else (lambda value, f: save_verified(value, f, meta))
     if not refresh:
-        try:
-            return load(file)  # quiet here: a file another process is writing right now is judged inside the lock
-        except (FileNotFoundError, *UNUSABLE):
-            pass
+        with suppress(FileNotFoundError, *UNUSABLE):  # quiet: a file being written now is judged inside the lock
+            return load(file)
     with lock(file, what):
         found = _ABSENT if refresh else _judged(file, load, what)
         if found is _ABSENT:
@@ -231,12 +227,10 @@ def save_checkpoint(model: torch.nn.Module, info: dict, file: str | os.PathLike,
 def load_checkpoint(file: str | os.PathLike, meta: dict | None, make: Callable[[dict], torch.nn.Module]):
     """(model, info) from a `save_checkpoint` file: `make(info)` builds the untrained model the weights fill."""
     blob = load_verified(file, meta)
-    info = dict(blob["info"])
-    (model := make(info)).load_state_dict(blob["state_dict"])
+    (model := make(info := dict(blob["info"]))).load_state_dict(blob["state_dict"])
     return model, info
 
 
-# ---------------------------------------------------------------- one build at a time
 _THREAD = threading.local()        # this thread's FileLock per lock file: reentrant within the thread
 _HELD: dict[str, int] = {}         # lock files held by some thread of this process (for the message)
 _WAITING: dict[int, str] = {}      # thread id -> what it is waiting for (for `waiting()`)
@@ -284,10 +278,10 @@ def lock(file: str | os.PathLike, what: str, timeout: float | None = None) -> It
                 flock.acquire(timeout=-1 if timeout is None else timeout)
             except filelock.Timeout:
                 raise LockTimeout(f"gave up after {timeout:g} s waiting for {path}, held by another process building "
-                                  f"{what}. The operating system releases the lock when its holder exits, so that "
-                                  f"process is still running: let it finish or stop it (a hung notebook kernel: "
-                                  f"restart it). If none is left (a network file system can keep a lock), the lock "
-                                  f"is stale: delete {path} and run again.") from None
+                                  f"{what}. The OS releases a lock when its holder exits, so that process still runs: "
+                                  f"let it finish or stop it (a hung notebook kernel: restart it). If none is left (a "
+                                  f"network file system can keep a lock), it is stale: delete {path}, run again."
+                                  ) from None
             finally:
                 with _STATE:
                     _WAITING.pop(threading.get_ident(), None)
