@@ -33,7 +33,7 @@ def get_teacher(dataset: str, arch: str | None = None):
 
 
 @st.cache_data(show_spinner="Computing the teacher's logits on the test images (once)…")
-def get_pool(dataset: str, mode: str, cache: str, kind: str, _teacher) -> dict:
+def get_pool(mode: str, cache: str, dataset: str, kind: str, _teacher) -> dict:  # mode and cache key the result
     return panels.test_pool(dataset, _teacher)
 
 
@@ -68,9 +68,8 @@ def kl_direction_tab() -> None:
         kl_direction.render(st)
 
 
-SHARED = page.Shared(teacher=get_teacher, pool=lambda dataset, kind, teacher: get_pool(dataset, MODE, CACHE, kind,
-                                                                                      teacher),
-                     png=png, student=untrained_student, queue=training_queue(), grid_jobs=server_jobs()["grids"],
+SHARED = page.Shared(teacher=get_teacher, pool=functools.partial(get_pool, MODE, CACHE), png=png,
+                     student=untrained_student, queue=training_queue(), grid_jobs=server_jobs()["grids"],
                      heatmap=heatmap_live, queued=queued_training, watch=full_teacher_watch)
 
 # ---------------------------------------------------------------- sidebar
