@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
-.PHONY: setup system-deps data app lab test test-fast bench strip solutions check-lab gpu-check clean site load-test wheel
+.PHONY: setup system-deps data app lab lint test test-fast test-lesson bench strip solutions check-lab gpu-check clean \
+	site load-test wheel
 
 setup: $(STAMP)
 
@@ -30,11 +31,27 @@ app: setup data
 lab: setup data
 	$(BIN)/jupyter lab notebooks/
 
-test: setup system-deps data
-	KD_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+# ruff (settings in pyproject.toml): pyflakes, pycodestyle, import order, complexity <= 10, bugbear; notebooks too.
+LINT_PATHS := kd_lessons tests app.py bench scripts notebooks
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+
+# pytest-xdist: 2 workers, one file (so one notebook's cells, in order) per worker. XDIST= runs in one process.
+XDIST ?= -n 2 --dist loadfile
+NBVAL := --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg
+test: setup system-deps data lint
+	KD_QUICK=1 $(BIN)/python -m pytest tests notebooks $(NBVAL) $(XDIST) -p no:cacheprovider
 
 test-fast: setup
-	KD_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not browser" -p no:cacheprovider
+	KD_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not browser" $(XDIST) -p no:cacheprovider
+
+# What one lesson rests on: `make test-lesson N=12` runs the tests marked lesson12 (the table in tests/conftest.py)
+# and notebook 12 itself (with its solved copy, if any).
+LESSON = $(shell echo "$(N)" | awk '{ printf "%02d", $$1 }')
+test-lesson: setup data
+	@test -n "$(N)" || { echo "usage: make test-lesson N=12"; exit 2; }
+	KD_QUICK=1 $(BIN)/python -m pytest tests $(wildcard notebooks/$(LESSON)_*.ipynb notebooks/solutions/$(LESSON)_*.ipynb) \
+		-m lesson$(LESSON) $(NBVAL) $(XDIST) -p no:cacheprovider
 
 bench: setup data
 	$(BIN)/python bench/bench_epoch.py
