@@ -7,11 +7,12 @@ from kd_lessons import cache
 from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import lm_students as rg
+from kd_lessons.runs.seeds import paired_differences
 
 TINY = rg.recipe(**{"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
         "seq_sequences": 6, "seq_prompt": 4, "onpolicy_prompt": 8, "lam": 0.5, "beta": 0.5, "topk": 3,
         "topk_renormalize": True, "topk_windows": 16, "topk_sweep": (1, None), "eval_chars": 400,
-        "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1}
+        "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1})
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +88,12 @@ def test_summaries_and_paired_differences():
     table = rg.summarize(rows)
     assert table.loc["scratch", "val_bpc_mean"] == pytest.approx(3.1)
     assert table.loc["token KD", "seeds"] == 3
-    d = rg.paired(rows, "token KD", "scratch")
+    d = paired_differences(rows, "token KD", "scratch", "val_bpc")
     assert d["per_seed"] == pytest.approx({0: -0.1, 1: -0.2, 2: -0.05})
     assert d["all_below_zero"] and not d["all_above_zero"]
     with pytest.raises(ValueError, match="need 'top-k KD' and 'scratch' rows"):
-        rg.paired(rows, "top-k KD", "scratch")
-    with pytest.raises(ValueError, match="the rows lack columns"):
+        paired_differences(rows, "top-k KD", "scratch", "val_bpc")
+    with pytest.raises(ValueError, match="the table lacks columns"):
         rg.summarize([{"method": "scratch", "seed": 0}])
 
 

@@ -14,6 +14,7 @@ from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs import students
 from kd_lessons.runs.students import (StudentRuns, error_ratio, load_split, paired_differences, scratch_vs_distilled,
                                       summarize, train_students)
+from kd_lessons.train import TrainOptions
 
 N_TEST = 30
 
@@ -64,10 +65,37 @@ def test_paired_differences_per_seed_mean_and_std():
     assert reverse["per_seed"] == {0: 50.0, 1: 50.0, 2: 80.0} and reverse["all_above_zero"]
 
 
+def test_paired_differences_95_percent_t_interval():
+    d = paired_differences(_runs(), "distilled")  # diffs -50, -50, -80: mean -60, std 17.32, t(2) = 4.303
+    half = 4.303 * np.std([-50, -50, -80], ddof=1) / math.sqrt(3)
+    assert d["ci95"] == pytest.approx((-60.0 - half, -60.0 + half))
+    assert d["ci95"][0] < d["mean"] < d["ci95"][1] < 0  # -103 to -17 errors: below zero even with three seeds
+    from kd_lessons.runs.seeds import t_quantile_975
+    assert t_quantile_975(1) == pytest.approx(12.706) and t_quantile_975(30) == pytest.approx(2.042)
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=5e-4)
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=5e-4)
+    assert t_quantile_975(10 ** 6) == pytest.approx(1.96, abs=1e-3)  # the normal limit
+    with pytest.raises(ValueError, match="df=0"):
+        t_quantile_975(0)
+
+
+def test_summaries_are_one_function_for_every_study():
+    from kd_lessons.runs import lm_students, seeds, trace_students
+    assert students.summarize is seeds.summarize and students.paired_differences is seeds.paired_differences
+    rows = [{"method": m, "seed": s, "held_out": v, "longer": v / 2}
+            for m, vs in {"a": (0.5, 0.7), "b": (0.2, 0.4)}.items() for s, v in enumerate(vs)]
+    table = trace_students.summarize(pd.DataFrame(rows))
+    assert table.loc["a", "held_out_mean"] == pytest.approx(0.6)
+    assert table.loc["b", "longer_std"] == pytest.approx(0.1 / 2 ** .5)
+    assert seeds.summarize(rows, ("held_out",)).equals(table[["seeds", "held_out_mean", "held_out_std"]])
+    assert lm_students.summarize.__module__ == "kd_lessons.runs.lm_students" and not hasattr(lm_students, "paired")
+
+
 def test_paired_differences_use_only_shared_seeds_and_std_is_nan_for_one():
     table = _runs()[~((_runs()["method"] == "scratch") & (_runs()["seed"] > 0))]  # scratch only has seed 0
     d = paired_differences(table, "distilled")
     assert d["per_seed"] == {0: -50.0} and d["n"] == 1 and math.isnan(d["std"])
+    assert all(math.isnan(v) for v in d["ci95"])
 
 
 def test_paired_differences_refuse_tables_without_a_shared_seed():
@@ -92,7 +120,7 @@ def tiny(monkeypatch, tmp_path, one_thread):
 def test_scratch_vs_distilled_runs_both_methods_per_seed_and_caches_teacher_logits(tiny, tmp_path):
     teacher, data = tiny
     runs = scratch_vs_distilled(lambda: MLPStudent(hidden=(16, 16)), data, teacher, seeds=[0, 1], num_epochs=1,
-                                batch_size=32)
+                                options=TrainOptions(batch_size=32, progress=False))
     assert isinstance(runs, StudentRuns)
     assert list(runs.table["method"]) == ["scratch", "distilled"] * 2 and list(runs.table["seed"]) == [0, 0, 1, 1]
     assert (runs.table["errors"] == ((1 - runs.table["accuracy"]) * N_TEST).round().astype(int)).all()
@@ -119,8 +147,10 @@ def test_scratch_vs_distilled_uses_T_and_alpha(tiny, monkeypatch):
 def test_same_seed_gives_the_same_result(tiny):
     teacher, data = tiny
     make = lambda: MLPStudent(hidden=(16,))  # noqa: E731
-    a = scratch_vs_distilled(make, data, teacher, seeds=[3], num_epochs=1, batch_size=32).table
-    b = scratch_vs_distilled(make, data, teacher, seeds=[3], num_epochs=1, batch_size=32).table
+    a = scratch_vs_distilled(make, data, teacher, seeds=[3], num_epochs=1,
+                             options=TrainOptions(batch_size=32, progress=False)).table
+    b = scratch_vs_distilled(make, data, teacher, seeds=[3], num_epochs=1,
+                             options=TrainOptions(batch_size=32, progress=False)).table
     assert a["errors"].tolist() == b["errors"].tolist()
 
 
@@ -135,14 +165,15 @@ def test_every_run_gets_the_same_data_and_budget(tiny, monkeypatch):
 
     monkeypatch.setattr(students, "distill", spy)
     methods = {"scratch": CrossEntropy(), "T=2": HintonKD(2.0, 0.5), "T=8": HintonKD(8.0, 0.9)}
-    runs = train_students(lambda: MLPStudent(hidden=(8,)), data, methods, seeds=[0, 1], teacher=teacher,
-                          num_epochs=2, lr=1e-2, batch_size=48, val=True)
+    runs = train_students(lambda: MLPStudent(hidden=(8,)), data, methods, seeds=[0, 1], teacher=teacher, num_epochs=2,
+                          lr=1e-2, options=TrainOptions(batch_size=48, val=True, progress=False))
     assert len(runs.table) == len(calls) == 6
     assert list(zip(runs.table["method"], runs.table["seed"])) == [(m, s) for s in (0, 1) for m in methods]
     for call, seed in zip(calls, [0, 0, 0, 1, 1, 1]):
-        assert call["x"] is data["x"] and call["y"] is data["y"] and call["seed"] == seed
-        assert (call["num_epochs"], call["lr"], call["batch_size"]) == (2, 1e-2, 48)
+        assert call["x"] is data["x"] and call["y"] is data["y"] and call["options"].seed == seed
+        assert (call["num_epochs"], call["lr"], call["options"].batch_size) == (2, 1e-2, 48)
         assert call["options"].weight_decay is None  # distill's default (0) for every method
+        assert call["options"].val[0] is data["x_test"]  # val=True: the study's test split
     assert calls[0]["source"] is None  # cross-entropy: no teacher
     teacher_logits = [c["source"] for c in calls if c["source"] is not None]
     assert all(torch.equal(t, teacher_logits[0]) for t in teacher_logits)  # the same cached logits
@@ -200,8 +231,8 @@ def test_teacher_logits_are_cached_per_teacher_and_per_input(monkeypatch, tmp_pa
 
 def test_any_student_with_augmentation_runs_the_teacher_per_batch(tiny, tmp_path):
     teacher, data = tiny
-    runs = scratch_vs_distilled(lambda: CNNStudent(width=2), data, teacher, seeds=[0], num_epochs=1, batch_size=32,
-                                augment=random_shift, device="cpu")
+    runs = scratch_vs_distilled(lambda: CNNStudent(width=2), data, teacher, seeds=[0], num_epochs=1,
+                                options=TrainOptions(batch_size=32, augment=random_shift, device="cpu", progress=False))
     assert list(runs.table["method"]) == ["scratch", "distilled"] and set(runs.table["device"]) == {"cpu"}
     assert isinstance(runs.students[("distilled", 0)], CNNStudent)
     assert not list((tmp_path / "logits").glob("*.pt"))  # augmented batches: no cached logits

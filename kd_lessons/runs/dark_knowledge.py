@@ -19,11 +19,11 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from kd_lessons.losses import check_T
+from kd_lessons.losses import check_T, entropy
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs import few_labels
 from kd_lessons.runs.few_labels import FewLabelsRecipe
-from kd_lessons.runs.students import Method, StudentRuns, train_students
+from kd_lessons.runs.students import Arm, StudentRuns, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
 
@@ -55,8 +55,7 @@ def control_logits(teacher_logits: torch.Tensor, y: torch.Tensor, T: float, kind
     if kind == "teacher":
         q = p
     elif kind == "label smoothing":
-        entropy = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
-        eps = smoothing_for_entropy(entropy, p.shape[1])
+        eps = smoothing_for_entropy(float(entropy(p).mean()), p.shape[1])
         q = torch.full_like(p, eps / p.shape[1])
         q[torch.arange(len(y)), y] = 1 - eps + eps / p.shape[1]
     elif kind == "shuffled":
@@ -81,8 +80,8 @@ def study(rec: FewLabelsRecipe, teacher: torch.nn.Module, seeds=(0, 1, 2), T: fl
     x, y = data["x_labeled"], data["y_labeled"]
     logits = cached_logits(teacher, x)
     targets = {kind: control_logits(logits, y, T, kind, seed=rec.seed) for kind in ARMS[1:]}
-    arms = {"scratch": Method(CrossEntropy(), x, y),
-            **{kind: Method(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
+    arms = {"scratch": Arm(CrossEntropy(), x, y),
+            **{kind: Arm(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
     p = F.softmax(logits / T, dim=1)
     mean_entropy = float(entropy(p).mean())
     options = options or TrainOptions(progress=False, weight_decay=rec.weight_decay)

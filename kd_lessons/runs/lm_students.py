@@ -10,10 +10,8 @@ weights, so the notebook reruns in seconds.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-import statistics
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -21,14 +19,14 @@ from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
 from kd_lessons.generative import lm_objectives as gm
-from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.lm import LMOptions, train_lm
 from kd_lessons.generative.text import Corpus, iterate_windows, sample_windows
-from kd_lessons.generative.transformer import bits_per_char, generate, token_log_probs
+from kd_lessons.generative.transformer import bits_per_char
+from kd_lessons.generative.zoo import make_text_student
+from kd_lessons.methods import registry
 from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs import seeds as by_seed
 from kd_lessons.runs.lm_measures import sample_measures, text_measures, word_set
-from kd_lessons.generative.zoo import make_text_student
-from kd_lessons.methods import registry
 
 __all__ = ["METHODS", "LMStudentsRecipe", "recipe", "word_set", "text_measures", "sample_measures", "evaluate",
            "train_method", "run", "cached_run", "VALUES", "summarize", "cost_table"]
@@ -210,16 +208,9 @@ def cached_run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), 
 VALUES = ("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share", "seconds")
 
 
-def paired(rows, method: str, baseline: str, value: str = "val_bpc") -> dict:
-    """Per-seed method - baseline differences of `value`, mean, std and whether all share a sign."""
-    table = pd.DataFrame(rows)
-    wide = table.pivot_table(index="seed", columns="method", values=value, aggfunc="first")
-    if method not in wide or baseline not in wide:
-        raise ValueError(f"need {method!r} and {baseline!r} rows, got methods {list(wide.columns)}")
-    diffs = [float(d) for d in (wide[method] - wide[baseline]).dropna()]
-    return {"per_seed": dict(zip(wide.index.tolist(), diffs)), "mean": statistics.fmean(diffs),
-            "std": statistics.stdev(diffs) if len(diffs) > 1 else float("nan"),
-            "all_below_zero": all(d < 0 for d in diffs), "all_above_zero": all(d > 0 for d in diffs)}
+def summarize(rows, values=VALUES) -> pd.DataFrame:
+    """Mean and sample std per method (runs.seeds.summarize of run(...)['table']). Notebook 10_generative_kd."""
+    return by_seed.summarize(rows, values)
 
 
 def cost_table(result: dict) -> pd.DataFrame:

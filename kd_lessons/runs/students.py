@@ -8,7 +8,6 @@ teacher's logits are computed once and cached on disk (`teachers.cached_logits`)
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
@@ -18,13 +17,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kd_lessons.config import get_device, seed_everything
+from kd_lessons.config import resolve_device, seed_everything
 from kd_lessons.data import load_tensors, stratified_subset
 from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
+from kd_lessons.runs.seeds import paired_differences, summarize  # re-exported: the one summary of seeds
 from kd_lessons.teachers import cached_logits
-from kd_lessons.train import TrainOptions, distill, evaluate
+from kd_lessons.train import TrainOptions, distill, evaluate, teacher_precomputable
 
-__all__ = ["StudentRuns", "Method", "load_split", "train_students", "scratch_vs_distilled", "summarize", "error_ratio",
+__all__ = ["StudentRuns", "Arm", "load_split", "train_students", "scratch_vs_distilled", "summarize", "error_ratio",
            "paired_differences"]
 
 
@@ -38,10 +38,11 @@ class StudentRuns:
 
 
 @dataclass(frozen=True)
-class Method:
-    """A method trained on other inputs (or targets) than the study's: e.g. scratch on the labelled images only.
+class Arm:
+    """One arm of a comparison with its own x, y, teacher: e.g. scratch on the labelled images only. Notebook 04.
 
-    `teacher` (optional) replaces the study's teacher for this method: a model, or logits on `x`.
+    `objective` is what the arm's student learns; `x`, `y` (optional) replace the study's training set and
+    `teacher` (optional) the study's teacher for this arm: a model, or logits on `x`.
     """
 
     objective: object
@@ -60,7 +61,7 @@ def load_split(dataset: str, n_train: int | None = None, seed: int = 0) -> dict:
 
 
 def _objective(spec, student: nn.Module) -> Objective:
-    """A method is an Objective, or a function student -> Objective (for objectives sized from the student)."""
+    """An arm is an Objective, or a function student -> Objective (for objectives sized from the student)."""
     objective = spec if isinstance(spec, Objective) else spec(student) if callable(spec) else spec
     if not isinstance(objective, Objective):
         raise ValueError(f"a method must be an Objective (e.g. HintonKD(T=4, alpha=0.9)) or a function student -> "
@@ -68,48 +69,46 @@ def _objective(spec, student: nn.Module) -> Objective:
     return objective
 
 
-def train_students(make_student: Callable[[], nn.Module], data: Mapping, methods: Mapping[str, object],
+def train_students(make_student: Callable[[], nn.Module], data: Mapping, arms: Mapping[str, object],
                    seeds: Sequence[int] = (0,), teacher=None, num_epochs: int = 3, lr: float = 3e-3,
-                   batch_size: int = 128, augment=None, val: bool = False, device=None,
-                   options: TrainOptions | None = None, steps: int | None = None) -> StudentRuns:
-    """Train make_student() once per (method, seed) on data["x"], test on data["x_test"]. Notebook 04_distill_mnist.
+                   options: TrainOptions | None = None) -> StudentRuns:
+    """Train make_student() once per (arm, seed) on data["x"], test on data["x_test"]. Notebook 04_distill_mnist.
 
-    `methods` maps a name to an Objective (CrossEntropy() is the from-scratch baseline), a function
-    student -> Objective, or a Method(objective, x, y, teacher) that trains on other inputs or targets. `teacher` is a
-    model or its logits on data["x"]; a model's logits are cached once per input set when no
-    augmentation or feature objective needs it live. steps=N gives every method exactly N optimizer
-    steps (a fair budget when methods see different amounts of data); otherwise num_epochs each.
-    val=True records test accuracy per epoch in the histories. Weight decay defaults to 0.
+    `arms` maps a name to an Objective (CrossEntropy() is the from-scratch baseline), a function
+    student -> Objective, or an Arm(objective, x, y, teacher) that trains on other inputs or targets. `teacher` is a
+    model or its logits on data["x"]; a model's logits are cached once per input set when
+    `train.teacher_precomputable` says so. options=TrainOptions(batch_size=..., augment=..., device=...) is shared
+    by every arm (weight decay defaults to 0, progress to off); options.max_steps=N gives every arm exactly N
+    optimizer steps (a fair budget when arms see different amounts of data), otherwise num_epochs each.
+    options.val=True records test accuracy per epoch in the histories.
     """
-    if not seeds or not methods:
-        raise ValueError(f"seeds={list(seeds)} and methods={list(methods)}: pass at least one of each, "
+    if not seeds or not arms:
+        raise ValueError(f"seeds={list(seeds)} and arms={list(arms)}: pass at least one of each, "
                          f"e.g. seeds=[0, 1, 2]")
-    device = torch.device(device) if device is not None else get_device()
     options = options or TrainOptions(progress=False)
+    device = resolve_device(options.device)
+    val = (data["x_test"], data["y_test"]) if options.val is True else options.val or None
     rows, runs = [], StudentRuns(pd.DataFrame())
-    plan = [(name, seed) for seed in seeds for name in methods]
-    inner = options if len(plan) == 1 else replace(options, progress=False)  # one bar for many runs
+    plan = [(name, seed) for seed in seeds for name in arms]
+    inner = replace(options, device=device, val=val, progress=options.progress and len(plan) == 1)  # one bar
     for name, seed in tqdm(plan, desc="students", disable=not options.progress or len(plan) < 2):
-        spec = methods[name]
-        x, y = (spec.x, spec.y) if isinstance(spec, Method) and spec.x is not None else (data["x"], data["y"])
+        spec = arms[name]
+        x, y = (spec.x, spec.y) if isinstance(spec, Arm) and spec.x is not None else (data["x"], data["y"])
         seed_everything(seed)
         student = make_student()
-        objective = _objective(spec.objective if isinstance(spec, Method) else spec, student)
-        own = spec.teacher if isinstance(spec, Method) and spec.teacher is not None else teacher
-        cacheable = objective.uses_teacher and not objective.uses_features and augment is None
+        objective = _objective(spec.objective if isinstance(spec, Arm) else spec, student)
+        own = spec.teacher if isinstance(spec, Arm) and spec.teacher is not None else teacher
+        cacheable = teacher_precomputable(objective, options.augment)
         source = cached_logits(own, x) if cacheable and isinstance(own, nn.Module) else own
         if isinstance(source, torch.Tensor) and len(source) != len(x):
-            raise ValueError(f"method {name!r} trains on {len(x)} images but the teacher logits have {len(source)} "
-                             "rows; pass the teacher model so its logits are computed on each method's inputs")
-        epochs, run_options = num_epochs, inner
-        if steps is not None:
-            epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch_size)))
-            run_options = replace(inner, max_steps=steps)
+            raise ValueError(f"arm {name!r} trains on {len(x)} images but the teacher logits have {len(source)} "
+                             "rows; pass the teacher model so its logits are computed on each arm's inputs")
+        epochs = num_epochs
+        if options.max_steps is not None:
+            epochs = max(1, math.ceil(options.max_steps / math.ceil(len(x) / options.batch_size)))
         start = time.perf_counter()
         history = distill(student, x, y, source if objective.uses_teacher else None, objective,
-                          num_epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-                          val=(data["x_test"], data["y_test"]) if val else None, seed=seed, device=device,
-                          options=run_options)
+                          num_epochs=epochs, lr=lr, options=replace(inner, seed=seed))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -125,18 +124,8 @@ def train_students(make_student: Callable[[], nn.Module], data: Mapping, methods
 def scratch_vs_distilled(make_student: Callable[[], nn.Module], data: Mapping, teacher, seeds: Sequence[int] = (0,),
                          T: float = 4.0, alpha: float = 0.9, **kwargs) -> StudentRuns:
     """The same student from scratch (cross-entropy) and distilled (HintonKD), per seed. Notebook 04_distill_mnist."""
-    methods = {"scratch": CrossEntropy(), "distilled": HintonKD(T, alpha)}
-    return train_students(make_student, data, methods, seeds, teacher=teacher, **kwargs)
-
-
-def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
-    """Mean and sample std of errors and accuracy per method (std is NaN for one seed). Notebook 04_distill_mnist."""
-    missing = {by, "errors", "accuracy"} - set(table.columns)
-    if missing:
-        raise ValueError(f"the table lacks columns {sorted(missing)}; pass train_students(...).table")
-    g = table.groupby(by, sort=False)
-    return pd.DataFrame({"seeds": g.size(), "errors_mean": g["errors"].mean(), "errors_std": g["errors"].std(),
-                         "accuracy_mean": g["accuracy"].mean(), "accuracy_std": g["accuracy"].std()})
+    arms = {"scratch": CrossEntropy(), "distilled": HintonKD(T, alpha)}
+    return train_students(make_student, data, arms, seeds, teacher=teacher, **kwargs)
 
 
 def error_ratio(table: pd.DataFrame, method: str = "distilled", baseline: str = "scratch") -> float:
@@ -145,20 +134,3 @@ def error_ratio(table: pd.DataFrame, method: str = "distilled", baseline: str = 
     if not {method, baseline} <= set(means.index) or means[baseline] == 0:
         raise ValueError(f"need {baseline!r} (with errors > 0) and {method!r} rows, got {means.to_dict()}")
     return float(means[method] / means[baseline])
-
-
-def paired_differences(table: pd.DataFrame, method: str, baseline: str = "scratch", value: str = "errors") -> dict:
-    """Per-seed `method - baseline` differences with their mean and std: what 'A beats B' rests on. Notebook 04.
-
-    Returns {"per_seed": {seed: diff}, "mean", "std", "n", "all_below_zero", "all_above_zero"}.
-    """
-    wide = table.pivot_table(index="seed", columns="method", values=value, aggfunc="first")
-    if method not in wide or baseline not in wide:
-        raise ValueError(f"need {method!r} and {baseline!r} rows, got methods {list(wide.columns)}")
-    diffs = (wide[method] - wide[baseline]).dropna()
-    if diffs.empty:
-        raise ValueError(f"{method!r} and {baseline!r} share no seed; train both with the same seeds")
-    values = [float(d) for d in diffs]
-    return {"per_seed": {int(s): float(d) for s, d in diffs.items()}, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else float("nan"), "n": len(values),
-            "all_below_zero": all(v < 0 for v in values), "all_above_zero": all(v > 0 for v in values)}

@@ -1,8 +1,8 @@
 """Reasoning distillation on the addition task: a cached teacher, five kinds of students, and the traces curve.
 
 Introduced in notebook 13_reasoning_distillation. `get_reasoning_teacher()` trains a CharTransformer on
-true scratchpad traces once and caches it (verified checkpoint, built under cache.lock with
-check-lock-check, like generative.zoo). `teacher_data` lets it write traces for the students' problems;
+true scratchpad traces once and caches it (verified checkpoint, built by cache.build_once,
+like generative.zoo). `teacher_data` lets it write traces for the students' problems;
 `train_student` teaches one student by one of METHODS (same student, same steps, same batch size for
 all); `compare` runs every method over seeds and `traces_curve` varies the number of teacher traces.
 Accuracy is exact match of the final answer, on held-out problems of the longest trained length and on
@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from matplotlib.ticker import NullLocator
 from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
-from kd_lessons.cache import CorruptFileError
 from kd_lessons.generative import scratchpad as task
 from kd_lessons.generative.divergences import forward_kl
-from kd_lessons.generative.lm import train_lm
+from kd_lessons.generative.lm import LMOptions, train_lm
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.models import count_params
 from kd_lessons.recipes import Recipe, check_recipe, pick
@@ -264,48 +262,4 @@ def summarize(table: pd.DataFrame, by: str = "method") -> pd.DataFrame:
     columns = [c for c in ("held_out", "longer") if c in table]
     if by not in table or not columns:
         raise ValueError(f"pass compare(...) or traces_curve(...)'s table; got columns {list(table.columns)}")
-    g = table.groupby(by, sort=False)
-    out = {"seeds": g.size()}
-    for c in columns:
-        out[f"{c}_mean"], out[f"{c}_std"] = g[c].mean(), g[c].std()
-    return pd.DataFrame(out)
-
-
-def plot_methods(table: pd.DataFrame, teacher_accuracy: float | None = None):
-    """Bars per method (mean +- std, every seed as a dot), held-out and longer operands. Notebook 13."""
-    stats = summarize(table)
-    fig = new_figure(8, 3.6)
-    ax = fig.subplots()
-    x = range(len(stats))
-    for shift, col, colour, label in ((-0.2, "held_out", "tab:blue", "held-out, trained length"),
-                                      (0.2, "longer", "tab:orange", "longer operands")):
-        ax.bar([i + shift for i in x], stats[f"{col}_mean"], 0.4, yerr=stats[f"{col}_std"].fillna(0), color=colour,
-               alpha=0.7, capsize=3, label=label)
-        for i, method in enumerate(stats.index):
-            values = table.loc[table["method"] == method, col]
-            ax.plot([i + shift] * len(values), values, "k.", ms=4)
-    if teacher_accuracy is not None:
-        ax.axhline(teacher_accuracy, color="grey", ls="--", lw=1, label="teacher (greedy), held-out")
-    ax.set_xticks(list(x), [METHODS[m].split(":")[0] + ": " + m for m in stats.index], rotation=15)
-    ax.set_ylabel("exact-match accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="upper left")
-    return fig
-
-
-def plot_curve(curve: pd.DataFrame, label: str = "teacher traces"):
-    """Held-out exact match against the number of teacher traces (mean +- std, seeds as dots). Notebook 13."""
-    stats = summarize(curve, by="traces")
-    fig = new_figure(5, 3.4)
-    ax = fig.subplots()
-    ax.errorbar(stats.index, stats["held_out_mean"], yerr=stats["held_out_std"].fillna(0), marker="o", capsize=3,
-                label=label)
-    ax.plot(curve["traces"], curve["held_out"], "k.", ms=4)
-    ax.set_xscale("log")
-    ax.set_xticks(list(stats.index), [f"{n:,}" for n in stats.index])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("teacher traces sampled")
-    ax.set_ylabel("held-out exact match")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    return fig
+    return by_seed.summarize(table, columns, by)
