@@ -82,7 +82,35 @@ def browser(tmp_path):
         driver.quit()
 
 
-def test_app_renders_in_a_real_browser(server, browser):
+def _stale():
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return (StaleElementReferenceException,)  # fragments rerun, so elements can go stale
+
+
+def _open_tab(browser, label: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def click(driver):  # the page reruns (its heatmap refreshes), so elements can go stale
+        tabs = driver.find_elements(By.XPATH, f"//*[@role='tab'][contains(., '{label}')]")
+        if tabs:
+            tabs[0].click()
+            return True
+        return False
+
+    WebDriverWait(browser, 60, ignored_exceptions=_stale()).until(click)
+
+
+def _metric_text(driver, label):
+    from selenium.webdriver.common.by import By
+
+    texts = [m.text for m in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
+             if m.is_displayed() and label in m.text]
+    return texts[0] if texts else None
+
+
+def _soft_labels_render(server, browser, out: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -105,8 +133,6 @@ def test_app_renders_in_a_real_browser(server, browser):
     state = wait.until(ready_or_broken)
     seconds = time.monotonic() - start
     time.sleep(2)  # let the charts finish drawing for the screenshot
-    out = ROOT / "artifacts"
-    out.mkdir(exist_ok=True)
     browser.save_screenshot(str(out / "app_screenshot.png"))
     errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
     if state == "broken" or errors:
@@ -114,35 +140,34 @@ def test_app_renders_in_a_real_browser(server, browser):
         pytest.fail(f"the page shows an exception or error: {errors}\nserver log:\n{server['log'].read()[-3000:]}")
     print(f"soft-label panel ready {seconds:.1f} s after opening the page")
 
-    # move T one notch with the keyboard; the panel's heading follows (the latency an instructor feels)
+
+def _t_slider_moves_the_heading(browser) -> None:
+    """Move T one notch with the keyboard; the panel's heading follows (the latency an instructor feels)."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     heading = browser.find_element(By.CSS_SELECTOR, "h3").text
     slider = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')[0]
     browser.execute_script("arguments[0].focus()", slider)
     start = time.monotonic()
     ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    stale = (StaleElementReferenceException,)  # the heatmap fragment reruns, so elements can go stale
-    WebDriverWait(browser, 60, ignored_exceptions=stale).until(
+    WebDriverWait(browser, 60, ignored_exceptions=_stale()).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "h3").text != heading)
     print(f"T slider step -> '{browser.find_element(By.CSS_SELECTOR, 'h3').text}' in {time.monotonic() - start:.2f} s")
-    assert WebDriverWait(browser, 10, ignored_exceptions=stale).until(
+    assert WebDriverWait(browser, 10, ignored_exceptions=_stale()).until(
         lambda d: "T = 5" in d.find_element(By.CSS_SELECTOR, "h3").text)  # 4 -> 5 on the log-spaced scale
     time.sleep(1)
     assert not browser.find_elements(By.CSS_SELECTOR, BAD)
 
-    # the Accuracy tab: the heatmap fills in the background and the seed spread appears beside it
-    def click_accuracy_tab(driver):  # the page reruns (its heatmap refreshes), so elements can go stale
-        tabs = driver.find_elements(By.XPATH, "//*[@role='tab'][contains(., 'Accuracy')]")
-        if tabs:
-            tabs[0].click()
-            return True
-        return False
 
-    WebDriverWait(browser, 60, ignored_exceptions=stale).until(click_accuracy_tab)
+def _heatmap_fills(browser, out: Path) -> None:
+    """The Accuracy tab: the heatmap fills in the background and the seed spread appears beside it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open_tab(browser, "Accuracy")
 
     def spread_shown(driver):
         if driver.find_elements(By.CSS_SELECTOR, BAD):
@@ -151,34 +176,30 @@ def test_app_renders_in_a_real_browser(server, browser):
         return "ready" if any("Span / seed spread" in m for m in metrics) else False
 
     start = time.monotonic()
-    state = WebDriverWait(browser, WAIT_S, ignored_exceptions=stale).until(spread_shown)
+    state = WebDriverWait(browser, WAIT_S, ignored_exceptions=_stale()).until(spread_shown)
     print(f"heatmap and seed spread shown {time.monotonic() - start:.1f} s after opening the Accuracy tab")
     time.sleep(2)
     browser.save_screenshot(str(out / "app_accuracy_screenshot.png"))
     assert state == "ready", [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
+
     def heatmap_shown(driver):
         return any(i.is_displayed() for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img'))
 
-    assert WebDriverWait(browser, 30, ignored_exceptions=stale).until(heatmap_shown), "no heatmap on the Accuracy tab"
+    assert WebDriverWait(browser, 30, ignored_exceptions=_stale()).until(heatmap_shown), \
+        "no heatmap on the Accuracy tab"
 
-    # the Generative KD tab: move the beta slider and time the redraw the browser shows
-    def click_generative_tab(driver):
-        tabs = driver.find_elements(By.XPATH, "//*[@role='tab'][contains(., 'Generative KD')]")
-        if tabs:
-            tabs[0].click()
-            return True
-        return False
 
-    WebDriverWait(browser, 60, ignored_exceptions=stale).until(click_generative_tab)
+def _beta_slider_redraws(browser, out: Path) -> None:
+    """The Generative KD tab: move the beta slider and time the redraw the browser shows."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    def metric_text(driver, label):
-        texts = [m.text for m in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')
-                 if m.is_displayed() and label in m.text]
-        return texts[0] if texts else None
-
-    assert WebDriverWait(browser, 60, ignored_exceptions=stale).until(
-        lambda d: metric_text(d, "JSD(beta=0.5)")), "the KL-direction tab shows no student entropy"
-    assert float(metric_text(browser, "Student mass between the modes").split()[-1]) > 0.3  # covering at 0.5
+    _open_tab(browser, "Generative KD")
+    assert WebDriverWait(browser, 60, ignored_exceptions=_stale()).until(
+        lambda d: _metric_text(d, "JSD(beta=0.5)")), "the KL-direction tab shows no student entropy"
+    assert float(_metric_text(browser, "Student mass between the modes").split()[-1]) > 0.3  # covering at 0.5
 
     def beta_slider(driver):
         for box in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"]'):
@@ -188,16 +209,25 @@ def test_app_renders_in_a_real_browser(server, browser):
 
     times = []
     for expected in ("0.55", "0.6"):  # two notches: 0.5 -> 0.55 -> 0.6, where the best fit jumps to one mode
-        slider = WebDriverWait(browser, 30, ignored_exceptions=stale).until(beta_slider)
+        slider = WebDriverWait(browser, 30, ignored_exceptions=_stale()).until(beta_slider)
         browser.execute_script("arguments[0].focus()", slider)
         start = time.monotonic()
         ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
-        WebDriverWait(browser, 60, ignored_exceptions=stale).until(
-            lambda d: metric_text(d, f"JSD(beta={expected})"))
+        WebDriverWait(browser, 60, ignored_exceptions=_stale()).until(
+            lambda d, label=f"JSD(beta={expected})": _metric_text(d, label))
         times.append(time.monotonic() - start)
-    between = float(metric_text(browser, "Student mass between the modes").split()[-1])
+    between = float(_metric_text(browser, "Student mass between the modes").split()[-1])
     print(f"KL-direction tab: beta slider steps redrawn in the browser in "
           f"{', '.join(f'{t:.2f} s' for t in times)}; mass between the modes at beta 0.6: {between:.3f}")
     assert between < 0.1  # seeking one mode at beta 0.6 (measured 0.054)
     browser.save_screenshot(str(out / "app_generative_screenshot.png"))
     assert not browser.find_elements(By.CSS_SELECTOR, BAD)
+
+
+def test_app_renders_in_a_real_browser(server, browser):
+    out = ROOT / "artifacts"
+    out.mkdir(exist_ok=True)
+    _soft_labels_render(server, browser, out)
+    _t_slider_moves_the_heading(browser)
+    _heatmap_fills(browser, out)
+    _beta_slider_redraws(browser, out)
