@@ -28,7 +28,7 @@ SETUP_END = "# --- end of setup ---"  # closed the setup lines of older lessons 
 
 
 def setup_source(install: bool = False) -> str:
-    """The lessons' first code cell (SETUP_SNIPPET; install=True as a learner sets it). Notebook 00_start_here.
+    """The first code cell of every lesson (SETUP_SNIPPET; install=True as a learner sets it).
 
     Six lines that run before kd_lessons can be imported: where it is missing they stop and say how to install
     it, or (INSTALL = True, always on Colab) pip-install KD_LESSONS_SOURCE, the course's wheel beside the notebook.
@@ -53,7 +53,7 @@ def is_setup_cell(source: str) -> bool:
 def setup_cells(source: str) -> list[str]:
     """What replaces a lesson's first code cell: SETUP_SNIPPET, then the cell's own code if it had more than setup.
 
-    Introduced in notebook 00_start_here (scripts/apply_setup_cell.py writes it). An older setup cell (lines up to
+    scripts/apply_setup_cell.py writes it into the lessons. An older setup cell (lines up to
     SETUP_END, or a whole cell setting KD_LESSONS_SOURCE) is dropped; code after it moves to a cell of its own.
     """
     if SETUP_END in source:
