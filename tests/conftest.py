@@ -99,6 +99,7 @@ LESSONS = {
     "test_data.py": (0, 1, 2, 3, 6, 8, 12), "test_datasets.py": (0, 1, 2, 3, 6, 8, 12), "test_cifar_path.py": (6,),
     "test_models.py": (0, 3, 4, 5, 6, 8, 11, 12, 13), "test_plots.py": (0, 1, 2, 4, 5, 7, 10, 11, 12),
     "test_teachers.py": (0, 1, 2, 3, 4, 5, 6, 11, 12, 14), "test_train.py": (0, 1, 2, 3, 6, 12, 14),
+    "test_loop.py": (3, 4, 5, 6, 7, 10, 11, 12, 13, 14),
     "test_losses.py": (1, 2, 3, 5, 8, 9), "test_objectives.py": (3, 5, 8, 11),
     "test_runs_students.py": (4, 5, 6, 11, 12, 13, 14), "test_few_labels.py": (4,), "test_grid.py": (4,),
     "test_deploy.py": (4, 6), "test_hinton2015.py": (7,), "test_tour.py": (11,),
