@@ -7,7 +7,8 @@ objective that is an nn.Module with parameters (e.g. FitNets regressors in
 receive `(logits, [features])` from both models (the teacher then runs on every batch).
 
 Labels may be `UNLABELED` (-1) for images only the teacher labels (few labels + many unlabelled
-images, notebook 04): `HintonKD` then applies its cross-entropy to the labelled rows only.
+images, notebook 04): an objective with `allows_unlabeled = True` (HintonKD, the logit methods) accepts
+them, and `labelled_cross_entropy` averages its hard term over the labelled rows only.
 """
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ from torch import nn
 from kd_lessons.losses import check_alpha, check_labels, check_logits, check_T, kd_term
 from kd_lessons.methods.registry import register
 
-__all__ = ["UNLABELED", "Objective", "CrossEntropy", "HintonKD"]
+__all__ = ["UNLABELED", "Objective", "CrossEntropy", "HintonKD", "labelled_cross_entropy"]
 
 UNLABELED = -1  # the label of an image whose class only the teacher tells
+
+
+def labelled_cross_entropy(student_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled rows (0 when none), no host sync. Notebook 04_distill_mnist."""
+    hard = F.cross_entropy(student_logits, y, ignore_index=UNLABELED, reduction="sum")
+    return hard / (y != UNLABELED).sum().clamp_min(1)  # stays on the device
 
 
 class Objective(nn.Module):
@@ -30,12 +37,19 @@ class Objective(nn.Module):
 
     uses_teacher: bool = True
     uses_features: bool = False
+    allows_unlabeled: bool = False  # True: rows labelled UNLABELED (-1) are taught by the teacher alone
 
     def check(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor) -> None:
         """Full input checks, run once on the first batch (per-batch checks would sync a GPU every step)."""
         if teacher_logits is not None:
             check_logits(student_logits.float(), teacher_logits.float())
-        check_labels(y, *student_logits.shape)
+        if not self.allows_unlabeled or not isinstance(y, torch.Tensor):
+            check_labels(y, *student_logits.shape)
+            return
+        check_labels(y.clamp_min(0), *student_logits.shape)
+        if bool((y < UNLABELED).any()):
+            raise ValueError(f"labels below {UNLABELED} found; use class indices, or {UNLABELED} for an image "
+                             "only the teacher labels")
 
     def forward(self, student_out, teacher_out, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError("an Objective subclass computes the loss in forward(student_out, teacher_out, y)")
@@ -71,16 +85,11 @@ class HintonKD(Objective):
     cross-entropy is averaged over the labelled rows of the batch (0 when there are none).
     """
 
+    allows_unlabeled = True
+
     def __init__(self, T: float = 4.0, alpha: float = 0.9):
         super().__init__()
         self.T, self.alpha = check_T(T), check_alpha(alpha)
-
-    def check(self, student_logits, teacher_logits, y) -> None:
-        """As Objective.check, but UNLABELED (-1) rows are allowed."""
-        super().check(student_logits, teacher_logits, y.clamp_min(0) if isinstance(y, torch.Tensor) else y)
-        if bool((y < UNLABELED).any()):
-            raise ValueError(f"labels below {UNLABELED} found; use class indices, or {UNLABELED} for an image "
-                             "only the teacher labels")
 
     def forward(self, student_logits, teacher_logits, y):
         """alpha * kd_term + (1 - alpha) * cross-entropy on the labelled rows; the teacher gets no gradient."""
@@ -88,9 +97,7 @@ class HintonKD(Objective):
         soft = kd_term(student_logits, teacher_logits.float(), self.T)
         if self.alpha == 1.0:
             return soft
-        hard = F.cross_entropy(student_logits, y, ignore_index=UNLABELED, reduction="sum")
-        hard = hard / (y != UNLABELED).sum().clamp_min(1)  # no host sync: stays on the device
-        return self.alpha * soft + (1.0 - self.alpha) * hard
+        return self.alpha * soft + (1.0 - self.alpha) * labelled_cross_entropy(student_logits, y)
 
     def extra_repr(self) -> str:
         return f"T={self.T:g}, alpha={self.alpha:g}"

@@ -15,21 +15,16 @@ import torch.nn.functional as F
 
 from kd_lessons.losses import check_alpha, check_T, check_weight, kd_term
 from kd_lessons.methods.registry import register
-from kd_lessons.objectives import UNLABELED, Objective
+from kd_lessons.objectives import UNLABELED, Objective, labelled_cross_entropy
 
 __all__ = ["DKD", "DIST", "LogitStandardizedKD", "dkd_terms", "pearson_rows", "dist_terms", "standardize"]
-
-
-def _labelled_ce(student_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the labelled rows (0 when none), without a host sync, as HintonKD."""
-    hard = F.cross_entropy(student_logits, y, ignore_index=UNLABELED, reduction="sum")
-    return hard / (y != UNLABELED).sum().clamp_min(1)
 
 
 class _LogitObjective(Objective):
     """Shared first-batch check: at least 2 classes; UNLABELED rows allowed unless `needs_labels`."""
 
     needs_labels = False
+    allows_unlabeled = True
 
     def check(self, student_logits, teacher_logits, y) -> None:
         """As Objective.check, plus >= 2 classes, and UNLABELED (-1) rows only where the method can use them."""
@@ -38,10 +33,7 @@ class _LogitObjective(Objective):
             raise ValueError(f"{type(self).__name__} needs a label for every row (it splits the loss at the true "
                              f"class), but y has UNLABELED ({UNLABELED}) rows; for images only the teacher labels "
                              "use HintonKD or LogitStandardizedKD.")
-        super().check(student_logits, teacher_logits, y.clamp_min(0) if isinstance(y, torch.Tensor) else y)
-        if bool((y < UNLABELED).any()):
-            raise ValueError(f"labels below {UNLABELED} found; use class indices, or {UNLABELED} for an image "
-                             "only the teacher labels")
+        super().check(student_logits, teacher_logits, y)
         if student_logits.shape[1] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes, got logits of shape "
                              f"{list(student_logits.shape)}.")
@@ -143,7 +135,7 @@ class DIST(_LogitObjective):
         yt = F.softmax(teacher_logits.detach().float() / self.T, dim=1)
         inter, intra = dist_terms(ys, yt)
         loss = self.T * self.T * (self.beta * inter + self.gamma * intra)
-        return loss + self.ce_weight * _labelled_ce(student_logits, y) if self.ce_weight else loss
+        return loss + self.ce_weight * labelled_cross_entropy(student_logits, y) if self.ce_weight else loss
 
     def extra_repr(self) -> str:
         return f"beta={self.beta:g}, gamma={self.gamma:g}, T={self.T:g}, ce_weight={self.ce_weight:g}"
@@ -181,7 +173,7 @@ class LogitStandardizedKD(_LogitObjective):
         soft = kd_term(standardize(student_logits), standardize(teacher_logits.detach()), self.T)
         if self.alpha == 1.0:
             return soft
-        return self.alpha * soft + (1.0 - self.alpha) * _labelled_ce(student_logits, y)
+        return self.alpha * soft + (1.0 - self.alpha) * labelled_cross_entropy(student_logits, y)
 
     def extra_repr(self) -> str:
         return f"T={self.T:g}, alpha={self.alpha:g}"
