@@ -7,9 +7,11 @@ use X, either
     (`from kd_lessons.runs import grid` ... `grid.load(...)`; `from kd_lessons import exercises` ... `exercises.X`), or
   - through the package: a function or class that notebook uses refers to X in its body (followed transitively;
     a name resolves to its own module first, else to the kd_lessons modules that module imports).
-A tag "NN_name" must also spell the notebook's file name. kd_lessons/app/ is exempt: its tags name the lesson a
-tab of the app mirrors, not a notebook that calls it. A name no notebook reaches (used by the app, the CLI or
-tests only) drops its tag or names the notebook whose code reaches the function that uses it.
+Every "notebook NN" in such a docstring is a tag (a mere pointer to another lesson says "lesson NN"); the solved
+copy of a lesson (notebooks/solutions/NN_*) counts as that lesson. A tag "NN_name" must spell the notebook's file.
+kd_lessons/app/ is exempt: its tags name the lesson a tab of the app mirrors, not a notebook that calls it. A name
+no notebook reaches (used by the app, the CLI or tests only) drops its tag or names the notebook whose code
+reaches the function that uses it.
 """
 import ast
 import re
@@ -34,11 +36,12 @@ def _word(name: str, text: str) -> bool:
 
 @lru_cache(maxsize=1)
 def notebooks() -> dict:
-    """{"NN": (file stem, the notebook's code cells joined)} for every lesson."""
+    """{"NN": (file stem, the code cells of the lesson and of its solved copy, joined)} for every lesson."""
     out = {}
     for p in sorted((ROOT / "notebooks").glob(NOTEBOOK_GLOB)):
-        nb = nbformat.read(p, as_version=4)
-        out[p.name[:2]] = (p.stem, "\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+        copies = [p, *sorted((ROOT / "notebooks" / "solutions").glob(f"{p.stem}_*.ipynb"))]
+        cells = [c for q in copies for c in nbformat.read(q, as_version=4).cells if c.cell_type == "code"]
+        out[p.name[:2]] = (p.stem, "\n".join(c.source for c in cells))
     return out
 
 
