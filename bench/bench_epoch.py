@@ -129,8 +129,9 @@ def warm_up(device: torch.device, x, y, teacher, student0) -> None:
     xs, ys = x[:512], y[:512]
     logits = predict_logits(teacher, xs, device=device)
     quiet = TrainOptions(progress=False)
-    distill(_copy(student0), xs, ys, logits, HintonKD(T, ALPHA), num_epochs=1, lr=LR, device=device, options=quiet)
-    fit(_copy(teacher), xs, ys, num_epochs=1, lr=LR, device=device, options=quiet)
+    distill(_copy(student0), xs, ys, logits, HintonKD(T, ALPHA), num_epochs=1, lr=LR,
+            options=replace(quiet, device=device))
+    fit(_copy(teacher), xs, ys, num_epochs=1, lr=LR, options=replace(quiet, device=device))
     student, net = _copy(student0).to(device), _copy(teacher).to(device)
     opt = torch.optim.Adam(list(student.parameters()) + list(net.parameters()), lr=LR)
     xb, yb = xs[:TUTORIAL_BATCH].to(device), ys[:TUTORIAL_BATCH].to(device)
@@ -153,8 +154,8 @@ def bench_device(device: torch.device, x, y, n: int | None, mlp_batch: int, cnn_
 
     def kd_epoch(batch_size: int, precision: str | None = None) -> float:
         # history["seconds"] is read after the epoch's losses are copied to the host, i.e. after the GPU is done
-        h = distill(_copy(student0), x, y, cached, HintonKD(T, ALPHA), num_epochs=1, lr=LR, batch_size=batch_size,
-                    device=device, options=TrainOptions(progress=False, precision=precision))
+        h = distill(_copy(student0), x, y, cached, HintonKD(T, ALPHA), num_epochs=1, lr=LR,
+                    options=TrainOptions(progress=False, precision=precision, batch_size=batch_size, device=device))
         return h["seconds"][0]
 
     # (a) distillation epoch
@@ -176,8 +177,8 @@ def bench_device(device: torch.device, x, y, n: int | None, mlp_batch: int, cnn_
     t0 = TeacherCNN()
     tut = tutorial_fit_epoch(_copy(t0), loader, device)
     for label, precision in (("TeacherCNN training epoch", None), ("  kd_lessons in fp32 (precision='fp32')", "fp32")):
-        h = fit(_copy(t0), x, y, num_epochs=1, lr=LR, batch_size=cnn_batch, device=device,
-                options=TrainOptions(progress=False, precision=precision))
+        h = fit(_copy(t0), x, y, num_epochs=1, lr=LR,
+                options=TrainOptions(progress=False, precision=precision, batch_size=cnn_batch, device=device))
         rows.append((label, tut, h["seconds"][0]))
     return rows
 

@@ -126,6 +126,13 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def distributed() -> dict:
+    """torchrun's layout (RANK, LOCAL_RANK, WORLD_SIZE; 0, 0, 1 alone) and its backend: nccl on CUDA, else gloo."""
+    world = int(_env("WORLD_SIZE") or 1)
+    return {"rank": int(_env("RANK") or 0), "local_rank": int(_env("LOCAL_RANK") or 0), "world_size": world,
+            "backend": "nccl" if get_device().type == "cuda" else "gloo"}
+
+
 def _user_dir(env: str, xdg: str, fallback: str, sub: str = "") -> Path:
     """Resolve a per-user folder: explicit variable, then XDG variable + kd_lessons/sub, then ~/fallback/..."""
     if env and _env(env):

@@ -1,17 +1,14 @@
 """One training loop for every objective: `fit` (labels), `distill` (a teacher), `evaluate`, `predict_logits`.
 
-Introduced in notebook 04_distill_mnist. Data stay in memory as tensors, batched by
-`kd_lessons.data.iterate_batches`; a fixed teacher's logits are computed once and indexed per
-batch. What the student learns is an `Objective` (kd_lessons.objectives, kd_lessons.methods);
-the loop never changes for a new method. Steps autocast to `config.amp_dtype` (bf16 on CUDA and on
-AMX CPUs, fp16 with a GradScaler on older GPUs), optimisers use fused kernels where torch has them,
-CNNs run channels_last. Library calls leave a caller's teacher on the device it was on.
+Introduced in notebook 04_distill_mnist. Tensors in memory, batched by `data.iterate_batches`; a fixed
+teacher's logits are computed once and indexed per batch. What the student learns is an `Objective`
+(kd_lessons.objectives, kd_lessons.methods): the loop (kd_lessons.loop) never changes for a new method.
+Under `torchrun` each rank trains a DDP student on its shard of every global batch (kd_lessons.distributed).
+Steps autocast to `config.amp_dtype`, optimisers are fused where torch has them, CNNs run channels_last.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import math
 import time
 from dataclasses import dataclass, replace
@@ -19,13 +16,15 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from kd_lessons.config import amp_dtype, get_device, seed_everything
+from kd_lessons import distributed, loop
+from kd_lessons.config import resolve_device, seed_everything
 from kd_lessons.data import check_xy, iterate_batches
+from kd_lessons.loop import Learner, LoopSettings, OneCycle, run_loop
+from kd_lessons.loop import make_optimizer as _optimizer
 from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
 
-__all__ = ["TrainOptions", "fit", "distill", "evaluate", "predict_logits"]
+__all__ = ["TrainOptions", "fit", "distill", "evaluate", "predict_logits", "teacher_precomputable"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,14 @@ class TrainOptions:
 
     weight_decay=None: 5e-4 for `fit`, 0 for `distill`. precision=None follows KD_PRECISION.
     callback(epoch, history) runs after each epoch (True stops); on_step(done, total) after each step.
+    augment: a function xb -> xb (e.g. data.random_shift); val: (x_val, y_val) for val_accuracy.
     """
 
+    batch_size: int = 128
+    augment: Callable | None = None
+    val: tuple | None = None
+    seed: int = 0
+    device: torch.device | str | None = None
     optimizer: str = "adamw"
     weight_decay: float | None = None
     max_steps: int | None = None
@@ -82,49 +87,8 @@ def _borrowed(model: nn.Module, device: torch.device):
         model.to(home).train(was_training)
 
 
-def _amp(device: torch.device, precision: str | None, inference: bool = False):
-    """(autocast context factory, GradScaler or None). CPU inference stays fp32: cached logits are exact."""
-    dtype = amp_dtype(device, precision)
-    if dtype is None or (inference and device.type != "cuda"):
-        return contextlib.nullcontext, None
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
-def _optimizer(name: str, params: list, lr: float, weight_decay: float):
-    """AdamW or SGD+Nesterov; fused kernels (measured ~2x faster steps on CPU) where torch supports them."""
-    if name == "adamw":
-        cls, kwargs = torch.optim.AdamW, {}
-    elif name == "sgd":
-        cls, kwargs = torch.optim.SGD, {"momentum": 0.9, "nesterov": True}
-    else:
-        raise ValueError(f"optimizer={name!r}: use 'adamw' or 'sgd'")
-    try:
-        return cls(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-    except (TypeError, RuntimeError, ValueError):  # older torch or a device without fused kernels
-        return cls(params, lr=lr, weight_decay=weight_decay, **kwargs)
-
-
-def _to_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """Put a whole dataset on the GPU once when it fits easily (< 2 GB); per batch otherwise."""
-    if t is None or device.type == "cpu" or t.numel() * t.element_size() > 2 * 1024**3:
-        return t
-    return t.to(device)
-
-
-def _seeded(augment, generator):
-    """Give an augmentation that takes `generator=` the run's generator, so a seed fixes it too."""
-    if augment is None or not callable(augment):
-        if augment is not None:
-            raise ValueError(f"augment={augment!r}: pass a function xb -> xb such as data.random_shift, or None")
-        return None
-    if isinstance(augment, functools.partial) and "generator" in augment.keywords:
-        return augment  # the caller seeded it already
-    try:
-        takes_gen = "generator" in inspect.signature(augment).parameters
-    except (TypeError, ValueError):
-        takes_gen = False
-    return functools.partial(augment, generator=generator) if takes_gen else augment
 
 
 @torch.inference_mode()
@@ -135,9 +99,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = N
     batch_size=None: 256 on the CPU (measured faster than 1024 there: activations stay in cache), 1024 on
     GPUs. The model is left on the device and in the mode it was in.
     """
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     batch_size = batch_size or (256 if device.type == "cpu" else 1024)
-    autocast, _ = _amp(device, None, inference=True)
+    autocast, _ = loop.amp_context(device, None, inference=True)
     out = []
     with _borrowed(model, device) as cl:
         for start in range(0, len(x), batch_size):
@@ -163,6 +127,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             "per_class_accuracy": per_class}
 
 
+def teacher_precomputable(objective: Objective, augment) -> bool:
+    """May a teacher model's logits be computed once, before training? Notebook 04_distill_mnist.
+
+    Yes unless the objective ignores the teacher, needs its feature maps, or the batches are augmented
+    (then the teacher must see each augmented batch). `distill` and `runs.students` both ask this.
+    """
+    return objective.uses_teacher and not objective.uses_features and augment is None
+
+
 def _teacher_source(teacher, objective: Objective, x: torch.Tensor, augment, device: torch.device):
     """Turn `teacher` (None, cached logits or a model) into batch -> teacher output, and a cleanup stack."""
     stack = contextlib.ExitStack()
@@ -171,7 +144,7 @@ def _teacher_source(teacher, objective: Objective, x: torch.Tensor, augment, dev
     if teacher is None:
         raise ValueError(f"{type(objective).__name__} learns from a teacher: pass teacher=<model> or "
                          f"teacher=<its logits on x>, computed with predict_logits(teacher, x)")
-    if isinstance(teacher, nn.Module) and augment is None and not objective.uses_features:
+    if isinstance(teacher, nn.Module) and teacher_precomputable(objective, augment):
         teacher = predict_logits(teacher, x, device=device)  # once, instead of once per epoch
     if isinstance(teacher, torch.Tensor):
         if augment is not None:
@@ -201,125 +174,126 @@ def _teacher_source(teacher, objective: Objective, x: torch.Tensor, augment, dev
     return run_teacher, stack
 
 
-def _run(model, x, y, objective: Objective, teacher, *, num_epochs, lr, batch_size, augment, val, seed, device,
-         options: TrainOptions, desc: str) -> dict:
-    """The loop: optimiser + OneCycle schedule, AMP, history, tqdm, callback(epoch, history)."""
+class _ImageLearner(Learner):
+    """The image plug-in of the loop: student (DDP-wrapped under torchrun) + objective, epoch history, val, callback."""
+
+    def __init__(self, model: nn.Module, objective: Objective, teacher_out, opt, options: TrainOptions, total: int):
+        self.model, self.objective, self.teacher_out, self.options = model, objective, teacher_out, options
+        self.optimizers, self.total = [opt], total
+        self.device, self.cl = options.device, any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.net, self.loss_fn = distributed.wrap(model, self.device), distributed.wrap(objective, self.device)
+        self.history = {"epoch": [], "step": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [],
+                        "val_errors": [], "val_step": [], "seconds": [], "lr": [], "step_loss": []}
+
+    def start_epoch(self, epoch: int) -> None:
+        self.model.train()
+        self.start, self.losses, self.n_correct, self.n_seen = time.perf_counter(), [], 0, 0
+
+    def loss(self, batch, step: int) -> torch.Tensor:
+        idx, xb, yb = batch
+        objective = self.objective
+        if self.cl and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        t_out = self.teacher_out(idx, xb)
+        s_out = self.net(xb, return_features=True) if objective.uses_features else self.net(xb)
+        self.logits, self.yb = (s_out[0] if objective.uses_features else s_out), yb
+        if step == 0:
+            objective.check(self.logits, t_out[0] if objective.uses_features else t_out, yb)
+        return self.loss_fn(s_out, t_out, yb)
+
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        self.losses.append(loss.detach().float())
+        labelled = self.yb >= 0  # UNLABELED rows (only the teacher labels them) do not count
+        self.n_correct += ((self.logits.detach().argmax(1) == self.yb) & labelled).sum()
+        self.n_seen += labelled.sum()
+
+    def end_epoch(self, epoch: int, step: int) -> bool:
+        history, options = self.history, self.options
+        step_losses = torch.stack(self.losses).cpu().tolist()
+        history["epoch"].append(epoch)
+        history["step"].append(step)
+        history["seconds"].append(time.perf_counter() - self.start)
+        history["step_loss"].extend(step_losses)
+        history["train_loss"].append(sum(step_losses) / len(step_losses))
+        history["train_accuracy"].append(float(self.n_correct) / int(self.n_seen) if int(self.n_seen) else math.nan)
+        history["lr"].append(self.optimizers[0].param_groups[0]["lr"])
+        if options.val is not None and (epoch % self.val_every == 0 or step >= self.total or epoch == self.epochs):
+            result = evaluate(self.model, *options.val, device=self.device)
+            history["val_accuracy"].append(result["accuracy"])
+            history["val_errors"].append(result["errors"])
+            history["val_step"].append(step)
+        self.postfix = {"epoch": epoch, "loss": f"{history['train_loss'][-1]:.4f}"}
+        return bool(options.callback(epoch, history)) if options.callback is not None else False
+
+
+def _check_options(options: TrainOptions) -> None:
+    """Reject an options.val that is not a pair of tensors before any work starts."""
+    val = options.val
+    if val is not None and (not isinstance(val, (tuple, list)) or len(val) != 2 or check_xy(*val) < 1):
+        raise ValueError(f"val must be a pair (x_val, y_val), got {type(val).__name__}")
+
+
+def _run(model, x, y, objective: Objective, teacher, num_epochs, lr, options: TrainOptions) -> dict:
+    """Set up the image plug-in (optimiser, OneCycle, AMP, teacher source, DDP shards) and run the one loop."""
     check_xy(x, y)
     _labels(y)
-    _check_run(num_epochs, lr, batch_size)
-    if val is not None and (len(val) != 2 or check_xy(*val) < 1):
-        raise ValueError("val must be a pair (x_val, y_val)")
-    device = torch.device(device) if device is not None else get_device()
-    generator = seed_everything(seed)
-    augment = _seeded(augment, generator)
+    _check_run(num_epochs, lr, options.batch_size)
+    _check_options(options)
+    device = resolve_device(options.device)
+    generator = seed_everything(options.seed)
+    augment = loop.seeded_augment(options.augment, generator)
     teacher_out, cleanup = _teacher_source(teacher, objective, x, augment, device)
-    cl = _prepare(model, device)
+    _prepare(model, device)
     objective.to(device).train()
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = _optimizer(options.optimizer, params, lr, options.weight_decay)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
+    steps_per_epoch = math.ceil(len(x) / options.batch_size)
     total = num_epochs * steps_per_epoch if options.max_steps is None else min(options.max_steps,
                                                                                num_epochs * steps_per_epoch)
-    sched = None  # OneCycle needs a few steps to warm up and anneal; tiny runs keep lr constant
-    if total >= 10:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
-    autocast, scaler = _amp(device, options.precision)
-    x, y = _to_device(x, device), _to_device(y, device)
-    history = {"epoch": [], "step": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_errors": [],
-               "val_step": [], "seconds": [], "lr": [], "step_loss": []}
-    last_epoch = min(num_epochs, math.ceil(total / steps_per_epoch))
-    val_every = max(1, math.ceil(last_epoch / 20))  # at most ~20 test-set evaluations per run
-    bar = tqdm(total=total, desc=desc, disable=not options.progress, leave=False)
-    step = 0
+    autocast, scaler = loop.amp_context(device, options.precision)
+    x, y = loop.on_device_if_small(x, device), loop.on_device_if_small(y, device)
+    learner = _ImageLearner(model, objective, teacher_out, opt, replace(options, device=device), total)
+    learner.epochs = num_epochs
+    learner.val_every = max(1, math.ceil(min(num_epochs, math.ceil(total / steps_per_epoch)) / 20))  # ~20 evals
+    epochs = (distributed.shard(iterate_batches(x, y, options.batch_size, shuffle=True, generator=generator,
+                                                augment=augment, device=device)) for _ in range(num_epochs))
+    settings = LoopSettings(total, OneCycle(lr, total), autocast, scaler, progress=options.progress
+                            and distributed.is_main(), desc="distill" if objective.uses_teacher else "fit",
+                            on_step=options.on_step)
     with cleanup:
-        for epoch in range(1, num_epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            losses, n_correct, n_seen = [], 0, 0
-            for idx, xb, yb in iterate_batches(x, y, batch_size, shuffle=True, generator=generator,
-                                               augment=augment, device=device):
-                if cl and xb.dim() == 4:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    t_out = teacher_out(idx, xb)
-                    s_out = model(xb, return_features=True) if objective.uses_features else model(xb)
-                    logits = s_out[0] if objective.uses_features else s_out
-                    if step == 0:
-                        objective.check(logits, t_out[0] if objective.uses_features else t_out, yb)
-                    loss = objective(s_out, t_out, yb)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                if sched is not None and sched.last_epoch < sched.total_steps - 1:
-                    sched.step()
-                losses.append(loss.detach().float())
-                labelled = yb >= 0  # UNLABELED rows (only the teacher labels them) do not count
-                n_correct += ((logits.detach().argmax(1) == yb) & labelled).sum()
-                n_seen += labelled.sum()
-                step += 1
-                bar.update(1)
-                if options.on_step is not None:
-                    options.on_step(step, total)
-                if step >= total:
-                    break
-            step_losses = torch.stack(losses).cpu().tolist()
-            history["epoch"].append(epoch)
-            history["step"].append(step)
-            history["seconds"].append(time.perf_counter() - start)
-            history["step_loss"].extend(step_losses)
-            history["train_loss"].append(sum(step_losses) / len(step_losses))
-            history["train_accuracy"].append(float(n_correct) / int(n_seen) if int(n_seen) else float("nan"))
-            history["lr"].append(opt.param_groups[0]["lr"])
-            if val is not None and (epoch % val_every == 0 or step >= total or epoch == num_epochs):
-                result = evaluate(model, *val, device=device)
-                history["val_accuracy"].append(result["accuracy"])
-                history["val_errors"].append(result["errors"])
-                history["val_step"].append(step)
-            bar.set_postfix(epoch=epoch, loss=f"{history['train_loss'][-1]:.4f}")
-            stop = options.callback(epoch, history) if options.callback is not None else False
-            if stop or step >= total:
-                break
-    bar.close()
+        run_loop(learner, epochs, settings)
     model.eval()
-    return history
+    return learner.history
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_epochs: int, lr: float, batch_size: int = 128,
-        augment=None, val=None, seed: int = 0, device=None, label_smoothing: float = 0.0,
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_epochs: int, lr: float, label_smoothing: float = 0.0,
         options: TrainOptions | None = None) -> dict:
     """Supervised training with cross-entropy: how teachers (and baselines) are made. Notebook 04_distill_mnist.
 
-    AdamW (or SGD+Nesterov, see TrainOptions) with a OneCycle schedule peaking at `lr`; val=(x_val,
-    y_val) adds val_accuracy (every epoch, or at ~20 evenly spaced epochs in long runs; val_step says
-    when). Returns history, a dict of lists (epoch, step, train_loss, train_accuracy, val_accuracy,
-    val_errors, val_step, seconds, lr, step_loss).
+    AdamW (or SGD+Nesterov, see TrainOptions) with a OneCycle schedule peaking at `lr`;
+    options=TrainOptions(batch_size=..., augment=..., val=(x_val, y_val), seed=..., device=...). val adds
+    val_accuracy (every epoch, or at ~20 evenly spaced epochs in long runs; val_step says when). Returns
+    history, a dict of lists (epoch, step, train_loss, train_accuracy, val_accuracy, val_errors, val_step,
+    seconds, lr, step_loss).
     """
     options = options or TrainOptions()
     options = replace(options, weight_decay=5e-4 if options.weight_decay is None else options.weight_decay)
-    return _run(model, x, y, CrossEntropy(label_smoothing), None, num_epochs=num_epochs, lr=lr,
-                batch_size=batch_size, augment=augment, val=val, seed=seed, device=device, options=options,
-                desc="fit")
+    return _run(model, x, y, CrossEntropy(label_smoothing), None, num_epochs, lr, options)
 
 
 def distill(student: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher, objective: Objective | None = None,
-            num_epochs: int = 10, lr: float = 1e-3, batch_size: int = 128, augment=None, val=None, seed: int = 0,
-            device=None, options: TrainOptions | None = None) -> dict:
-    """Train `student` to match `teacher` under `objective` (default HintonKD(T=4, alpha=0.9)). Notebook 04_distill_mnist.
+            num_epochs: int = 10, lr: float = 1e-3, options: TrainOptions | None = None) -> dict:
+    """Train `student` to match `teacher` under `objective` (default HintonKD(T=4, alpha=0.9)). Notebook 04.
 
     `teacher` is a model (kept in eval mode, never updated, left on its device) or its logits on x
     (one row per row of x, from predict_logits or teachers.cached_logits). Without augmentation a
-    teacher model runs once over x and its logits are indexed by batch position; with augmentation,
-    or an objective that uses features, it runs on every batch. Other objectives: kd_lessons.methods.
+    teacher model runs once over x and its logits are indexed by batch position (`teacher_precomputable`);
+    with options.augment, or an objective that uses features, it runs on every batch. Batch size, seed,
+    device, val: `TrainOptions`. Other objectives: kd_lessons.methods.
     """
     objective = HintonKD() if objective is None else objective
     if not isinstance(objective, Objective):
         raise ValueError(f"objective={objective!r}: pass an Objective such as HintonKD(T=4.0, alpha=0.9)")
     options = options or TrainOptions()
     options = replace(options, weight_decay=0.0 if options.weight_decay is None else options.weight_decay)
-    return _run(student, x, y, objective, teacher, num_epochs=num_epochs, lr=lr, batch_size=batch_size,
-                augment=augment, val=val, seed=seed, device=device, options=options, desc="distill")
+    return _run(student, x, y, objective, teacher, num_epochs, lr, options)

@@ -145,9 +145,10 @@ def test_students_and_model_table_on_the_standin(standin, teacher_run):
     teacher, info = teacher_run
     home = next(teacher.parameters()).device
     split = students.load_split("cifar10")
-    runs = students.scratch_vs_distilled(lambda: CifarStudent(width=8), split, teacher, seeds=[0],
-                                         augment=data.random_crop_flip, num_epochs=1, lr=0.05, batch_size=50,
-                                         options=TrainOptions(optimizer="sgd", weight_decay=5e-4, progress=False))
+    runs = students.scratch_vs_distilled(lambda: CifarStudent(width=8), split, teacher, seeds=[0], num_epochs=1,
+                                         lr=0.05, options=TrainOptions(batch_size=50, augment=data.random_crop_flip,
+                                                                       optimizer="sgd", weight_decay=5e-4,
+                                                                       progress=False))
     table = runs.table
     assert sorted(table["method"]) == ["distilled", "scratch"] and set(table["seed"]) == {0}
     assert (table["errors"] == ((1 - table["accuracy"]) * N_TEST).round().astype(int)).all()

@@ -11,7 +11,7 @@ from torch import nn
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
 from kd_lessons.runs import few_labels
-from kd_lessons.runs.students import Method
+from kd_lessons.runs.students import Arm
 
 N_TRAIN, N_TEST, N_LABELED = 300, 60, 50
 
@@ -103,7 +103,7 @@ def test_methods_train_each_on_its_own_inputs(tiny):
     table = few_labels.methods(data, teacher, T=2.0, alpha=0.6)
     assert list(table) == list(few_labels.METHODS) == ["scratch", "distilled", "pseudo-labels", "all labels"]
     scratch = table["scratch"]
-    assert isinstance(scratch, Method) and isinstance(scratch.objective, CrossEntropy)
+    assert isinstance(scratch, Arm) and isinstance(scratch.objective, CrossEntropy)
     assert torch.equal(scratch.x, data["x_labeled"]) and torch.equal(scratch.y, data["y_labeled"])
     assert len(scratch.x) == N_LABELED and bool((scratch.y >= 0).all())      # the labelled images only
     distilled = table["distilled"]
@@ -167,5 +167,5 @@ def test_study_is_deterministic_and_uses_the_recipes_weight_decay(tiny, monkeypa
     b = few_labels.study(tiny["rec"], tiny["teacher"], names=("distilled",))
     assert a.table["errors"].tolist() == b.table["errors"].tolist()
     assert a.histories[("distilled", 0)]["step_loss"] == b.histories[("distilled", 0)]["step_loss"]
-    assert seen[0]["options"].weight_decay == tiny["rec"].weight_decay and seen[0]["steps"] == 5
-    assert (seen[0]["lr"], seen[0]["batch_size"]) == (tiny["rec"].lr, tiny["rec"].batch_size)
+    assert seen[0]["options"].weight_decay == tiny["rec"].weight_decay and seen[0]["options"].max_steps == 5
+    assert (seen[0]["lr"], seen[0]["options"].batch_size) == (tiny["rec"].lr, tiny["rec"].batch_size)

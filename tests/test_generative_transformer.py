@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_lessons.generative.lm import cross_entropy_loss, lr_at, train_lm
+from kd_lessons.generative.lm import LMOptions, cross_entropy_loss, lr_at, train_lm
 from kd_lessons.generative.transformer import (CharTransformer, bits_per_char, generate, token_log_probs,
                                                tokens_per_second)
 
@@ -114,8 +114,8 @@ def test_train_lm_learns_a_repeating_pattern_and_restores_the_mode(model):
     data = torch.arange(V).repeat(60)  # 0 1 2 ... 10 0 1 ...: each next id is determined
     model.eval()
     before = bits_per_char(model, data)
-    history = train_lm(model, data, steps=30, lr=2e-2, batch_size=8, progress=False, val_data=data[:200],
-                       eval_every=15)
+    history = train_lm(model, data, steps=30, lr=2e-2, batch_size=8,
+                       options=LMOptions(progress=False, val_data=data[:200], eval_every=15))
     assert not model.training and history["val_step"] == [15, 30]
     assert bits_per_char(model, data) < 0.2 * before  # about log2(11) = 3.46 bits before
     assert history["train_loss"][-1] < history["train_loss"][0]
@@ -128,7 +128,8 @@ def test_train_lm_custom_loss_hook_is_used(model):
         calls.append(x.shape)
         return cross_entropy_loss(m, x, y)
 
-    train_lm(model, torch.arange(V).repeat(10), steps=3, batch_size=4, loss_fn=loss_fn, progress=False)
+    train_lm(model, torch.arange(V).repeat(10), steps=3, batch_size=4, loss_fn=loss_fn,
+             options=LMOptions(progress=False))
     assert calls == [(4, 12)] * 3
 
 
@@ -147,5 +148,5 @@ def test_train_lm_takes_batches_from_batch_fn(model):
         seen.append(x)
         return x, x
 
-    history = train_lm(model, None, steps=2, batch_fn=batch_fn, progress=False)
+    history = train_lm(model, None, steps=2, batch_fn=batch_fn, options=LMOptions(progress=False))
     assert len(seen) == 2 and not torch.equal(seen[0], seen[1]) and history["step"][-1] == 2

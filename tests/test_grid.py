@@ -17,7 +17,7 @@ from torch import nn
 from kd_lessons import cache, teachers
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
 from kd_lessons.runs import few_labels, grid
-from kd_lessons.runs.students import Method
+from kd_lessons.runs.students import Arm
 
 N_TRAIN, N_TEST, N_LABELED, STEPS = 256, 128, 40, 6
 
@@ -141,10 +141,10 @@ def test_alpha_zero_trains_scratch_on_the_labelled_images_only(tiny, monkeypatch
     (run,) = seen
     assert list(run["methods"]) == ["scratch"] and run["seeds"] == [0]
     method = run["methods"]["scratch"]
-    assert isinstance(method, Method) and isinstance(method.objective, CrossEntropy)
+    assert isinstance(method, Arm) and isinstance(method.objective, CrossEntropy)
     assert len(method.x) == len(method.y) == N_LABELED and bool((method.y >= 0).all())
     assert torch.equal(method.x, run["data"]["x_labeled"])
-    assert run["steps"] == STEPS and history["step"][-1] == STEPS
+    assert run["options"].max_steps == STEPS and history["step"][-1] == STEPS
     assert history["step"] == list(range(1, STEPS + 1))  # 40 images: one batch per epoch
     assert row["alpha"] == 0.0 and row["T"] == 4.0 and student.hidden == (16, 16)
     # T does not matter without a teacher: the same student at another T
@@ -162,7 +162,7 @@ def test_other_cells_distil_on_every_image_with_the_few_labels(tiny, monkeypatch
     assert isinstance(objective, HintonKD) and (objective.T, objective.alpha) == (2.0, alpha)
     data = run["data"]
     assert len(data["x"]) == N_TRAIN and int((data["y"] != UNLABELED).sum()) == N_LABELED  # labels hidden
-    assert run["steps"] == STEPS and history["step"] == [2, 4, 6]  # 256 images: two batches per epoch
+    assert run["options"].max_steps == STEPS and history["step"] == [2, 4, 6]  # 256 images: two batches per epoch
     assert row["alpha"] == alpha
 
 
@@ -277,9 +277,9 @@ def test_recipes_name_separate_cache_files(tiny, monkeypatch):
     quick = grid.recipe("mnist")
     monkeypatch.setenv("KD_QUICK", "0")
     full = grid.recipe("mnist")
-    assert quick["mode"] == "quick" and full["mode"] == "full" and grid.path(quick) != grid.path(full)
-    assert quick["n_labeled"] < full["n_labeled"] and quick["steps"] < full["steps"]
-    assert quick["n_pool"] == 5000 and full["n_pool"] is None  # full mode: every training image
+    assert quick.mode == "quick" and full.mode == "full" and grid.path(quick) != grid.path(full)
+    assert quick.n_labeled < full.n_labeled and quick.steps < full.steps
+    assert quick.n_pool == 5000 and full.n_pool is None  # full mode: every training image
 
 
 def test_default_grid_is_small_in_quick_mode(monkeypatch):

@@ -91,10 +91,10 @@ def test_recipe_is_small_in_quick_mode(monkeypatch):
     quick = h.recipe()
     monkeypatch.setenv("KD_QUICK", "0")
     full = h.recipe()
-    assert full["n_train"] is None and full["seeds"] == (0, 1, 2) and quick["seeds"] == (0,)
-    assert quick["n_train"] == 5000 and quick["num_epochs"] < full["num_epochs"]
-    assert full["T"] == quick["T"] == h.PAPER["T"] and full["shifts"] == quick["shifts"]
-    assert 0.0 in full["shifts"] and min(full["shifts"]) == -20.0 and max(full["shifts"]) == 20.0
+    assert full.n_train is None and full.seeds == (0, 1, 2) and quick.seeds == (0,)
+    assert quick.n_train == 5000 and quick.num_epochs < full.num_epochs
+    assert full.T == quick.T == h.PAPER["T"] and full.shifts == quick.shifts
+    assert 0.0 in full.shifts and min(full.shifts) == -20.0 and max(full.shifts) == 20.0
 
 
 def _fake_results():
@@ -165,7 +165,7 @@ def test_train_on_uses_the_masked_transfer_set_and_the_paper_net(one_thread, mon
     ((split, teacher, kwargs),) = seen
     assert len(split["x"]) == 72 and not bool((split["y"] == 3).any())
     torch.testing.assert_close(teacher, data["teacher_logits"][mask])
-    assert (kwargs["num_epochs"], kwargs["lr"], kwargs["batch_size"]) == (1, 2e-3, 32)
+    assert (kwargs["num_epochs"], kwargs["lr"], kwargs["options"].batch_size) == (1, 2e-3, 32)
 
 
 def test_run_baseline_on_an_mnist_subset_learns_both_students(one_thread, mnist_subset):
@@ -250,7 +250,7 @@ def test_hinton_command_help_and_seeds(capsys, monkeypatch):
                "wall_seconds": 1.0}
     monkeypatch.setattr(h, "run_all", lambda s: seen.append(s) or results)
     assert cli.main(["hinton", "--seeds", "4", "5"]) == 0
-    assert seen[0]["seeds"] == (4, 5)
+    assert seen[0].seeds == (4, 5)
     out = capsys.readouterr().out
     assert "| experiment | paper | ours | seeds | wall_s_per_run |" in out and "ours_mean" not in out
     assert "T sweep:" in out

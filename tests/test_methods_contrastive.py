@@ -11,7 +11,7 @@ from kd_lessons.methods.contrastive import CRD, crd_for
 from kd_lessons.models import MLPStudent, TeacherCNN
 from kd_lessons.objectives import HintonKD
 from kd_lessons.runs.students import train_students
-from kd_lessons.train import distill
+from kd_lessons.train import TrainOptions, distill
 
 SHAPE = (1, 28, 28)
 
@@ -160,7 +160,8 @@ def test_distill_with_crd_trains_student_and_heads_but_not_the_teacher(mnist_sub
     objective = CRD.for_models(student, teacher, SHAPE, dim=16)
     heads_before = objective.student_head.weight.detach().clone()
     teacher_before = [p.detach().clone() for p in teacher.parameters()]
-    history = distill(student, x, y, teacher, objective, num_epochs=4, lr=3e-3, batch_size=64, device="cpu")
+    history = distill(student, x, y, teacher, objective, num_epochs=4, lr=3e-3,
+                      options=TrainOptions(batch_size=64, device="cpu"))
     losses = history["train_loss"]
     assert losses[-1] < losses[0] and all(map(math.isfinite, losses))
     assert not torch.equal(heads_before, objective.student_head.weight.detach())
@@ -173,5 +174,6 @@ def test_train_students_accepts_crd_for():
     data.update(x_test=data["x"][:16], y_test=data["y"][:16])
     teacher = TeacherCNN(width=4).eval()
     runs = train_students(lambda: MLPStudent(hidden=(16, 16)), data, {"crd": crd_for(teacher, SHAPE, dim=8)},
-                          seeds=[0, 1], teacher=teacher, steps=2, batch_size=32, device="cpu")
+                          seeds=[0, 1], teacher=teacher,
+                          options=TrainOptions(max_steps=2, batch_size=32, device="cpu", progress=False))
     assert len(runs.table) == 2

@@ -10,7 +10,7 @@ from kd_lessons.methods.feature_kd import (FEATURE_METHODS, FeatureKD, attention
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
 from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
 from kd_lessons.runs.students import train_students
-from kd_lessons.train import distill
+from kd_lessons.train import TrainOptions, distill
 
 SHAPE = (1, 28, 28)
 
@@ -138,7 +138,8 @@ def test_distill_with_feature_kd_trains_student_and_regressor_and_lowers_the_los
     reg_before = objective.regressor.proj.weight.detach().clone()
     teacher_before = [p.detach().clone() for p in teacher.parameters()]
     teacher.train()
-    history = distill(student, x, y, teacher, objective, num_epochs=3, lr=1e-2, batch_size=32, device="cpu")
+    history = distill(student, x, y, teacher, objective, num_epochs=3, lr=1e-2,
+                      options=TrainOptions(batch_size=32, device="cpu"))
     assert len(history["train_loss"]) == 3 and history["train_loss"][-1] < history["train_loss"][0]
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
     assert not torch.equal(reg_before, objective.regressor.proj.weight.detach().cpu())
@@ -152,7 +153,7 @@ def test_feature_kd_refuses_teacher_logits():
     objective = feature_objective("response + hint", student, teacher, SHAPE)
     logits = torch.randn(32, 10)
     with pytest.raises(ValueError, match=r"FeatureKD needs the teacher's feature maps: pass teacher=<model>"):
-        distill(student, x, y, logits, objective, num_epochs=1, device="cpu")
+        distill(student, x, y, logits, objective, num_epochs=1, options=TrainOptions(device="cpu"))
 
 
 def test_train_students_compares_feature_methods_with_one_budget(monkeypatch, tmp_path):
@@ -164,7 +165,8 @@ def test_train_students_compares_feature_methods_with_one_budget(monkeypatch, tm
                "response + hint + attention": lambda student: feature_objective("response + hint + attention",
                                                                                 student, teacher, SHAPE)}
     runs = train_students(lambda: CNNStudent(width=4), {"x": x, "y": y, "x_test": xt, "y_test": yt}, methods,
-                          seeds=[0, 1], teacher=teacher, num_epochs=1, batch_size=32)
+                          seeds=[0, 1], teacher=teacher, num_epochs=1,
+                          options=TrainOptions(batch_size=32, progress=False))
     table = runs.table
     assert list(table["method"]) == list(methods) * 2 and list(table["seed"]) == [0, 0, 0, 1, 1, 1]
     assert table["errors"].between(0, 40).all() and set(runs.students) == {(m, s) for m in methods for s in (0, 1)}

@@ -12,7 +12,7 @@ from kd_lessons.methods.logits import (DIST, DKD, LogitStandardizedKD, dist_term
                                        standardize)
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import UNLABELED, HintonKD, Objective
-from kd_lessons.train import distill
+from kd_lessons.train import TrainOptions, distill
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -302,5 +302,6 @@ def test_distill_with_each_objective_lowers_the_loss(objective):
     y = teacher_logits.argmax(1)
     torch.manual_seed(0)
     student = MLPStudent(hidden=(16,), in_features=20, num_classes=5)
-    history = distill(student, x, y, teacher_logits, objective, num_epochs=8, lr=1e-2, batch_size=32, device="cpu")
+    history = distill(student, x, y, teacher_logits, objective, num_epochs=8, lr=1e-2,
+                      options=TrainOptions(batch_size=32, device="cpu"))
     assert len(history["train_loss"]) == 8 and history["train_loss"][-1] < 0.8 * history["train_loss"][0]

@@ -9,7 +9,7 @@ from kd_lessons.methods.feature_kd import feature_shapes
 from kd_lessons.methods.relations import RKD, flat_embedding, rkd_angle_loss, rkd_distance_loss
 from kd_lessons.models import MLPStudent, TeacherCNN
 from kd_lessons.objectives import HintonKD
-from kd_lessons.train import distill
+from kd_lessons.train import TrainOptions, distill
 
 SHAPE = (1, 28, 28)
 
@@ -197,7 +197,8 @@ def test_distill_with_rkd_trains_an_mlp_student_from_a_cnn_teacher(mnist_subset)
     assert feature_shapes(student, SHAPE)[-1] == (32,) and feature_shapes(teacher, SHAPE)[-1] == (16, 7, 7)
     objective = RKD(distance_weight=25.0, angle_weight=50.0)
     teacher_before = [p.detach().clone() for p in teacher.parameters()]
-    history = distill(student, x, y, teacher, objective, num_epochs=4, lr=3e-3, batch_size=64, device="cpu")
+    history = distill(student, x, y, teacher, objective, num_epochs=4, lr=3e-3,
+                      options=TrainOptions(batch_size=64, device="cpu"))
     losses = history["train_loss"]
     assert losses[-1] < losses[0] and all(torch.isfinite(torch.tensor(losses)))
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))

@@ -2,6 +2,7 @@
 both models on each other's detached predictions (and is two `fit` runs at alpha=0), and function matching
 shows the teacher exactly the student's augmented batch."""
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_teacher_assistant_distils_teacher_to_assistant_to_student(toy, distill_
     x, y = toy
     teacher = _mlp(32)
     assistant, student, histories = teacher_assistant(lambda: _mlp(16), _mlp, teacher, x, y, T=3.0, alpha=0.7,
-                                                      num_epochs=1, lr=1e-2, batch_size=32, options=QUIET)
+                                                      num_epochs=1, lr=1e-2, options=replace(QUIET, batch_size=32))
     assert [(c[0], c[1]) for c in distill_calls] == [(assistant, teacher), (student, assistant)]
     assert all(isinstance(c[2], HintonKD) and (c[2].T, c[2].alpha) == (3.0, 0.7) for c in distill_calls)
     assert assistant.hidden == (16,) and student.hidden == (8,)
@@ -64,7 +65,8 @@ def test_teacher_assistant_distils_teacher_to_assistant_to_student(toy, distill_
 def test_born_again_generation_k_plus_1_learns_from_generation_k(toy, distill_calls):
     x, y = toy
     teacher = _mlp(8)
-    students = born_again(_mlp, teacher, x, y, generations=3, num_epochs=1, lr=1e-2, batch_size=32, options=QUIET)
+    students = born_again(_mlp, teacher, x, y, generations=3, num_epochs=1, lr=1e-2,
+                          options=replace(QUIET, batch_size=32))
     assert len(students) == 3 and len({id(s) for s in students}) == 3
     assert [c[0] for c in distill_calls] == students
     assert [c[1] for c in distill_calls] == [teacher, *students[:-1]]
@@ -90,7 +92,7 @@ def test_schemes_reject_bad_arguments(toy):
     with pytest.raises(ValueError, match="make_assistant got a MLPStudent model; pass a function"):
         teacher_assistant(_mlp(), _mlp, _mlp(), x, y, num_epochs=1, lr=1e-2)
     with pytest.raises(ValueError, match="alpha must be"):
-        mutual_learning(_mlp, _mlp, x, y, num_epochs=1, lr=1e-2, alpha=1.5)
+        mutual_learning(_mlp, _mlp, x, y, num_epochs=1, lr=1e-2, objective=HintonKD(1.0, 1.5))
     with pytest.raises(ValueError, match="num_epochs=0"):
         mutual_learning(_mlp, _mlp, x, y, num_epochs=0, lr=1e-2)
     with pytest.raises(ValueError, match="mutual_learning uses AdamW"):
@@ -121,8 +123,8 @@ def test_mutual_learning_step_uses_the_other_models_detached_predictions(toy):
     x, y = toy
     seed_everything(1)
     a0, b0 = _mlp(), _mlp()
-    a, b, history = mutual_learning(lambda: copy.deepcopy(a0), lambda: copy.deepcopy(b0), x, y, num_epochs=1,
-                                    lr=1e-2, batch_size=64, options=QUIET)  # one step on the whole batch
+    a, b, history = mutual_learning(lambda: copy.deepcopy(a0), lambda: copy.deepcopy(b0), x, y, num_epochs=1, lr=1e-2,
+                                    options=replace(QUIET, batch_size=64))  # one step on the whole batch
     assert history["step"] == [1] and len(history["step_loss_a"]) == 1
     by_hand = [copy.deepcopy(a0), copy.deepcopy(b0)]
     _dml_step_by_hand(*by_hand, x, y, lr=1e-2)
@@ -146,8 +148,8 @@ def test_mutual_learning_moves_both_models_on_every_step(toy):
         snapshots.append([_params(m) for m in models])
     seed_everything(0)
     before = [_params(m) for m in (_mlp(), _mlp())]  # the same draws mutual_learning makes after seeding
-    mutual_learning(make, make, x, y, num_epochs=3, lr=1e-2, batch_size=16,
-                    options=train.TrainOptions(progress=False, on_step=on_step))
+    mutual_learning(make, make, x, y, num_epochs=3, lr=1e-2,
+                    options=replace(train.TrainOptions(progress=False, on_step=on_step), batch_size=16))
     assert len(snapshots) == 12
     for prev, now in zip([before, *snapshots[:-1]], snapshots):
         for p_model, n_model in zip(prev, now):
@@ -158,11 +160,11 @@ def test_mutual_learning_with_alpha_0_is_two_independent_fits(toy):
     x, y = toy
     seed_everything(0)
     a0, b0 = _mlp(), _mlp()
-    a, b, history = mutual_learning(_mlp, _mlp, x, y, num_epochs=3, lr=1e-2, batch_size=16, alpha=0.0,
-                                    options=QUIET)  # 12 steps: fit's OneCycle schedule is on
+    a, b, history = mutual_learning(_mlp, _mlp, x, y, num_epochs=3, lr=1e-2, objective=HintonKD(1.0, 0.0),
+                                    options=replace(QUIET, batch_size=16))  # 12 steps: fit's OneCycle schedule is on
     for start, trained, key in ((a0, a, "step_loss_a"), (b0, b, "step_loss_b")):
         alone = copy.deepcopy(start)
-        fit_history = train.fit(alone, x, y, num_epochs=3, lr=1e-2, batch_size=16, options=QUIET)
+        fit_history = train.fit(alone, x, y, num_epochs=3, lr=1e-2, options=replace(QUIET, batch_size=16))
         assert history[key] == pytest.approx(fit_history["step_loss"], abs=1e-5)
         for p, q in zip(trained.parameters(), alone.parameters()):
             torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
@@ -176,7 +178,8 @@ def test_mutual_learning_pulls_the_students_together_on_mnist(mnist_subset):
         return MLPStudent((64,))
 
     def disagreement(alpha):
-        a, b, _ = mutual_learning(make, make, x, y, num_epochs=4, lr=3e-3, batch_size=64, alpha=alpha, options=QUIET)
+        a, b, _ = mutual_learning(make, make, x, y, num_epochs=4, lr=3e-3, objective=HintonKD(1.0, alpha),
+                                  options=replace(QUIET, batch_size=64))
         pa, pb = F.log_softmax(train.predict_logits(a, x_test), 1), F.log_softmax(train.predict_logits(b, x_test), 1)
         accuracy = min(train.evaluate(m, x_test, y_test)["accuracy"] for m in (a, b))
         return float((pb.exp() * (pb - pa)).sum(1).mean()), accuracy
@@ -198,10 +201,10 @@ def test_function_matching_shows_the_teacher_the_students_augmented_batch(monkey
         return out
     teacher.register_forward_pre_hook(lambda m, inputs: teacher_saw.append(inputs[0].clone()))
     student.register_forward_pre_hook(lambda m, inputs: student_saw.append(inputs[0].clone()))
-    history = function_matching(student, teacher, x, y, augment, num_epochs=2, lr=1e-2, batch_size=16,
-                                options=QUIET)
+    history = function_matching(student, teacher, x, y, augment, num_epochs=2, lr=1e-2,
+                                options=replace(QUIET, batch_size=16))
     (_, got_teacher, objective, kwargs), = distill_calls
-    assert got_teacher is teacher and kwargs["augment"] is augment
+    assert got_teacher is teacher and kwargs["options"].augment is augment
     assert isinstance(objective, HintonKD) and (objective.T, objective.alpha) == (1.0, 1.0)
     assert len(history["step_loss"]) == 6 == len(augmented) == len(teacher_saw) == len(student_saw)
     for aug, t_in, s_in in zip(augmented, teacher_saw, student_saw):

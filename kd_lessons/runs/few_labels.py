@@ -17,10 +17,10 @@ import torch
 
 from kd_lessons import config
 from kd_lessons.data import check_name, hide_labels, load_tensors, stratified_subset
-from kd_lessons.models import MLPStudent
+from kd_lessons.models import MLPStudent, make_student as build_student
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
 from kd_lessons.recipes import Recipe, check_recipe, pick
-from kd_lessons.runs.students import Method, StudentRuns, train_students
+from kd_lessons.runs.students import Arm, StudentRuns, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
 
@@ -81,12 +81,12 @@ def methods(data: dict, teacher: torch.nn.Module, T: float = 4.0, alpha: float =
     unknown = set(names) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; use some of {list(METHODS)}")
-    table = {"scratch": Method(CrossEntropy(), data["x_labeled"], data["y_labeled"]),
+    table = {"scratch": Arm(CrossEntropy(), data["x_labeled"], data["y_labeled"]),
              "distilled": HintonKD(T, alpha),
-             "all labels": Method(CrossEntropy(), data["x"], data["y_true"])}
+             "all labels": Arm(CrossEntropy(), data["x"], data["y_true"])}
     if "pseudo-labels" in names:
         top = cached_logits(teacher, data["x"]).argmax(1)
-        table["pseudo-labels"] = Method(CrossEntropy(), data["x"], torch.where(data["y"] == UNLABELED, top, data["y"]))
+        table["pseudo-labels"] = Arm(CrossEntropy(), data["x"], torch.where(data["y"] == UNLABELED, top, data["y"]))
     return {name: table[name] for name in names}
 
 

@@ -15,12 +15,13 @@ import pandas as pd
 import torch
 
 from kd_lessons import cache, config
+from kd_lessons.cache import CorruptFileError
 from kd_lessons.data import random_shift, stratified_subset
 from kd_lessons.methods.deep_inversion import SynthesisOptions, gaussian_noise_like, synthesize
 from kd_lessons.models import CNNStudent
 from kd_lessons.objectives import UNLABELED, HintonKD
 from kd_lessons.recipes import Recipe, check_recipe, pick
-from kd_lessons.runs.students import Method, StudentRuns, load_split, train_students
+from kd_lessons.runs.students import Arm, StudentRuns, load_split, train_students
 from kd_lessons.train import TrainOptions
 
 __all__ = ["SyntheticSetsRecipe", "recipe", "make_student", "synthetic_set", "mix_and_shift", "transfer_sets",
@@ -126,7 +127,7 @@ def transfer_sets(teacher: torch.nn.Module, rec: SyntheticSetsRecipe, data: dict
 def _train(teacher, rec: SyntheticSetsRecipe, data: dict, sets: dict, seeds, augment=mix_and_shift,
            alpha: float = 0.9) -> StudentRuns:
     """One student per (set, seed), all with rec.student_steps steps; HintonKD (labels only where y >= 0)."""
-    arms = {name: Method(HintonKD(rec.T, alpha), x, y) for name, (x, y) in sets.items()}
+    arms = {name: Arm(HintonKD(rec.T, alpha), x, y) for name, (x, y) in sets.items()}
     return train_students(lambda: make_student(rec), data, arms, seeds, teacher=teacher, lr=rec.lr,
                           options=TrainOptions(batch_size=rec.batch_size, augment=augment, max_steps=rec.student_steps,
                                                progress=False))

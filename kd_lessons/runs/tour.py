@@ -19,10 +19,11 @@ import torch
 
 from kd_lessons import cache, config
 from kd_lessons.config import get_device
+from kd_lessons.data import check_name
 from kd_lessons.methods import registry
 from kd_lessons.models import MLPStudent
-from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
 from kd_lessons.recipes import Recipe, check_recipe, pick
+from kd_lessons.runs.students import StudentRuns, load_split, paired_differences, train_students
 from kd_lessons.train import TrainOptions, evaluate
 
 __all__ = ["TOUR_FAMILIES", "FAMILIES", "SCHEMES", "run_schemes", "TourRecipe", "recipe", "make_student", "methods",
