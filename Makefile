@@ -36,9 +36,10 @@ LINT_PATHS := kd_lessons tests app.py bench scripts notebooks
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 
-# pytest-xdist does not pay on the shared 2-core machine (measured, one process vs -n 2 --dist loadfile: 287 loss and
-# data tests 21 s vs 46 s; 110 training tests 10-14 s vs 15-23 s), so the suite runs in one process. Where cores are
-# free: XDIST="-n 2 --dist loadfile" (one file per worker, so a notebook's cells stay in order; nbval works so).
+# pytest-xdist barely pays on the shared 2-core machine (one process vs -n 2 --dist loadfile, load 1-3 from other
+# work: make test-fast's 1,472 tests 110 s vs 104 s; 287 loss and data tests 21 s vs 46 s; 110 training tests
+# 10-14 s vs 15-23 s: torch already uses both cores), so the suite runs in one process. To try it:
+# XDIST="-n 2 --dist loadfile" (one file per worker, so a notebook's cells stay in order; nbval works so).
 XDIST ?=
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg
 test: setup system-deps data lint
