@@ -136,6 +136,22 @@ def teacher_precomputable(objective: Objective, augment) -> bool:
     return objective.uses_teacher and not objective.uses_features and augment is None
 
 
+def _logits_source(teacher: torch.Tensor, objective: Objective, x: torch.Tensor, augment, device: torch.device):
+    """Batch positions -> rows of the teacher's precomputed logits, after checking they can stand in for it."""
+    if augment is not None:
+        raise ValueError("teacher logits were computed on the un-augmented x, so with augment they would not "
+                         "match the augmented batches the student sees; pass the teacher model instead (it "
+                         "then runs on every augmented batch) or set augment=None")
+    if objective.uses_features:
+        raise ValueError(f"{type(objective).__name__} needs the teacher's feature maps: pass teacher=<model>, "
+                         "not its logits")
+    if teacher.dim() != 2 or len(teacher) != len(x):
+        raise ValueError(f"teacher logits have shape {list(teacher.shape)} but x has {len(x)} rows; compute "
+                         f"them with predict_logits(teacher, x) on the same x")
+    logits = teacher.to(device).float()
+    return lambda idx, xb: logits[idx.to(logits.device)]
+
+
 def _teacher_source(teacher, objective: Objective, x: torch.Tensor, augment, device: torch.device):
     """Turn `teacher` (None, cached logits or a model) into batch -> teacher output, and a cleanup stack."""
     stack = contextlib.ExitStack()
@@ -147,18 +163,7 @@ def _teacher_source(teacher, objective: Objective, x: torch.Tensor, augment, dev
     if isinstance(teacher, nn.Module) and teacher_precomputable(objective, augment):
         teacher = predict_logits(teacher, x, device=device)  # once, instead of once per epoch
     if isinstance(teacher, torch.Tensor):
-        if augment is not None:
-            raise ValueError("teacher logits were computed on the un-augmented x, so with augment they would not "
-                             "match the augmented batches the student sees; pass the teacher model instead (it "
-                             "then runs on every augmented batch) or set augment=None")
-        if objective.uses_features:
-            raise ValueError(f"{type(objective).__name__} needs the teacher's feature maps: pass teacher=<model>, "
-                             "not its logits")
-        if teacher.dim() != 2 or len(teacher) != len(x):
-            raise ValueError(f"teacher logits have shape {list(teacher.shape)} but x has {len(x)} rows; compute "
-                             f"them with predict_logits(teacher, x) on the same x")
-        logits = teacher.to(device).float()
-        return (lambda idx, xb: logits[idx.to(logits.device)]), stack
+        return _logits_source(teacher, objective, x, augment, device), stack
     if not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be an nn.Module or a tensor of its logits, got {type(teacher).__name__}")
     cl = stack.enter_context(_borrowed(teacher, device))
@@ -226,19 +231,14 @@ class _ImageLearner(Learner):
         return bool(options.callback(epoch, history)) if options.callback is not None else False
 
 
-def _check_options(options: TrainOptions) -> None:
-    """Reject an options.val that is not a pair of tensors before any work starts."""
-    val = options.val
-    if val is not None and (not isinstance(val, (tuple, list)) or len(val) != 2 or check_xy(*val) < 1):
-        raise ValueError(f"val must be a pair (x_val, y_val), got {type(val).__name__}")
-
-
 def _run(model, x, y, objective: Objective, teacher, num_epochs, lr, options: TrainOptions) -> dict:
     """Set up the image plug-in (optimiser, OneCycle, AMP, teacher source, DDP shards) and run the one loop."""
     check_xy(x, y)
     _labels(y)
     _check_run(num_epochs, lr, options.batch_size)
-    _check_options(options)
+    if options.val is not None and (not isinstance(options.val, (tuple, list)) or len(options.val) != 2
+                                    or check_xy(*options.val) < 1):
+        raise ValueError(f"val must be a pair (x_val, y_val), got {type(options.val).__name__}")
     device = resolve_device(options.device)
     generator = seed_everything(options.seed)
     augment = loop.seeded_augment(options.augment, generator)
