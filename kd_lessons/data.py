@@ -83,7 +83,7 @@ def _decoded(name: str, split: str, file: str, mtime_ns: int, size: int, source:
 
 
 def clear_memo() -> None:
-    """Forget in-process copies so the next load re-reads and re-verifies the disk cache; notebook 00_start_here."""
+    """Forget in-process copies so the next load re-reads and re-verifies the disk cache (tests, a new data folder)."""
     _decoded.cache_clear()
 
 

@@ -150,7 +150,7 @@ def class_names(name: str) -> list[str]:
 
 
 def student_label(name: str, width: int) -> str:
-    """The MLP student's layer sizes ('784-100-100-10') for the app's sidebar; notebook 04_distill_mnist."""
+    """The MLP student's layer sizes ('784-100-100-10') for the app's sidebar (lesson 04's students)."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width={width!r}: pass a positive int (the hidden layers' width)")
     info = get(name)

@@ -212,7 +212,7 @@ class CifarStudent(_StagedCNN):
 
 
 def make_student(dataset: str, kind: str = "mlp", width: int = 800) -> nn.Module:
-    """A student by kind ("mlp": two hidden layers of `width`, "cnn": small CNN). Notebook 04_distill_mnist."""
+    """A student by kind ("mlp": two hidden layers of `width`, "cnn": small CNN). Notebook 00_start_here."""
     info = get(dataset)
     if width < 1:
         raise ValueError(f"width={width}: must be a positive integer")

@@ -37,7 +37,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """The figure every kd_lessons plot draws on: shown by Jupyter as a PNG, no pyplot state. Notebook 00_start_here."""
+    """The figure every kd_lessons plot draws on: shown by Jupyter as a PNG, no pyplot. Notebook 10_generative_kd."""
     return _figure(width, height)
 
 
@@ -248,7 +248,7 @@ def line_plot(x, ys: Mapping[str, object], xlabel: str = "", ylabel: str = "", t
 
 
 def training_curves(histories, keys: Sequence[str] = ("train_loss", "val_accuracy")) -> Figure:
-    """Loss and accuracy against training steps for one history or {name: history}. Notebook 04_distill_mnist."""
+    """Loss and accuracy against training steps for one history or {name: history}: the app's training curves."""
     if isinstance(histories, Mapping) and "epoch" in histories:
         histories = {"": histories}
     if not histories:

@@ -65,7 +65,7 @@ def _rkd_angle(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
-    """RKD-D: match pairwise distances, each normalised by its batch mean. Introduced in notebook 11_methods_tour.
+    """RKD-D: match pairwise distances, each normalised by its batch mean. Notebook 08_interview_questions.
 
     Park et al. (CVPR 2019), distance-wise loss: psi_D(e_i, e_j) = ||e_i - e_j||_2 / mu with mu the mean distance
     over the pairs i != j of the batch; loss = mean over pairs of Huber(psi_D(s), psi_D(t)) (smooth L1,
@@ -77,7 +77,7 @@ def rkd_distance_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> t
 
 
 def rkd_angle_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
-    """RKD-A: match the angles that triplets of samples form. Introduced in notebook 11_methods_tour.
+    """RKD-A: match the angles that triplets of samples form (the RKD objective of lesson 11 uses it).
 
     Park et al. (CVPR 2019), angle-wise loss: psi_A(e_i, e_j, e_k) = <u_ij, u_kj>, u_ij = (e_i - e_j) / ||e_i - e_j||;
     loss = mean over triplets of distinct samples of Huber(psi_A(s), psi_A(t)). B >= 3; teacher detached.

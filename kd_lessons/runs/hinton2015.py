@@ -251,7 +251,7 @@ def known_errors(baseline: pd.DataFrame, s: HintonRecipe) -> dict:
 
 
 def run_all(s: HintonRecipe | None = None, progress: bool = True) -> dict:
-    """Every experiment of section 3 plus the T sweep and the table. Notebook 07_hinton_2015_reproduction."""
+    """Every experiment of section 3 plus the T sweep and the table: `python -m kd_lessons hinton`."""
     s = s or recipe()
     start = time.perf_counter()
     base_data, data = load_data(s, s.baseline_teacher), load_data(s, s.transfer_teacher)

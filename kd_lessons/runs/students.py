@@ -52,7 +52,7 @@ class Arm:
 
 
 def load_split(dataset: str, n_train: int | None = None, seed: int = 0) -> dict:
-    """Train (optionally a class-balanced subset) and test tensors in one dict. Notebook 04_distill_mnist."""
+    """Train (optionally a class-balanced subset) and test tensors in one dict. Notebook 05_feature_distillation."""
     x, y = load_tensors(dataset, train=True)
     if n_train is not None:
         x, y = stratified_subset(x, y, n_train, seed=seed)
@@ -123,13 +123,13 @@ def train_students(make_student: Callable[[], nn.Module], data: Mapping, arms: M
 
 def scratch_vs_distilled(make_student: Callable[[], nn.Module], data: Mapping, teacher, seeds: Sequence[int] = (0,),
                          T: float = 4.0, alpha: float = 0.9, **kwargs) -> StudentRuns:
-    """The same student from scratch (cross-entropy) and distilled (HintonKD), per seed. Notebook 04_distill_mnist."""
+    """The same student from scratch (cross-entropy) and distilled (HintonKD), per seed. Notebook 06_cifar10_gpu."""
     arms = {"scratch": CrossEntropy(), "distilled": HintonKD(T, alpha)}
     return train_students(make_student, data, arms, seeds, teacher=teacher, **kwargs)
 
 
 def error_ratio(table: pd.DataFrame, method: str = "distilled", baseline: str = "scratch") -> float:
-    """Mean errors of `method` / mean errors of `baseline`: below 1 means it helped. Notebook 04_distill_mnist."""
+    """Mean errors of `method` / mean errors of `baseline`: below 1 means it helped."""
     means = table.groupby("method")["errors"].mean()
     if not {method, baseline} <= set(means.index) or means[baseline] == 0:
         raise ValueError(f"need {baseline!r} (with errors > 0) and {method!r} rows, got {means.to_dict()}")

@@ -63,7 +63,7 @@ def recipe(**overrides) -> SyntheticSetsRecipe:
 
 
 def make_student(rec: SyntheticSetsRecipe) -> CNNStudent:
-    """The student: the small CNN of notebook 05 (BatchNorm too, so it must live with the images' statistics)."""
+    """The student: the small CNN of lesson 05 (BatchNorm too, so it must live with the images' statistics)."""
     return CNNStudent(width=rec.student_width)
 
 

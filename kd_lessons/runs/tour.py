@@ -141,7 +141,7 @@ def _path(rec: TourRecipe, teacher: torch.nn.Module):
 
 
 def load(rec: TourRecipe, teacher: torch.nn.Module) -> pd.DataFrame:
-    """The cached (method, seed) rows of this recipe and teacher (empty when none). Notebook 11_methods_tour."""
+    """The cached (method, seed) rows of this recipe and teacher (empty when none): the app's methods tab."""
     rows = cache.load_or_none(_path(rec, teacher), {"kind": "kd_lessons.tour"}, "methods-tour cache")
     return pd.DataFrame(rows if isinstance(rows, list) else [],
                         columns=["method", "seed", "accuracy", "errors", "seconds", "device"])
