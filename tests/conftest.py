@@ -94,7 +94,7 @@ LESSONS = {
     "test_recipes.py": (4, 5, 6, 7, 10, 11, 12, 13, 14), "test_registry.py": (10, 11),
     "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
     "test_cache.py": EVERY, "test_config.py": EVERY, "test_locks.py": EVERY, "test_notebooks_clean.py": EVERY,
-    "test_docstring_tags.py": EVERY, "test_site_browser.py": EVERY,
+    "test_docstring_tags.py": EVERY, "test_site_browser.py": (0,),  # the rendered site: built once, for the course
     "test_course.py": (0,), "test_main.py": (0,), "test_wheel.py": (0,),
     "test_data.py": (0, 1, 2, 3, 6, 8, 12), "test_datasets.py": (0, 1, 2, 3, 6, 8, 12), "test_cifar_path.py": (6,),
     "test_models.py": (0, 3, 4, 5, 6, 8, 11, 12, 13), "test_plots.py": (0, 1, 2, 4, 5, 7, 10, 11, 12),
