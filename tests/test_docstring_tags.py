@@ -30,8 +30,10 @@ MODULE_CODE = "<module>"  # the pseudo-name of a module's top-level statements
 IMPORT = "<import>"  # a ref "<import>methods/logits": the string "kd_lessons.methods.logits", for importlib
 
 
-def _word(name: str, text: str) -> bool:
-    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+@lru_cache(maxsize=None)
+def _words(text: str) -> frozenset:
+    """The identifiers in a text (a name is "used" when it appears as a whole word)."""
+    return frozenset(re.findall(r"\w+", text))
 
 
 @lru_cache(maxsize=1)
@@ -111,25 +113,31 @@ def imported_modules(module: str) -> frozenset:
         m for m in modules if m.endswith("/__init__") and m.removesuffix("/__init__") in found)
 
 
-def _directly_used(module: str, name: str, code: str) -> bool:
+@lru_cache(maxsize=None)
+def _init_text(package: str) -> str:
+    """A subpackage's __init__.py (what it re-exports), "" if none."""
+    init = PACKAGE / package / "__init__.py"
+    return init.read_text(encoding="utf-8") if init.is_file() else ""
+
+
+def _directly_used(module: str, name: str, code: frozenset) -> bool:
     """The notebook's code says `name` and names its module (or a package whose __init__ exports it)."""
-    if name == MODULE_CODE or not _word(name, code):
+    if name == MODULE_CODE or name not in code:
         return False
     parts = module.split("/")
     stems = [parts[-1]] if parts[-1] != "__init__" else [parts[-2]] if len(parts) > 1 else []
     for i in range(len(parts) - 1, 0, -1):
-        init = PACKAGE.joinpath(*parts[:i], "__init__.py")
-        if init.is_file() and _word(name, init.read_text(encoding="utf-8")):
+        if name in _words(_init_text("/".join(parts[:i]))):
             stems.append(parts[i - 1])
     if module in ("__init__",):
         stems.append("kd_lessons")
-    return any(_word(s, code) for s in stems)
+    return any(s in code for s in stems)
 
 
 @lru_cache(maxsize=None)
 def used_by(number: str) -> frozenset:
     """Every (module, name) notebook `number` uses, directly or through the package."""
-    code = notebooks()[number][1]
+    code = _words(notebooks()[number][1])
     defs = definitions()
     todo = [key for key in defs if _directly_used(*key, code)]
     seen = set(todo)
