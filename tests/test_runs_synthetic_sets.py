@@ -19,7 +19,7 @@ def tiny(tmp_path, monkeypatch):
     torch.manual_seed(0)
     teacher = TeacherCNN(width=4).eval()
     rec = synthetic_sets.recipe(n_images=20, snapshots=[1], n_small_real=10,
-                           synthesis=SynthesisOptions(steps=2, batch_size=10).as_dict())
+                           synthesis=SynthesisOptions(steps=2, batch_size=10))
     return teacher, rec
 
 

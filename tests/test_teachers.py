@@ -200,7 +200,7 @@ def test_archs_and_recipes():
     assert [m.arch for m in teachers.recipe("mnist").members] == ["TeacherCNN", "MLPTeacher"]
     assert teachers.recipe("cifar10") == teachers.recipe("cifar10", "resnet")
     mlp = teachers.recipe("mnist", "mlp")
-    assert (mlp["hidden"], mlp["dropout"], mlp["input_dropout"]) == ([1200, 1200], 0.5, 0.2)
+    assert (mlp.hidden, mlp.dropout, mlp.input_dropout) == ([1200, 1200], 0.5, 0.2)
     built = teachers.build_teacher(mlp)
     assert isinstance(built, MLPTeacher) and built.hidden == (1200, 1200)
     assert (built.dropout.p, built.input_dropout.p) == (0.5, 0.2)

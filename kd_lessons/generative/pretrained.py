@@ -19,8 +19,16 @@ from tqdm.auto import tqdm
 from kd_lessons import cache, config
 from kd_lessons.generative.divergences import topk_kd_loss
 from kd_lessons.generative.lm import LMOptions, train_lm
-from kd_lessons.generative.smollm2 import (GGUF_FILE, INSTALL_COMMAND, LLMExtraMissing, available, gguf_path,
-                                           load_smollm2, missing, unavailable_reason)
+from kd_lessons.generative.smollm2 import (
+    GGUF_FILE,
+    INSTALL_COMMAND,
+    LLMExtraMissing,
+    available,
+    gguf_path,
+    load_smollm2,
+    missing,
+    unavailable_reason,
+)
 
 __all__ = ["INSTALL_COMMAND", "GGUF_FILE", "LLMExtraMissing", "missing", "available", "unavailable_reason",
            "gguf_path", "load_smollm2", "cache_topk", "TopkKD", "distill_from_topk", "evaluate_topk", "TopkExperiment",

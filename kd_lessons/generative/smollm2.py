@@ -95,7 +95,7 @@ def load_smollm2(device=None, quiet: bool = False) -> tuple[nn.Module, object]:
     teacher = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
                                                    dtype=torch.float32)
     teacher.requires_grad_(False)
-    teacher.to(device if device is not None else config.get_device()).eval()
+    teacher.to(config.resolve_device(device)).eval()
     seconds = time.perf_counter() - start
     if not quiet:
         n = sum(p.numel() for p in teacher.parameters())

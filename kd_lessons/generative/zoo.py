@@ -145,7 +145,7 @@ def get_text_teacher(corpus: str = "shakespeare", device=None, retrain: bool = F
     train_seconds, steps, sample (generated text), history and recipe. `recipe_override` replaces
     recipe keys (tests use tiny ones); `progress` shows a tqdm bar if it trains.
     """
-    device = torch.device(device) if device is not None else config.get_device()
+    device = config.resolve_device(device)
     rec = text_recipe(corpus, **(recipe_override or {}))
     path = text_checkpoint_path(corpus, rec)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from kd_lessons.config import get_device
+from kd_lessons.config import resolve_device
 
 __all__ = ["bn_statistics_loss", "BNStatistics", "bn_loss_per_layer", "total_variation", "SynthesisOptions",
            "synthesize",
@@ -197,7 +197,7 @@ def synthesize(teacher: nn.Module, y: torch.Tensor, input_shape=(1, 28, 28), opt
         raise ValueError(f"options must be a SynthesisOptions, got {type(opts).__name__}")
     if not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be an nn.Module with BatchNorm layers, got {type(teacher).__name__}")
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     head = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
     y = _check_classes(y, head[-1].out_features if head else 10**9)
     snapshots = sorted({int(s) for s in snapshots if 0 < int(s) <= opts.steps})

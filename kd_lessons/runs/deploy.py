@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_lessons.config import get_device
+from kd_lessons.config import resolve_device
 from kd_lessons.models import count_macs, count_params, measure_latency, size_on_disk
 from kd_lessons.train import evaluate
 
@@ -30,7 +30,7 @@ def model_table(models: Mapping[str, nn.Module], data: Mapping, input_shape: Seq
         raise ValueError("models is empty; pass e.g. {'teacher': teacher, 'student': student}")
     if rounds < 1 or repeats < 1:
         raise ValueError(f"rounds={rounds}, repeats={repeats}: both must be >= 1")
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     reference = reference or next(iter(models))
     if reference not in models:
         raise ValueError(f"reference={reference!r} is not one of {list(models)}")

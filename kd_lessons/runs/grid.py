@@ -22,9 +22,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
+from kd_lessons.data import check_name
 from kd_lessons.losses import check_alpha, check_T
-from kd_lessons.runs import few_labels
 from kd_lessons.recipes import check_recipe
+from kd_lessons.runs import few_labels
 from kd_lessons.runs.few_labels import FewLabelsRecipe
 from kd_lessons.teachers import get_teacher
 from kd_lessons.teachers import recipe as teacher_recipe
