@@ -17,7 +17,6 @@ CLASSROOM = [name for name, info in DATASETS.items() if info.classroom]  # prepa
 def _cmd_data(args: argparse.Namespace) -> int:
     """Fetch, verify and cache every dataset and text corpus; exit 0 when at least MNIST is ready."""
     from kd_lessons import cache, config, data
-
     from kd_lessons.generative import text
 
     print(f"data folder:  {config.data_dir()}\ncache folder: {cache.path('tensors', '')}")

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # ---------------------------------------------------------------- input checks (one per kind)
 
 def _real(name: str, value, hint: str) -> float:

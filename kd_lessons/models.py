@@ -13,8 +13,8 @@ import time
 from typing import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from kd_lessons.config import resolve_device
 from kd_lessons.datasets import get

@@ -82,8 +82,9 @@ def _install(name: str, files: dict[str, Path]) -> None:
 
 def _from_torchvision(name: str) -> None:
     """Let torchvision download (md5-checked) into a temp folder, quietly and with a short timeout."""
-    import torchvision.datasets as tvd
     from urllib.parse import urlparse
+
+    import torchvision.datasets as tvd
 
     info = get(name)
     cls = getattr(tvd, info.torchvision)

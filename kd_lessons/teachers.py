@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_lessons import config
-from kd_lessons import cache
+from kd_lessons import cache, config
 from kd_lessons.cache import CorruptFileError
 from kd_lessons.data import DATASETS, check_name, load_tensors, random_crop_flip, random_shift, stratified_subset
 from kd_lessons.models import CifarResNet, Ensemble, MLPTeacher, TeacherCNN, count_params

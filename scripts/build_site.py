@@ -89,9 +89,9 @@ def landing_page(rows: list[dict], mode: str, why: str, machine: str, shot_probl
     quick_note = ("Quick mode (`KD_QUICK=1`) trains with smoke-test sizes, so the numbers on these pages are not the "
                   "course's results (the README lists full-mode measurements); the lessons' asserts still ran. "
                   if mode == "quick" else "Full mode: the course's own settings. ")
-    shot = (f"```{{figure}} app_screenshot.png\n:alt: the classroom app\n:width: 100%\n\nThe classroom app "
-            f"(`make app`, or `python -m kd_lessons app` after `pip install`): soft labels, the T x alpha heatmap, "
-            f"loss anatomy, live training.\n```\n" if not shot_problem else f"*(The app's screenshot is missing: "
+    shot = ("```{figure} app_screenshot.png\n:alt: the classroom app\n:width: 100%\n\nThe classroom app "
+            "(`make app`, or `python -m kd_lessons app` after `pip install`): soft labels, the T x alpha heatmap, "
+            "loss anatomy, live training.\n```\n" if not shot_problem else f"*(The app's screenshot is missing: "
             f"{shot_problem}; run `make test` or `python scripts/app_screenshot.py`.)*\n")
     table = "\n".join(f"| [{r['notebook'][:2]}]({r['notebook']}) | {r['title']} | {r['seconds']:.0f} s | {r['figures']} |"
                       for r in rows)

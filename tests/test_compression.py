@@ -5,8 +5,14 @@ from torch import nn
 
 from kd_lessons.models import CNNStudent, MLPStudent, count_params, size_on_disk
 from kd_lessons.runs import compression
-from kd_lessons.runs.compression import (compare, make_permanent, prune_magnitude, quantize_int8,
-                                         sparse_size_on_disk, zero_fraction)
+from kd_lessons.runs.compression import (
+    compare,
+    make_permanent,
+    prune_magnitude,
+    quantize_int8,
+    sparse_size_on_disk,
+    zero_fraction,
+)
 
 SHAPE = (1, 28, 28)
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,14 +9,21 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import FAST, betas, seeds, temperatures, value_and_grad
-from strategies import logits_pair as shared_logits_pair
 from torch.distributions import Categorical, kl_divergence
 
 from kd_lessons.generative.divergences import (
-    check_beta, forward_kl, generalized_jsd, reverse_kl, topk_kd_loss, topk_logprobs, topk_mass,
+    check_beta,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    topk_kd_loss,
+    topk_logprobs,
+    topk_mass,
 )
 from kd_lessons.losses import kd_loss
+
+from strategies import FAST, betas, seeds, temperatures, value_and_grad
+from strategies import logits_pair as shared_logits_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

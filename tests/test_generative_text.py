@@ -1,6 +1,5 @@
 """kd_lessons.generative.text: the verified corpus, its fallbacks and errors, the vocabulary and the windows."""
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -8,8 +7,15 @@ import torch
 
 from kd_lessons.cache import CacheWarning, file_digest
 from kd_lessons.generative import text
-from kd_lessons.generative.text import (TEXT_CORPORA, CharVocab, DataUnavailableError, iterate_windows, load_text,
-                                        sample_windows, split)
+from kd_lessons.generative.text import (
+    TEXT_CORPORA,
+    CharVocab,
+    DataUnavailableError,
+    iterate_windows,
+    load_text,
+    sample_windows,
+    split,
+)
 
 INFO = TEXT_CORPORA["shakespeare"]
 

@@ -5,7 +5,6 @@ left mode 60% of the mass); the comments give the values measured when these tes
 """
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from kd_lessons.generative import lm_plots, toy

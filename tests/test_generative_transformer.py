@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.generative.lm import LMOptions, cross_entropy_loss, lr_at, train_lm
-from kd_lessons.generative.transformer import (CharTransformer, bits_per_char, generate, token_log_probs,
-                                               tokens_per_second)
+from kd_lessons.generative.transformer import (
+    CharTransformer,
+    bits_per_char,
+    generate,
+    token_log_probs,
+    tokens_per_second,
+)
 
 V = 11
 

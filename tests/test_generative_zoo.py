@@ -1,5 +1,4 @@
 """kd_lessons.generative.zoo: the cached text teacher, student sizes and the side-by-side table."""
-import warnings
 
 import pytest
 import torch

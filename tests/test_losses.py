@@ -6,13 +6,26 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import FAST, logits_pair, seeds, temperatures, value_and_grad
 
 from kd_lessons.losses import (
-    HintRegressor, attention_map, attention_transfer_loss, check_alpha, check_labels, check_logits, check_T,
-    distillation_loss, entropy, hint_loss, kd_loss, kd_term, log_soften, soft_cross_entropy, soften,
+    HintRegressor,
+    attention_map,
+    attention_transfer_loss,
+    check_alpha,
+    check_labels,
+    check_logits,
+    check_T,
+    distillation_loss,
+    entropy,
+    hint_loss,
+    kd_loss,
+    kd_term,
+    log_soften,
+    soft_cross_entropy,
+    soften,
 )
 
+from strategies import FAST, logits_pair, seeds, temperatures, value_and_grad
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

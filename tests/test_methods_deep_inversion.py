@@ -1,11 +1,19 @@
 """DeepInversion pieces: the BN-statistics loss against an independent computation, the hooks, synthesis."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from kd_lessons.methods.deep_inversion import (BNStatistics, SynthesisOptions, bn_loss_per_layer, bn_statistics_loss,
-                                          gaussian_noise_like, synthesize, total_variation)
+from kd_lessons.methods.deep_inversion import (
+    BNStatistics,
+    SynthesisOptions,
+    bn_loss_per_layer,
+    bn_statistics_loss,
+    gaussian_noise_like,
+    synthesize,
+    total_variation,
+)
 from kd_lessons.models import MLPStudent, TeacherCNN
 
 

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_lessons.losses import kd_loss
-from kd_lessons.methods.logits import (DIST, DKD, LogitStandardizedKD, dist_terms, dkd_terms, pearson_rows,
-                                       standardize)
+from kd_lessons.methods.logits import DIST, DKD, LogitStandardizedKD, dist_terms, dkd_terms, pearson_rows, standardize
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import UNLABELED, HintonKD, Objective
 from kd_lessons.train import TrainOptions, distill

@@ -11,8 +11,13 @@ import torch.nn.functional as F
 from kd_lessons import train
 from kd_lessons.config import seed_everything
 from kd_lessons.data import random_shift
-from kd_lessons.methods.schemes import (born_again, function_matching, function_matching_objective, mutual_learning,
-                                        teacher_assistant)
+from kd_lessons.methods.schemes import (
+    born_again,
+    function_matching,
+    function_matching_objective,
+    mutual_learning,
+    teacher_assistant,
+)
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import HintonKD
 

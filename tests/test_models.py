@@ -3,8 +3,20 @@ import pytest
 import torch
 from torch import nn
 
-from kd_lessons.models import (CifarResNet, CifarStudent, CNNStudent, Ensemble, MLPStudent, MLPTeacher, TeacherCNN,
-                               count_macs, count_params, make_student, measure_latency, size_on_disk)
+from kd_lessons.models import (
+    CifarResNet,
+    CifarStudent,
+    CNNStudent,
+    Ensemble,
+    MLPStudent,
+    MLPTeacher,
+    TeacherCNN,
+    count_macs,
+    count_params,
+    make_student,
+    measure_latency,
+    size_on_disk,
+)
 from kd_lessons.teachers import build_teacher, recipe
 
 

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import FAST, seeds
 
 from kd_lessons.losses import distillation_loss, kd_loss
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD, Objective
+
+from strategies import FAST, seeds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

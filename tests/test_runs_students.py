@@ -12,8 +12,15 @@ from kd_lessons.data import random_shift
 from kd_lessons.models import CNNStudent, MLPStudent
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs import students
-from kd_lessons.runs.students import (StudentRuns, error_ratio, load_split, paired_differences, scratch_vs_distilled,
-                                      summarize, train_students)
+from kd_lessons.runs.students import (
+    StudentRuns,
+    error_ratio,
+    load_split,
+    paired_differences,
+    scratch_vs_distilled,
+    summarize,
+    train_students,
+)
 from kd_lessons.train import TrainOptions
 
 N_TEST = 30

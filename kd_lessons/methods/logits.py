@@ -7,9 +7,6 @@ with the host. Notation as in `kd_lessons.losses`: z student logits, v teacher l
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
 

@@ -9,8 +9,6 @@ Objective for `train.distill`; `flat_embedding` (one feature map -> [B, D]) is s
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

@@ -17,7 +17,8 @@ import torch
 
 from kd_lessons import config
 from kd_lessons.data import check_name, hide_labels, load_tensors, stratified_subset
-from kd_lessons.models import MLPStudent, make_student as build_student
+from kd_lessons.models import MLPStudent
+from kd_lessons.models import make_student as build_student
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
 from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs.students import Arm, StudentRuns, train_students

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kd_lessons import config
 from kd_lessons.data import load_tensors, stratified_subset
 from kd_lessons.models import MLPStudent
 from kd_lessons.objectives import CrossEntropy, HintonKD
