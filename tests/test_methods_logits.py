@@ -149,7 +149,9 @@ def test_logit_standardized_kd_matches_the_papers_formula(seed, B, K, T, alpha, 
     z, v, y = _inputs(seed, B, K)
     if unlabeled:
         y[0] = UNLABELED
-    _assert_matches(LogitStandardizedKD(T, alpha), _ls_oracle(T, alpha), z, v, y)
+    # K = 2: standardised logits are +-1 whatever z is, so the exact gradient of the soft term is 0 and float32
+    # leaves cancellation noise of a few 1e-5 (hypothesis found 3.7e-5 at seed 204): a looser atol there only.
+    _assert_matches(LogitStandardizedKD(T, alpha), _ls_oracle(T, alpha), z, v, y, atol=1e-4 if K == 2 else 1e-5)
 
 
 def test_all_three_are_logit_objectives_whose_teacher_gets_no_gradient():
