@@ -193,9 +193,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 # ---------------------------------------------------------------- FitNets hints (notebook 05)
 
 class HintRegressor(nn.Module):
-    """FitNets regressor: lets a thin student match a wide teacher's features. Introduced in notebook 05_feature_distillation.
+    """FitNets regressor: lets a thin student match a wide teacher's features.
 
-    A 1x1 conv on [B, C, H, W] features, a Linear on [B, D] features (the same weight).
+    Introduced in notebook 05_feature_distillation. A 1x1 conv on [B, C, H, W] features, a Linear on [B, D]
+    features (the same weight).
     """
 
     def __init__(self, student_channels: int, teacher_channels: int):

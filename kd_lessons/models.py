@@ -231,7 +231,10 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Multiply-adds of one forward pass on one input (Linear and Conv2d layers): its compute cost. Notebook 04_distill_mnist."""
+    """Multiply-adds of one forward pass on one input (Linear and Conv2d layers): its compute cost.
+
+    Notebook 04_distill_mnist.
+    """
     macs = 0
 
     def hook(module, inputs, out):

@@ -93,8 +93,8 @@ def landing_page(rows: list[dict], mode: str, why: str, machine: str, shot_probl
             "(`make app`, or `python -m kd_lessons app` after `pip install`): soft labels, the T x alpha heatmap, "
             "loss anatomy, live training.\n```\n" if not shot_problem else f"*(The app's screenshot is missing: "
             f"{shot_problem}; run `make test` or `python scripts/app_screenshot.py`.)*\n")
-    table = "\n".join(f"| [{r['notebook'][:2]}]({r['notebook']}) | {r['title']} | {r['seconds']:.0f} s | {r['figures']} |"
-                      for r in rows)
+    table = "\n".join(f"| [{r['notebook'][:2]}]({r['notebook']}) | {r['title']} | {r['seconds']:.0f} s "
+                      f"| {r['figures']} |" for r in rows)
     names = "\n".join(r["notebook"].removesuffix(".ipynb") for r in rows)
     return f"""# Knowledge distillation, hands-on
 

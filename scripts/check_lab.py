@@ -50,7 +50,8 @@ def main() -> int:
         WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
         time.sleep(3)
         driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-        driver.find_element(By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and starts-with(text(),'Run All Cells')]").click()
+        driver.find_element(By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel')"
+                                      " and starts-with(text(),'Run All Cells')]").click()
         WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".widget-hslider"))
         slider = driver.find_elements(By.CSS_SELECTOR, ".widget-hslider")[0]
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", slider)

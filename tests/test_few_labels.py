@@ -141,7 +141,7 @@ def test_study_gives_every_method_the_recipes_number_of_steps(tiny):
     runs = few_labels.study(rec, tiny["teacher"], seeds=(0, 1), T=2.0, alpha=0.5)
     assert sorted(runs.table["method"].unique()) == sorted(few_labels.METHODS)
     assert len(runs.table) == 8 and set(runs.table["seed"]) == {0, 1}
-    for (name, seed), history in runs.histories.items():
+    for (name, _seed), history in runs.histories.items():
         # 50 labelled rows: one batch per epoch; 300 pool rows: 3 batches; the same 5 steps either way
         assert history["step"][-1] == rec.steps == len(history["step_loss"]), name
         assert history["val_accuracy"] == []                    # val=False

@@ -224,7 +224,8 @@ def test_topk_with_k_equal_to_the_vocabulary_is_the_full_forward_kl(seed, T):
     idx, lp = topk_logprobs(t, k=6, T=T)
     ref_value, ref_grad = value_and_grad(lambda s, t: forward_kl(s, t, T=T), s, t)
     for renormalize in (True, False):
-        value, grad = value_and_grad(lambda s, t: topk_kd_loss(s, idx, lp, renormalize=renormalize, T=T), s, t)
+        value, grad = value_and_grad(
+            lambda s, t, renormalize=renormalize: topk_kd_loss(s, idx, lp, renormalize=renormalize, T=T), s, t)
         torch.testing.assert_close(value, ref_value)
         torch.testing.assert_close(grad, ref_grad)
 

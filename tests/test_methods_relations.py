@@ -173,7 +173,8 @@ def test_rkd_objective_rejects_bad_feature_inputs():
         rkd(s_out[0], t_out[0], y)
     with pytest.raises(ValueError, match=r"must share the batch size"):
         rkd(s_out, (t_out[0][:4], [f[:4] for f in t_out[1]]), y)
-    with pytest.raises(ValueError, match=r"teacher features\[-1\] must be a \[B, D\] or \[B, C, H, W\] tensor, got \[6, 16, 49\]"):
+    with pytest.raises(ValueError, match=r"teacher features\[-1\] must be a \[B, D\] or \[B, C, H, W\] tensor, "
+                                         r"got \[6, 16, 49\]"):
         rkd(s_out, (t_out[0], [f.flatten(2) for f in t_out[1]]), y)
     bad = (s_out[0], [s_out[1][0], torch.full_like(s_out[1][1], float("nan"))])
     rkd.check(s_out[0], t_out[0], y)

@@ -136,7 +136,7 @@ def test_mutual_learning_step_uses_the_other_models_detached_predictions(toy):
     leaky = [copy.deepcopy(a0), copy.deepcopy(b0)]
     _dml_step_by_hand(*leaky, x, y, lr=1e-2, detach=False)
     for got, want, wrong in zip((a, b), by_hand, leaky):
-        for p, q, r in zip(got.parameters(), want.parameters(), wrong.parameters()):
+        for p, q, _ in zip(got.parameters(), want.parameters(), wrong.parameters()):
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
         assert max(float((p - r).detach().abs().max()) for p, r in zip(got.parameters(), wrong.parameters())) > 1e-3
 

@@ -61,7 +61,8 @@ KEYS = {
 def _recipes() -> dict:
     recs = {f"teacher:{ds}:{arch}": teachers.recipe(ds, arch)
             for ds in ("mnist", "fashion_mnist") for arch in ("ensemble", "cnn", "mlp")}
-    recs.update({"teacher:cifar10:resnet": teachers.recipe("cifar10"), "teacher:mnist:default": teachers.recipe("mnist"),
+    recs.update({"teacher:cifar10:resnet": teachers.recipe("cifar10"),
+                 "teacher:mnist:default": teachers.recipe("mnist"),
                  "text:shakespeare": zoo.text_recipe(), "synthetic_sets": synthetic_sets.recipe(),
                  "compression": compression.recipe(), "tour": tour.recipe(), "hinton2015": hinton2015.recipe(),
                  "lm_students": lm_students.recipe(), "trace_students": trace_students.recipe()})

@@ -31,9 +31,11 @@ if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"), "--mode", "quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"),
+                           "--mode", "quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, f"build_site.py exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"build_site.py exited {done.returncode}:\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     report = json.loads((out / "build.json").read_text())
     print(f"site built in quick mode in {time.perf_counter() - start:.0f} s (lessons executed in "
           f"{report['execute_seconds']:.0f} s)")
@@ -72,7 +74,8 @@ def test_landing_page_lists_the_lessons_in_order_with_the_app_screenshot(site, b
     hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "article .toctree-wrapper a")]
     pages = [Path(h.split("#")[0]).stem for h in hrefs]
     assert pages == LESSONS + ["references"], pages
-    shots = [i for i in browser.find_elements(By.CSS_SELECTOR, "article img") if "app_screenshot" in i.get_attribute("src")]
+    shots = [i for i in browser.find_elements(By.CSS_SELECTOR, "article img")
+             if "app_screenshot" in i.get_attribute("src")]
     assert shots and browser.execute_script("return arguments[0].naturalWidth", shots[0]) > 400, "no app screenshot"
 
 

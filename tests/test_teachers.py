@@ -241,7 +241,8 @@ def test_checkpoint_names_differ_per_arch(tmp_path, monkeypatch):
 
 def test_recipe_key_names_the_recipe_content():
     rec = teachers.recipe("mnist", "cnn")
-    assert teachers.recipe_key(rec) == cache.key(rec) == teachers.recipe_key(dict(reversed(list(rec.asdict().items())))) == rec.key
+    assert (teachers.recipe_key(rec) == cache.key(rec)
+            == teachers.recipe_key(dict(reversed(list(rec.asdict().items())))) == rec.key)
     assert teachers.recipe_key(rec.replace(seed=1)) != teachers.recipe_key(rec)
     assert teachers.build_teacher(rec).stages[0][0][0].out_channels == rec.width
     with pytest.raises(ValueError, match="recipe arch='ViT' is not a single model; use 'TeacherCNN', 'MLPTeacher' "

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(cmd, cwd, env, timeout=600, check=True):
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {done.returncode}:\n"
+                    f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
 
 
@@ -53,7 +54,8 @@ def venv(tmp_path_factory):
     assert [w.name for w in wheels] == [course.INSTALL_SOURCE]  # the name the lessons' snippet installs
     _run([sys.executable, "-m", "venv", "--without-pip", work / "venv"], work, env)
     python = work / "venv" / "bin" / "python"
-    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], work, env).stdout.strip()
+    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                   work, env).stdout.strip()
     # named site-packages: Streamlit turns on its development mode (no --server.port) anywhere else
     deps = _dependencies_without_kd_lessons(work / "deps" / "site-packages")
     (Path(purelib) / "kd_deps.pth").write_text(f"{deps}\n")
@@ -92,7 +94,8 @@ def test_the_installed_app_starts_and_renders(venv):
     python, env, work = venv["python"], venv["env"], venv["work"]
     check = ("from streamlit.testing.v1 import AppTest\nfrom kd_lessons import course\n"
              "at = AppTest.from_file(str(course.app_script()), default_timeout=300).run()\n"
-             "assert not at.exception, [e.value for e in at.exception]\nassert not at.error, [e.value for e in at.error]\n"
+             "assert not at.exception, [e.value for e in at.exception]\n"
+             "assert not at.error, [e.value for e in at.error]\n"
              "print(course.app_script(), at.title[0].value)")
     out = _run([python, "-c", check], work, env).stdout
     assert str(venv["venv"]) in out and "Knowledge distillation, live" in out

@@ -215,6 +215,18 @@ def _short(t: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in flat) + (", ...]" if t.numel() > 4 else "]")
 
 
+def _gradient_problem(out, leaf, expected, ref_leaf, detach_hint=""):
+    """What is wrong with the gradient of out w.r.t. leaf, compared with the reference's; None if nothing."""
+    g, g_ref = _grad(out, leaf), _grad(expected, ref_leaf)
+    if g is None:
+        return Incorrect("the values are right but no gradient reaches the student: "
+                         + (detach_hint or "remove the .detach() on the student's side."),
+                         "detached")
+    if not close(g, g_ref):
+        return Incorrect("the values are right but the gradients differ from the reference.", None)
+    return None
+
+
 def check_function(fn, reference, trials, variants, detach_hint=""):
     """Compare fn with reference on every trial, values then gradients (notebook 09_coding_exercises)."""
     outs, problems, grad_problems = [], [], []
@@ -238,14 +250,9 @@ def check_function(fn, reference, trials, variants, detach_hint=""):
             problems.append(Incorrect(f"the values differ from the reference (got {_short(out)}, "
                                       f"expected {_short(expected)}).", None))
         else:
-            g, g_ref = _grad(out, mine[0]), _grad(expected, ref[0])
-            if g is None:
-                grad_problems.append(Incorrect("the values are right but no gradient reaches the student: "
-                                               + (detach_hint or "remove the .detach() on the student's side."),
-                                               "detached"))
-            elif not close(g, g_ref):
-                grad_problems.append(Incorrect("the values are right but the gradients differ from the "
-                                               "reference.", None))
+            grad_problem = _gradient_problem(out, mine[0], expected, ref[0], detach_hint)
+            if grad_problem is not None:
+                grad_problems.append(grad_problem)
     if not problems:
         if grad_problems:
             raise grad_problems[0]

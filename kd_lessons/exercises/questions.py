@@ -19,7 +19,8 @@ Q03 | 000 Q3; 004 Q2 | 软标签（软目标）和硬标签（硬目标）有什
 Q04 | 004 Q3; 002 | 蒸馏温度是什么？ | What is the distillation temperature?
 Q05 | - | - | Why use T > 1, and why multiply the soft loss by T^2?
 Q06 | - | - | What is dark knowledge?
-Q07 | 000 Q4; 002; 003 section 3.2 | 知识蒸馏的训练过程是怎样的？ | What are the steps of the distillation training procedure?
+Q07 | 000 Q4; 002; 003 section 3.2 | 知识蒸馏的训练过程是怎样的？ | What are the steps of the distillation training
+    procedure?
 Q08 | 004 Q4 | 如何设计一个知识蒸馏模型？ | How do you design a distillation setup?
 Q09 | 001 (references); 003 section 7.3; 004 (references) | 知识蒸馏是谁提出的？ |
     Who introduced knowledge distillation, and what came before?
@@ -35,7 +36,8 @@ Q16 | - | - | Why is the teacher in eval mode (and under no_grad) during distill
 Q17 | 001 (feature vs output distillation) | 特征蒸馏和输出蒸馏有什么区别？ |
     Response-based vs feature-based vs relation-based distillation?
 Q18 | - | - | Offline vs online (mutual learning) vs self-distillation?
-Q19 | 003 section 3.3 (模型差距) | 学生模型与教师模型差距太大怎么办？ | What is the capacity gap, and what do teacher assistants do?
+Q19 | 003 section 3.3 (模型差距) | 学生模型与教师模型差距太大怎么办？ | What is the capacity gap, and what do teacher
+    assistants do?
 Q20 | 003 FAQ Q2 | 如何进行无监督蒸馏？ | Can you distill without labels, or without the training data (data-free KD)?
 Q21 | 001 FAQ Q3; 002 FAQ Q3 | 如何选择教师网络和学生网络？ | How do you choose the teacher and the student?
 Q22 | 003 section 1.2 (known mistake) | 教师模型必须用大规模无标签数据预训练吗？ |
@@ -45,7 +47,8 @@ Q24 | - | - | Can the student beat the teacher?
 ## evaluation and practice
 Q25 | 000 Q5 | 如何评估知识蒸馏的效果？ | How do you evaluate a distilled model?
 Q26 | 000 Q6; 002 FAQ Q1; 003 section 3.3 | 知识蒸馏的优势是什么？ | What are the advantages of knowledge distillation?
-Q27 | 000 Q7; 002 FAQ Q2; 003 section 3.3 | 知识蒸馏的局限性是什么？ | What are the limitations of knowledge distillation?
+Q27 | 000 Q7; 002 FAQ Q2; 003 section 3.3 | 知识蒸馏的局限性是什么？ | What are the limitations of knowledge
+    distillation?
 Q28 | 000 Q8; 003 section 3.4; 001 (应用场景) | 知识蒸馏在哪些领域有应用？ | Where is knowledge distillation used?
 Q29 | 004 Q5 | 知识蒸馏适用于哪些场景？ | When is distillation the right tool?
 Q30 | 003 FAQ Q1 | 知识蒸馏是否适用于所有深度学习任务？ | Does distillation work for every task?
@@ -54,11 +57,13 @@ Q32 | 003 FAQ Q3 | 如何缓解知识蒸馏过程中的过拟合问题？ | How 
 Q33 | 000 Q10 | 知识蒸馏在工业界的应用有哪些挑战？ | What challenges does distillation face in industry?
 Q34 | 001 FAQ Q1; 003 FAQ Q4 | 知识蒸馏与传统的模型压缩方法（剪枝、量化）有什么区别？ |
     How does KD differ from pruning and quantisation, and where does it fit in compression?
-Q35 | 001 FAQ Q2; 001 (迁移学习) | 知识蒸馏在迁移学习中的应用有哪些？ | How does distillation relate to transfer learning?
+Q35 | 001 FAQ Q2; 001 (迁移学习) | 知识蒸馏在迁移学习中的应用有哪些？ | How does distillation relate to transfer
+    learning?
 Q36 | 001 FAQ Q4 | 知识蒸馏如何处理多标签分类任务？ | How do you distill a multi-label classifier?
 Q37 | - | - | How do cached teacher logits interact with shuffling and augmentation?
 ## the articles' coding exercises
-Q38 | 000 C1; 004 C1 | 实现一个简单的知识蒸馏模型 | Coding: implement a simple distillation model (MLP teacher and student).
+Q38 | 000 C1; 004 C1 | 实现一个简单的知识蒸馏模型 | Coding: implement a simple distillation model (MLP teacher and
+    student).
 Q39 | 004 C2; 002 (code) | 实现一个带蒸馏温度的知识蒸馏模型 | Coding: implement distillation with a temperature.
 Q40 | 000 C2 | 实现一个基于知识蒸馏的文本分类模型 | Coding: distill a text classifier.
 Q41 | 000 C3; 001 (ResNet-18 example) | 实现一个基于知识蒸馏的图像识别模型 | Coding: distill an image classifier (CNN).
@@ -88,8 +93,8 @@ Q58 | - | - | How does a speculative-decoding drafter relate to distillation?
 Q59 | - | - | How do you evaluate a distilled language model?
 Q60 | - | - | A token-level KD loss for an LLM trains nothing or behaves oddly: which bugs do you check first?
 ## data-free distillation and compression
-Q61 | 003 FAQ Q2 | 如何进行无监督蒸馏？ | Data-free KD: where does the transfer set come from, and why do BatchNorm statistics
-    carry information about the training data?
+Q61 | 003 FAQ Q2 | 如何进行无监督蒸馏？ | Data-free KD: where does the transfer set come from, and why do BatchNorm
+    statistics carry information about the training data?
 Q62 | - | - | What does DeepInversion optimise, and what is each term of its loss for?
 Q63 | - | - | What are the failure modes of a synthetic transfer set, and what helps against each?
 Q64 | - | - | The teacher agrees with the wanted class on 99% of your synthetic images. Is the transfer set good?

@@ -45,9 +45,9 @@ def _median(values):
 
 VARIANTS = (
     Variant("checked_the_trace", "You kept the texts whose *trace* is right, so a trace whose steps are right but "
-            "whose answer was copied wrongly stays in, and a slip in a step that still ends in the right answer is thrown "
-            "out. Rejection sampling (STaR, R1's distillation data) checks only what can be verified cheaply: the "
-            "final answer after '>'.",
+            "whose answer was copied wrongly stays in, and a slip in a step that still ends in the right answer is "
+            "thrown out. Rejection sampling (STaR, R1's distillation data) checks only what can be verified cheaply: "
+            "the final answer after '>'.",
             lambda texts, problems, c: [t for t, (a, b) in zip(texts, problems) if _trace(a, b) in t]),
     Variant("raw_string", "You compared the raw end of the text, so texts that end in a newline (as generated text "
             "read back from a file does) are all dropped. Strip the whitespace and the '$' end mark, then compare "

@@ -118,7 +118,10 @@ def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T=1.0, mask=None,
                reduction: str = "mean") -> torch.Tensor:
-    """KL(teacher || student) per token: mode-covering, the word-level KD loss. Introduced in notebook 10_generative_kd."""
+    """KL(teacher || student) per token: mode-covering, the word-level KD loss.
+
+    Introduced in notebook 10_generative_kd.
+    """
     log_q, log_p, mask = _log_probs(student_logits, teacher_logits, T, mask)
     return _reduce(_kl(log_p, log_q), mask, reduction)
 
@@ -179,7 +182,10 @@ def topk_logprobs(teacher_logits: torch.Tensor, k: int, T=1.0) -> tuple[torch.Te
 
 
 def topk_mass(teacher_logits: torch.Tensor, k: int, T=1.0) -> torch.Tensor:
-    """How much of the teacher's probability its top-k tokens hold (per position). Introduced in notebook 10_generative_kd."""
+    """How much of the teacher's probability its top-k tokens hold (per position).
+
+    Introduced in notebook 10_generative_kd.
+    """
     return topk_logprobs(teacher_logits, k, T)[1].exp().sum(dim=-1)
 
 

@@ -124,7 +124,8 @@ def run_one(rec: GridRecipe, T: float, alpha: float, progress: bool = False,
     source="live"; history has val_accuracy at up to ~20 points (val_step). callback(epoch, history) runs
     after each epoch.
     """
-    name = _cell(T, alpha)
+    check_T(T)  # fail fast on a bad T or alpha, before the teacher loads
+    check_alpha(alpha)
     teacher, _ = get_teacher(rec.dataset, options=TrainOptions(progress=False))
     method = "scratch" if float(alpha) == 0.0 else "distilled"
     runs = few_labels.study(rec, teacher, [rec.seed], T, alpha,
@@ -156,7 +157,8 @@ def baseline(rec: GridRecipe) -> tuple[dict, dict | None]:
 
 
 def _small(history: dict) -> dict:
-    return {k: [float(v) for v in history.get(k, [])] for k in ("epoch", "step", "train_loss", "val_accuracy", "val_step")}
+    return {k: [float(v) for v in history.get(k, [])]
+            for k in ("epoch", "step", "train_loss", "val_accuracy", "val_step")}
 
 
 def _writing(rec: GridRecipe):

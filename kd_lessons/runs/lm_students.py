@@ -119,7 +119,8 @@ def train_method(method: str, teacher, corpus: Corpus, rec: LMStudentsRecipe, sh
     student = make_text_student(corpus.vocab_size, rec.size, seed=seed, context=rec.context)
     loss_fn, batch_fn, meter = _plugin(method, teacher, rec, shared, seed, k, renormalize)
     history = train_lm(student, corpus.train, rec.steps, lr=rec.lr, batch_size=rec.batch_size, loss_fn=loss_fn,
-                       batch_fn=batch_fn, options=LMOptions(context=rec.context, seed=seed, progress=False, desc=method))
+                       batch_fn=batch_fn,
+                       options=LMOptions(context=rec.context, seed=seed, progress=False, desc=method))
     row = {"method": method, "seed": seed, **evaluate(student, teacher, corpus, rec, reference, seed),
            "seconds": history["seconds"], **meter.as_dict()}
     return row

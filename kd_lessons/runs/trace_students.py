@@ -28,7 +28,8 @@ from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs import seeds as by_seed
 
 __all__ = ["METHODS", "TraceStudentsRecipe", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data",
-           "TextBatches", "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize"]
+           "TextBatches", "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path",
+           "summarize"]
 
 # What each student learns from (the letters of issue 17); all but the first two write a trace first.
 METHODS = {"answers": "a: true answers only", "teacher answers": "b: the teacher's answers only",
