@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from kd_lessons import plots  # noqa: E402
+from kd_lessons import figures, plots  # noqa: E402
 
 
 def _renders(fig: Figure) -> None:
@@ -94,6 +94,24 @@ def test_heatmap_marks_the_chosen_cell():
     _renders(fig)
 
 
+def test_heatmap_style_sets_format_colours_and_colour_bar():
+    values = np.array([[0.12345, 0.5], [0.75, 0.9]])
+    fig = plots.heatmap(values, ["a", "b"], ["x", "y"], style=plots.HeatmapStyle(fmt=".3f", cmap="magma",
+                                                                                  colorbar_label="accuracy"))
+    ax, bar = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["0.123", "0.500", "0.750", "0.900"]
+    assert ax.images[0].get_cmap().name == "magma" and bar.get_ylabel() == "accuracy"
+    default = plots.heatmap(values, ["a", "b"], ["x", "y"])
+    assert default.axes[0].texts[0].get_text() == "0.12" and default.axes[0].images[0].get_cmap().name == "viridis"
+    assert default.axes[1].get_ylabel() == ""
+    quiet = plots.heatmap(values, ["a", "b"], ["x", "y"], style=plots.HeatmapStyle(annotate=False))
+    assert not quiet.axes[0].texts
+    assert plots.HeatmapStyle is figures.HeatmapStyle and plots.heatmap is figures.heatmap
+    with pytest.raises(ValueError, match="pass a HeatmapStyle"):
+        plots.heatmap(values, ["a", "b"], ["x", "y"], style={"fmt": ".3f"})
+    _renders(fig)
+
+
 def test_heatmap_rejects_mismatched_labels_and_marks():
     with pytest.raises(ValueError, match="row labels"):
         plots.heatmap(np.zeros((2, 2)), ["a"], ["x", "y"])
@@ -104,6 +122,7 @@ def test_heatmap_rejects_mismatched_labels_and_marks():
 def test_similarity_heatmap_is_square_and_annotated():
     fig = plots.similarity_heatmap(np.eye(3), ["x", "y", "z"])
     assert len(fig.axes) == 2 and len(fig.axes[0].texts) == 9
+    assert fig.axes[0].images[0].get_cmap().name == "magma" and fig.axes[1].get_ylabel() == "mean probability"
     _renders(fig)
 
 

@@ -135,7 +135,8 @@ def _soft_label_bars(pool: dict, dataset: str, index: int, T: float):
 
 def _heatmap(values, rows: list[str], cols: list[str], mark: tuple[int, int]):
     return plots.heatmap(values, rows, cols, mark=mark, xlabel="temperature T", ylabel="alpha (soft weight)",
-                         title="student test accuracy", fmt=".3f", colorbar_label="accuracy")
+                         title="student test accuracy",
+                         style=plots.HeatmapStyle(fmt=".3f", colorbar_label="accuracy"))
 
 
 _FIGURES = {"soft label": (_soft_label_bars, 80), "heatmap": (_heatmap, 90),
