@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from kd_lessons.losses import attention_transfer_loss, distillation_loss, hint_loss
-from kd_lessons.methods.feature_kd import (FEATURE_METHODS, FeatureKD, attention_pair, feature_objective,
-                                         feature_shapes)
+from kd_lessons.methods.feature_kd import (
+    FEATURE_METHODS,
+    FeatureKD,
+    FeatureTerms,
+    attention_pair,
+    feature_objective,
+    feature_shapes,
+)
 from kd_lessons.models import CNNStudent, MLPStudent, TeacherCNN
 from kd_lessons.objectives import CrossEntropy, HintonKD, Objective
 from kd_lessons.runs.students import train_students
@@ -114,20 +120,26 @@ def test_attention_transfer_on_an_mlp_is_refused_and_length_mismatch_too():
 
 def test_feature_objective_builds_fresh_regressors_sized_from_the_models():
     student, teacher = _pair()
-    a = feature_objective("response + hint", student, teacher, SHAPE, T=2.0, alpha=0.5, hint_weight=0.3)
+    a = feature_objective("response + hint", student, teacher, SHAPE, T=2.0, alpha=0.5,
+                          terms=FeatureTerms(hint_weight=0.3))
     b = feature_objective("response + hint", student, teacher, SHAPE)
     assert a.regressor is not b.regressor and a.regressor.proj.weight is not b.regressor.proj.weight
     assert (a.regressor.proj.in_features, a.regressor.proj.out_features) == (4, 8)  # student 4, teacher 8 channels
     assert (a.response.T, a.response.alpha, a.hint_weight, a.at_weight) == (2.0, 0.5, 0.3, 0.0)
-    deep = feature_objective("response + hint", student, teacher, SHAPE, hint_layer=2)
+    deep = feature_objective("response + hint", student, teacher, SHAPE, terms=FeatureTerms(hint_layer=2))
     assert (deep.regressor.proj.in_features, deep.regressor.proj.out_features) == (16, 32)
-    at = feature_objective("response + attention", student, teacher, SHAPE, at_weight=2.0)
+    at = feature_objective("response + attention", student, teacher, SHAPE, terms=FeatureTerms(at_weight=2.0))
     assert at.regressor is None and at.at_weight == 2.0 and at.at_layers == [0, 1, 2]
+    last = feature_objective("response + attention", student, teacher, SHAPE, terms=FeatureTerms(at_layers=(2,)))
+    assert last.at_layers == [2] and last.hint_weight == 0.0 and last.at_weight == 1.0
     both = feature_objective("response + hint + attention", student, teacher, SHAPE)
     assert both.regressor is not None and both.hint_weight == both.at_weight == 1.0
     assert set(FEATURE_METHODS) == {"response + hint", "response + attention", "response + hint + attention"}
     with pytest.raises(ValueError, match=r"method='magic': use one of \['response \+ hint'"):
         feature_objective("magic", student, teacher, SHAPE)
+    with pytest.raises(ValueError, match=r"terms=\{'hint_weight': 0\.3\}: pass a FeatureTerms"):
+        feature_objective("response + hint", student, teacher, SHAPE, terms={"hint_weight": 0.3})
+    assert FeatureTerms() == FeatureTerms(hint_weight=1.0, at_weight=1.0, hint_layer=0, at_layers=None)
 
 
 def test_distill_with_feature_kd_trains_student_and_regressor_and_lowers_the_loss():

@@ -6,6 +6,7 @@ with the student. `FEATURE_METHODS` names the combinations the notebook compares
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -16,7 +17,7 @@ from kd_lessons.losses import HintRegressor, attention_map, attention_transfer_l
 from kd_lessons.methods.registry import register, setting
 from kd_lessons.objectives import HintonKD, Objective
 
-__all__ = ["feature_shapes", "FeatureKD", "FEATURE_METHODS", "feature_objective", "attention_pair"]
+__all__ = ["feature_shapes", "FeatureKD", "FEATURE_METHODS", "FeatureTerms", "feature_objective", "attention_pair"]
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def _check_layers(name: str, layers: Sequence[int], n: int) -> list[int]:
 
 
 class FeatureKD(Objective):
-    """HintonKD(T, alpha) + hint_weight * FitNets hint + at_weight * attention transfer. Notebook 05_feature_distillation.
+    """HintonKD(T, alpha) + hint_weight * FitNets hint + at_weight * attention transfer. Notebook 05.
 
     The hint uses a trainable HintRegressor on `hint_layer` (trained with the student); attention
     transfer sums over `at_layers`. `last` keeps the latest unweighted terms for display.
@@ -60,7 +61,8 @@ class FeatureKD(Objective):
             raise ValueError(f"student gives {n} feature maps and teacher {len(teacher_shapes)}; pair models "
                              "whose return_features lists have the same length (e.g. TeacherCNN and CNNStudent).")
         self.response = HintonKD(T, alpha)
-        self.hint_weight, self.at_weight = check_weight("hint_weight", hint_weight), check_weight("at_weight", at_weight)
+        self.hint_weight = check_weight("hint_weight", hint_weight)
+        self.at_weight = check_weight("at_weight", at_weight)
         self.hint_layer = _check_layers("hint_layer", [hint_layer], n)[0]
         self.at_layers = _check_layers("at_layers", range(n) if at_layers is None else at_layers, n)
         if self.at_weight > 0 and any(len(student_shapes[i]) != 3 for i in self.at_layers):
@@ -96,16 +98,32 @@ FEATURE_METHODS = {"response + hint": (True, False), "response + attention": (Fa
                    "response + hint + attention": (True, True)}
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureTerms:
+    """The feature terms' weights and layers, one value for every method compared. Notebook 05_feature_distillation.
+
+    feature_objective switches off the weight of a term its method does not use (e.g. at_weight for
+    "response + hint"); at_layers=None means every stage.
+    """
+
+    hint_weight: float = 1.0
+    at_weight: float = 1.0
+    hint_layer: int = 0
+    at_layers: Sequence[int] | None = None
+
+
 def feature_objective(method: str, student: nn.Module, teacher: nn.Module, input_shape: Sequence[int],
-                      T: float = 4.0, alpha: float = 0.9, hint_weight: float = 1.0, at_weight: float = 1.0,
-                      hint_layer: int = 0, at_layers: Sequence[int] | None = None) -> FeatureKD:
+                      T: float = 4.0, alpha: float = 0.9, terms: FeatureTerms | None = None) -> FeatureKD:
     """A fresh FeatureKD for one of FEATURE_METHODS, sized from the two models. Notebook 05_feature_distillation."""
     if method not in FEATURE_METHODS:
         raise ValueError(f"method={method!r}: use one of {list(FEATURE_METHODS)}")
+    terms = FeatureTerms() if terms is None else terms
+    if not isinstance(terms, FeatureTerms):
+        raise ValueError(f"terms={terms!r}: pass a FeatureTerms, e.g. FeatureTerms(hint_weight=1.0, at_weight=1.0)")
     use_hint, use_at = FEATURE_METHODS[method]
     return FeatureKD(feature_shapes(student, input_shape), feature_shapes(teacher, input_shape), T=T, alpha=alpha,
-                     hint_weight=hint_weight if use_hint else 0.0, at_weight=at_weight if use_at else 0.0,
-                     hint_layer=hint_layer, at_layers=at_layers)
+                     hint_weight=terms.hint_weight if use_hint else 0.0, at_weight=terms.at_weight if use_at else 0.0,
+                     hint_layer=terms.hint_layer, at_layers=terms.at_layers)
 
 
 def _feature_build(method: str):
@@ -124,7 +142,8 @@ for _method, _paper in zip(FEATURE_METHODS, ("Romero et al. 2015", "Zagoruyko & 
 
 
 @torch.no_grad()
-def attention_pair(student: nn.Module, teacher: nn.Module, x: torch.Tensor, layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_pair(student: nn.Module, teacher: nn.Module, x: torch.Tensor,
+                   layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, H, W] attention maps of student and teacher at one stage, for plots. Notebook 05_feature_distillation."""
     maps = []
     for model in (student, teacher):
