@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kd_lessons.methods.contrastive import CRD, crd_for
 from kd_lessons.models import MLPStudent, TeacherCNN
@@ -46,7 +45,7 @@ def _emb(n=6, d_s=5, d_t=7, seed=0):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_contrastive_loss_equals_infonce_written_out_in_value_and_gradient(symmetric):
     torch.manual_seed(0)
-    crd = CRD(5, 7, dim=4, tau=0.2, symmetric=symmetric)
+    crd = CRD((5, 7), dim=4, tau=0.2, symmetric=symmetric)
     s, t = _emb()
     s.requires_grad_()
     s64 = s.detach().double().requires_grad_()
@@ -60,7 +59,7 @@ def test_contrastive_loss_equals_infonce_written_out_in_value_and_gradient(symme
 
 def test_aligned_embeddings_score_lower_than_permuted_ones():
     torch.manual_seed(0)
-    crd = CRD(7, 7, dim=7, tau=0.07)
+    crd = CRD((7, 7), dim=7, tau=0.07)
     t, a = torch.randn(16, 7), torch.randn(7, 7)
     aligned = t @ a.T  # the student's embedding is a linear map of the teacher's
     permuted = aligned[torch.randperm(16, generator=torch.Generator().manual_seed(1))]
@@ -119,8 +118,10 @@ def test_for_models_and_crd_for_build_fresh_heads():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"student_dim": 0}, r"student_dim=0: pass a positive integer"),
-    ({"teacher_dim": 2.5}, r"teacher_dim=2\.5: pass a positive integer"),
+    ({"dims": (0, 16)}, r"student_dim=0: pass a positive integer"),
+    ({"dims": (12, 2.5)}, r"teacher_dim=2\.5: pass a positive integer"),
+    ({"dims": 12}, r"dims=12: pass the two embedding widths \(student_dim, teacher_dim\)"),
+    ({"dims": (12, 16, 20)}, r"dims=\(12, 16, 20\): pass the two embedding widths"),
     ({"dim": True}, r"dim=True: pass a positive integer"),
     ({"tau": 0.0}, r"tau=0\.0: pass a temperature > 0"),
     ({"tau": float("nan")}, r"tau=nan: pass a temperature > 0"),
@@ -131,13 +132,13 @@ def test_for_models_and_crd_for_build_fresh_heads():
     ({"alpha": -0.5}, r"alpha=-0\.5; alpha is the weight of the soft KD term"),
 ])
 def test_bad_settings_raise(kwargs, match):
-    args = {"student_dim": 12, "teacher_dim": 16, **kwargs}
+    args = {"dims": (12, 16), **kwargs}
     with pytest.raises(ValueError, match=match):
         CRD(**args)
 
 
 def test_bad_inputs_raise():
-    crd = CRD(5, 7)
+    crd = CRD((5, 7))
     s, t = _emb()
     with pytest.raises(ValueError, match=r"embeddings are \[6, 7\] \(student\) .* heads take 5 and 7; build"):
         crd.contrastive_loss(t, t)

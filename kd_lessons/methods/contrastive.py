@@ -30,7 +30,7 @@ __all__ = ["CRD", "crd_for"]
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r}: pass a positive integer (read widths off "
-                         "methods.features.feature_shapes, or use CRD.for_models).")
+                         "methods.feature_kd.feature_shapes, or use CRD.for_models).")
     return value
 
 
@@ -45,12 +45,17 @@ class CRD(EmbeddingObjective):
     InfoNCE: logits_ij = g^S(s_i) . g^T(t_j) / tau and cross-entropy with the diagonal as the positives,
     student -> teacher (symmetric=True averages both directions). Defaults follow RepDistiller (tau 0.07,
     weight 0.8, dim 128 there; 64 here for small students). The heads are trained with the student; the
-    teacher gets no gradient. Embeddings: feature map `layer`, flattened (global-average-pooled if 4-D).
+    teacher gets no gradient. Embeddings: feature map `layer`, flattened (global-average-pooled if 4-D);
+    `dims = (student_dim, teacher_dim)` are their widths, the heads' inputs.
     """
 
-    def __init__(self, student_dim: int, teacher_dim: int, T: float = 4.0, alpha: float = 0.9, weight: float = 0.8,
+    def __init__(self, dims: tuple[int, int], T: float = 4.0, alpha: float = 0.9, weight: float = 0.8,
                  dim: int = 64, tau: float = 0.07, layer: int = -1, symmetric: bool = False):
         super().__init__()
+        if not isinstance(dims, (tuple, list)) or len(dims) != 2:
+            raise ValueError(f"dims={dims!r}: pass the two embedding widths (student_dim, teacher_dim), e.g. "
+                             "dims=(64, 128), or use CRD.for_models.")
+        student_dim, teacher_dim = dims
         self.response = HintonKD(T, alpha)
         self.weight = check_weight("weight", weight, 0.8)
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
@@ -72,7 +77,7 @@ class CRD(EmbeddingObjective):
         for who, s in zip(("student", "teacher"), shapes):
             if not -len(s) <= layer < len(s):
                 raise ValueError(f"layer={layer} but the {who} returns {len(s)} feature maps; pick an index in range.")
-        return cls(shapes[0][layer][0], shapes[1][layer][0], layer=layer, **kwargs)
+        return cls((shapes[0][layer][0], shapes[1][layer][0]), layer=layer, **kwargs)
 
     def contrastive_loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """InfoNCE over the batch between [B, student_dim] and [B, teacher_dim] embeddings (teacher detached)."""
@@ -104,5 +109,5 @@ class CRD(EmbeddingObjective):
 
 def crd_for(teacher: nn.Module, input_shape: Sequence[int], **kwargs) -> Callable[[nn.Module], CRD]:
     """student -> CRD with fresh heads, a method for runs.students.train_students. Notebook 11_methods_tour."""
-    CRD(1, 1, **kwargs)  # bad settings fail now, not mid-comparison
+    CRD((1, 1), **kwargs)  # bad settings fail now, not mid-comparison
     return lambda student: CRD.for_models(student, teacher, input_shape, **kwargs)
