@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kd_lessons.exercises import DistillationLoss, DistillationStep
-from kd_lessons.exercises.step import DISTILL_VARIANTS, reference_step
+from kd_lessons.exercises.step import DISTILL_VARIANTS, StepMistake, reference_step
 from kd_lessons.losses import distillation_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,6 +74,27 @@ def test_reference_step_leaves_the_teacher_alone():
     loss = reference_step(student, teacher, torch.optim.SGD(student.parameters(), lr=0.1), x, y, 2.0, 0.5)
     assert isinstance(loss, float)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_reference_step_makes_the_mistake_it_is_given():
+    def run(mistake=None):
+        torch.manual_seed(0)
+        teacher, student = nn.Linear(3, 2), nn.Linear(3, 2)
+        for p in student.parameters():  # gradients left over from a previous step
+            p.grad = torch.full_like(p, 0.5)
+        x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+        loss = reference_step(student, teacher, torch.optim.SGD(student.parameters(), lr=0.1), x, y, 2.0, 0.7,
+                              mistake)
+        return loss, student.weight.detach().clone()
+
+    loss, weight = run()
+    same_loss, same = run(StepMistake())  # the defaults make no mistake
+    assert same_loss == loss and torch.equal(same, weight)
+    stale_loss, stale = run(StepMistake(zero_grad=False))
+    assert stale_loss == loss and not torch.allclose(stale, weight)
+    wrong = next(v.fn for v in DISTILL_VARIANTS if v.name == "alpha_swapped")
+    wrong_loss, wrong_weight = run(StepMistake(loss_fn=wrong))
+    assert wrong_loss != pytest.approx(loss) and not torch.allclose(wrong_weight, weight)
 
 
 def test_every_kd_loss_mistake_is_also_named_inside_the_full_loss():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -96,14 +98,27 @@ class FixHardTarget(DistillationLoss):
 # ---------------------------------------------------------------- exercises 6 and 15: one training step
 
 
-def reference_step(student, teacher, optimizer, x, y, T, alpha, loss_fn=None, zero_grad=True):
+@dataclass(frozen=True)
+class StepMistake:
+    """Which known mistake reference_step makes; the defaults make none. Notebook 09_coding_exercises.
+
+    loss_fn: a wrong loss (one of DISTILL_VARIANTS' fns) instead of distillation_loss; zero_grad=False keeps
+    the previous step's gradients in the update.
+    """
+
+    loss_fn: Callable | None = None
+    zero_grad: bool = True
+
+
+def reference_step(student, teacher, optimizer, x, y, T, alpha, mistake: StepMistake | None = None):
     """The correct step, or a known wrong one, to compare a learner's with. Notebook 09_coding_exercises."""
+    mistake = StepMistake() if mistake is None else mistake
     teacher.eval()
     with torch.no_grad():
         teacher_logits = teacher(x)
     student.train()
-    loss = (loss_fn or losses.distillation_loss)(student(x), teacher_logits, y, T, alpha)
-    if zero_grad:
+    loss = (mistake.loss_fn or losses.distillation_loss)(student(x), teacher_logits, y, T, alpha)
+    if mistake.zero_grad:
         optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -121,14 +136,14 @@ def _step_models(seed: int):
     return teacher.train(), student.train(), x, y
 
 
-def _run_step(step, seed, T, alpha, **kwargs):
+def _run_step(step, seed, T, alpha, *mistake):
     """One step on fresh models: (student, teacher, loss, grad-enabled flag of each teacher forward)."""
     teacher, student, x, y = _step_models(seed)
     flags = []
     hook = teacher.register_forward_hook(lambda m, i, o: flags.append(torch.is_grad_enabled()))
     optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
     try:
-        loss = step(student, teacher, optimizer, x, y, T, alpha, **kwargs)
+        loss = step(student, teacher, optimizer, x, y, T, alpha, *mistake)
     finally:
         hook.remove()
     return student, teacher, loss, flags
@@ -141,7 +156,7 @@ def _same_params(a: nn.Module, b: nn.Module) -> bool:
 
 def _explain_step(student, seed, T, alpha):
     """(message, mistake) naming the wrong step that produces the learner's student, if one does."""
-    no_zero, _, _, _ = _run_step(reference_step, seed, T, alpha, zero_grad=False)
+    no_zero, _, _, _ = _run_step(reference_step, seed, T, alpha, StepMistake(zero_grad=False))
     if _same_params(student, no_zero):
         return ("the update includes gradients left over from the previous step: call "
                 "optimizer.zero_grad() before loss.backward().", "no_zero_grad")
@@ -149,7 +164,7 @@ def _explain_step(student, seed, T, alpha):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the wrong losses may warn (reduction='mean')
-                candidate, _, _, _ = _run_step(reference_step, seed, T, alpha, loss_fn=variant.fn)
+                candidate, _, _, _ = _run_step(reference_step, seed, T, alpha, StepMistake(loss_fn=variant.fn))
         except Exception:
             continue
         if _same_params(student, candidate):
