@@ -1,11 +1,12 @@
-"""kd_lessons.exercises.method_losses: DKD's split (18), RKD distance (19), the deep mutual learning step (20)."""
+"""kd_lessons.exercises.method_losses (DKD's split, 18; RKD distance, 19) and exercises.mutual_step (DML, 20)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kd_lessons.exercises import DKDSplit, MutualStep, RKDDistance
-from kd_lessons.exercises.method_losses import DKD_VARIANTS, DML_VARIANTS, RKD_VARIANTS, reference_mutual_step
+from kd_lessons.exercises.method_losses import DKD_VARIANTS, RKD_VARIANTS
+from kd_lessons.exercises.mutual_step import DML_VARIANTS, MutualMistake, reference_mutual_step
 from kd_lessons.methods.logits import dkd_terms
 from kd_lessons.methods.relations import rkd_distance_loss
 
@@ -126,3 +127,21 @@ def test_reference_step_updates_both_peers_and_leaves_the_batch_alone():
                           x, y, 2.0)
     after = list(a.parameters()) + list(b.parameters())
     assert all(not torch.equal(p, q) for p, q in zip(after, before)) and torch.equal(x, x0)
+
+
+@pytest.mark.parametrize("field, value", [("detach", False), ("swapped", True), ("t_squared", False),
+                                          ("sequential", True), ("zero_grad", False)])
+def test_each_mutual_mistake_changes_the_update_and_the_defaults_make_none(field, value):
+    def run(mistake):
+        torch.manual_seed(0)
+        a, b = nn.Linear(3, 4), nn.Linear(3, 4)
+        for p in (*a.parameters(), *b.parameters()):  # gradients left over from a previous step
+            p.grad = torch.full_like(p, 0.3)
+        x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
+        reference_mutual_step(a, b, torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5),
+                              x, y, 2.0, mistake)
+        return torch.cat([p.detach().flatten() for p in (*a.parameters(), *b.parameters())])
+
+    right = run(None)
+    assert torch.equal(run(MutualMistake()), right)
+    assert not torch.allclose(run(MutualMistake(**{field: value})), right)

@@ -13,7 +13,8 @@ from kd_lessons.exercises.sequence_kd import GeneralizedJSD, SequenceReverseKL, 
 from kd_lessons.exercises.sequence_kd_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
 from kd_lessons.exercises.kl_loss import (KDLoss, FixLogProbs, FixOneSided, FixRawTargets, FixReduction,
                                           FixStopGradient, FixSwapped, FixTSquared)
-from kd_lessons.exercises.method_losses import DKDSplit, MutualStep, RKDDistance
+from kd_lessons.exercises.method_losses import DKDSplit, RKDDistance
+from kd_lessons.exercises.mutual_step import MutualStep
 from kd_lessons.exercises.questions import QUESTIONS
 from kd_lessons.exercises.trace_filter import KeepCorrectTraces
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
