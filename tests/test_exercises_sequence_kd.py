@@ -1,4 +1,4 @@
-"""kd_lessons.exercises.sequence_kd: exercises 21-28 (generative / LLM distillation), beyond tests/test_exercises.py.
+"""exercises.sequence_kd, teacher_sequences and sequence_kd_fixes: exercises 21-28 (generative / LLM distillation).
 
 tests/test_exercises.py already runs every exercise's solution, starter code, broken code and each known
 wrong answer; this file checks what is special here: the references are kd_lessons.generative's losses,
@@ -9,9 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lessons.exercises import (FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch,
-                                  GeneralizedJSD, SequenceReverseKL, TeacherSequences, TopKRenormalized)
-from kd_lessons.exercises.sequence_kd import reference_generate
+from kd_lessons.exercises import (
+    FixJSDCrossEntropy,
+    FixSameLogits,
+    FixSwappedRoles,
+    FixVocabMismatch,
+    GeneralizedJSD,
+    SequenceReverseKL,
+    TeacherSequences,
+    TopKRenormalized,
+)
+from kd_lessons.exercises.teacher_sequences import GenerationMistake, _run_generation, reference_generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXERCISES = [SequenceReverseKL, GeneralizedJSD, TeacherSequences, TopKRenormalized, FixVocabMismatch,
@@ -87,6 +95,16 @@ def test_generation_that_restores_nothing_but_samples_right_is_correct():
             return reference_generate(teacher, prompt, n, greedy, generator)
 
     assert TeacherSequences().check(mine).outcome == "correct"
+
+
+@pytest.mark.parametrize("mistake", [GenerationMistake(position=0), GenerationMistake(feed_back=False),
+                                     GenerationMistake(mode="train"), GenerationMistake(grad=True)])
+def test_reference_generation_makes_the_mistake_it_is_given(mistake):
+    right, right_flags = _run_generation(reference_generate, 0, False)
+    same, same_flags = _run_generation(lambda *a: reference_generate(*a, GenerationMistake()), 0, False)
+    assert torch.equal(same, right) and same_flags == right_flags  # the defaults make no mistake
+    wrong, wrong_flags = _run_generation(lambda *a: reference_generate(*a, mistake), 0, False)
+    assert not torch.equal(wrong, right) or wrong_flags != right_flags
 
 
 def test_generation_without_the_generator_is_incorrect_with_a_pointer_to_it():

@@ -2,7 +2,7 @@
 
 Introduced in notebook 09_coding_exercises (part 4): vocabularies of different widths, teacher and student
 swapped in the loss, the same logits passed twice (no distillation at all), a cross-entropy inside a JSD.
-The references are kd_lessons.generative.divergences; the shared pieces live in exercises.generative.
+The references are kd_lessons.generative.divergences; the shared pieces live in exercises.sequence_kd.
 """
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.exercises.core import Exercise, Incorrect, Variant, call, close
-from kd_lessons.exercises.sequence_kd import (_JSD_BODY, JSD_VARIANTS, GeneralizedJSD, _entropy, _jsd_with, _kl, _lp,
-                                             _seq_trials, _tiny_lm)
+from kd_lessons.exercises.sequence_kd import (
+    _JSD_BODY,
+    JSD_VARIANTS,
+    GeneralizedJSD,
+    _entropy,
+    _jsd_with,
+    _kl,
+    _lp,
+    _seq_trials,
+)
+from kd_lessons.exercises.teacher_sequences import _tiny_lm
 from kd_lessons.generative import divergences as D
-
 
 # ---------------------------------------------------------------- 25. vocabularies of different widths
 
