@@ -1,5 +1,6 @@
-"""kd_lessons.generative.lm_objectives: each plug-in against an independent computation (value and gradient), who
-generates what, the teacher's mode, and the cost meter against counted forward passes."""
+"""kd_lessons.generative.lm_objectives (and transfer_data, which it re-exports): each plug-in against an independent
+computation (value and gradient), who generates what, the teacher's mode, and the cost meter against counted forward
+passes."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kd_lessons.generative import lm_objectives as gm
+from kd_lessons.generative import transfer_data
 from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import LMOptions, train_lm
 from kd_lessons.generative.transformer import CharTransformer
@@ -292,3 +294,8 @@ def test_a_student_equal_to_its_teacher_has_nothing_left_to_learn(T, seed):
         loss = gm.OnPolicyKD(t, divergence, lam=1.0, prompt_len=4, seed=seed)(s, x, y)
         assert loss.item() == pytest.approx(0.0, abs=1e-5)
     assert gm.TokenKD(t, T=T)(model(seed + 10), x, y).item() > 1e-4  # and a different student has
+
+
+def test_lm_objectives_re_exports_what_the_teacher_prepares():
+    for name in transfer_data.__all__:
+        assert getattr(gm, name) is getattr(transfer_data, name) and name in gm.__all__

@@ -11,6 +11,7 @@ windows), `transformer` (CharTransformer, generate, bits_per_char, token_log_pro
 tokens_per_second), `lm` (train_lm: the one training loop, with a loss_fn hook for KD), `zoo`
 (get_text_teacher: trained once and cached; make_text_student; text_model_table), `divergences`,
 `toy`, `lm_plots`, `lm_objectives` (token-level, sequence-level, on-policy and top-k KD as train_lm plug-ins),
+`transfer_data` (what the teacher prepares once for them: transfer corpus, top-k pool; CostMeter),
 `pretrained` (optional: SmolLM2-135M as a real-LLM teacher through its top-k log-probs; extra `llm`),
 `scratchpad` (addition with a scratchpad for notebook 13_reasoning_distillation) and `kv_cache`
 (generation with a key/value cache, for the many traces notebook 13 writes).
