@@ -1,6 +1,6 @@
 """The figure every kd_lessons plot draws on, and the chart types that know nothing about distillation.
 
-Introduced in notebook 00_start_here. `new_figure` is a `matplotlib.figure.Figure` built without pyplot
+Introduced in notebook 01_soft_vs_hard_labels. `new_figure` is a `matplotlib.figure.Figure` built without pyplot
 (no global state, no plt.show()) that Jupyter shows as a PNG; `line_plot`, `heatmap`, `training_curves` and
 `method_bars` draw any numbers on it. kd_lessons.plots builds the lessons' own figures on these and
 re-exports them, so `plots.heatmap` and `figures.heatmap` are one function.
@@ -34,7 +34,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """The figure every kd_lessons plot draws on: shown by Jupyter as a PNG, no pyplot state. Notebook 00_start_here."""
+    """The figure every kd_lessons plot draws on: shown by Jupyter as a PNG, no pyplot. Notebook 10_generative_kd."""
     return _figure(width, height)
 
 
@@ -113,7 +113,7 @@ def line_plot(x, ys: Mapping[str, object], xlabel: str = "", ylabel: str = "", t
 
 
 def training_curves(histories, keys: Sequence[str] = ("train_loss", "val_accuracy")) -> Figure:
-    """Loss and accuracy against training steps for one history or {name: history}. Notebook 04_distill_mnist."""
+    """Loss and accuracy against training steps for one history or {name: history}: the app's training curves."""
     if isinstance(histories, Mapping) and "epoch" in histories:
         histories = {"": histories}
     if not histories:
