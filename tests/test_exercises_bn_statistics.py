@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_lessons.exercises.core import EXERCISES
 from kd_lessons.exercises.bn_statistics import BN_VARIANTS, BNStatisticsLoss
+from kd_lessons.exercises.core import EXERCISES
 from kd_lessons.methods.deep_inversion import bn_statistics_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

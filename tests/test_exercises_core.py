@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from kd_lessons import exercises
-from kd_lessons.exercises.core import (EXERCISES, Incorrect, NotAttempted, Result, Variant, call, check_function,
-                                       close, matching_variant)
+from kd_lessons.exercises.core import (
+    EXERCISES,
+    Incorrect,
+    NotAttempted,
+    Result,
+    Variant,
+    call,
+    check_function,
+    close,
+    matching_variant,
+)
 
 PACKAGE = Path(exercises.__file__).parent
 
