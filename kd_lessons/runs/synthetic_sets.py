@@ -17,6 +17,7 @@ import torch
 from kd_lessons import cache, config
 from kd_lessons.cache import CorruptFileError
 from kd_lessons.data import random_shift, stratified_subset
+from kd_lessons.datasets import DATASETS
 from kd_lessons.methods.deep_inversion import SynthesisOptions, gaussian_noise_like, synthesize
 from kd_lessons.models import CNNStudent
 from kd_lessons.objectives import UNLABELED, HintonKD
@@ -50,7 +51,8 @@ class SyntheticSetsRecipe(Recipe):
     mode: str = field(default_factory=config.mode)
 
     def _check(self) -> None:
-        self._one_of("dataset", ("mnist", "fashion_mnist"))
+        # DeepInversion needs the BatchNorm statistics of the CNN teacher: the datasets that have one
+        self._one_of("dataset", tuple(n for n, d in DATASETS.items() if "cnn" in d.teacher_archs))
         self._positive("n_images", "student_width", "student_steps", "batch_size", "lr", "T", "n_small_real")
         self._one_of("mode", ("quick", "full"))
         if not all(0 < n <= self.synthesis.steps for n in self.snapshots):
