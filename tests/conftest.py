@@ -138,3 +138,20 @@ def pytest_collection_modifyitems(config, items):
 def lesson_table():
     """The LESSONS table, for the test that every test file has an entry (tests import fixtures, not conftest)."""
     return LESSONS
+
+
+@pytest.fixture
+def grid_jobs(monkeypatch, request):
+    """The app's real heatmap jobs, each waited for (the module's FILL_TIMEOUT) when the test ends, so none
+    outlives the test's monkeypatches."""
+    from kd_lessons.app import jobs
+
+    started, real = [], jobs.start_grid
+    monkeypatch.setattr(jobs, "start_grid", lambda *args, **kwargs: started.append(real(*args, **kwargs))
+                        or started[-1])
+    yield started
+    for job in started:
+        try:
+            job.future.result(timeout=getattr(request.module, "FILL_TIMEOUT", 180))
+        except Exception:  # noqa: BLE001 - the test itself checks what the page showed
+            pass

@@ -84,21 +84,6 @@ def no_grid_job(monkeypatch):
     return started
 
 
-@pytest.fixture
-def finished_grid_jobs(monkeypatch):
-    """The real heatmap jobs, each waited for when the test ends (so none outlives the test's monkeypatches)."""
-    started = []
-    real = jobs.start_grid
-    monkeypatch.setattr(jobs, "start_grid", lambda *args, **kwargs: started.append(real(*args, **kwargs))
-                        or started[-1])
-    yield started
-    for job in started:
-        try:
-            job.future.result(timeout=FILL_TIMEOUT)
-        except Exception:  # noqa: BLE001 - the test itself checks what the page showed
-            pass
-
-
 @pytest.fixture(scope="module", autouse=True)
 def quick_teacher():
     """Train (once, then cached) the quick teacher up front, so the app does not start with a starter teacher."""
@@ -151,7 +136,7 @@ def test_heatmap_fills_in_the_background_with_its_seed_spread(app):
     assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # a cell of the quick grid
 
 
-def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, finished_grid_jobs):
+def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, grid_jobs):
     """A fresh cache: the page shows progress first, then the filled heatmap (stand-in teacher, 20-step cells)."""
     monkeypatch.setenv("KD_QUICK", "1")
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # stand-in results stay out of the user's cache
@@ -168,7 +153,7 @@ def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, finished_grid_
     _wait_for_heatmap(at)
     _clean(at)
     assert at.image and math.isfinite(_number(at, SPAN))
-    assert len(finished_grid_jobs) == 1  # one job, reused by every rerun
+    assert len(grid_jobs) == 1  # one job, reused by every rerun
     rec = grid.recipe("mnist", student_width=100)
     assert len(grid.load(rec)) == 4 and grid.path(rec).is_relative_to(tmp_path)
     for seed in (1, 2):  # the spread's other seeds, at its two cells

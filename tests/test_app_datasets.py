@@ -49,22 +49,8 @@ def _rerun_until(at: AppTest, done, what: str, timeout: float = FILL_TIMEOUT) ->
     return at
 
 
-@pytest.fixture
-def started_grid_jobs(monkeypatch):
-    """The real heatmap jobs, each waited for when the test ends (none outlives the test's monkeypatches)."""
-    started, real = [], jobs.start_grid
-    monkeypatch.setattr(jobs, "start_grid", lambda *args, **kwargs: started.append(real(*args, **kwargs))
-                        or started[-1])
-    yield started
-    for job in started:
-        try:
-            job.future.result(timeout=FILL_TIMEOUT)
-        except Exception:  # noqa: BLE001 - the test itself checks what the page showed
-            pass
-
-
 @pytest.mark.parametrize("dataset", list(datasets.DATASETS))
-def test_every_tab_renders_and_trains_with_every_dataset(dataset, request, monkeypatch, tmp_path, started_grid_jobs):
+def test_every_tab_renders_and_trains_with_every_dataset(dataset, request, monkeypatch, tmp_path, grid_jobs):
     info = datasets.get(dataset)
     monkeypatch.setenv("KD_QUICK", "1")
     if info.on_demand:
