@@ -1,8 +1,9 @@
 """Run-time settings in one place: the only module that reads the environment.
 
 Introduced in notebook 00_start_here. Mode (KD_QUICK), device (KD_DEVICE), precision
-(KD_PRECISION), offline data (KD_OFFLINE), download timeout (KD_DOWNLOAD_TIMEOUT) and the data and
-cache folders (KD_DATA_DIR, KD_CACHE_DIR, XDG_*) are read here, when asked for, never at import.
+(KD_PRECISION), offline data (KD_OFFLINE), download timeout (KD_DOWNLOAD_TIMEOUT), the data and
+cache folders (KD_DATA_DIR, KD_CACHE_DIR, XDG_*) and `make full`'s ledger (KD_RESULTS_DIR, KD_LESSON) are
+read here, when asked for, never at import.
 Every other module, the app, the notebooks and the tests call these functions instead.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 __all__ = ["is_quick", "mode", "pick", "get_device", "resolve_device", "precision", "amp_dtype", "offline",
-           "download_timeout", "seed_everything", "data_dir", "cache_dir", "describe", "PRECISIONS"]
+           "download_timeout", "seed_everything", "data_dir", "cache_dir", "results_dir", "lesson_id",
+           "describe", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _TRUE = {"1", "true", "yes", "on"}
@@ -153,6 +155,17 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     """Where decoded tensors, teacher checkpoints and sweeps go: KD_CACHE_DIR, else ~/.cache/kd_lessons."""
     return _user_dir("KD_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+
+
+def results_dir() -> Path | None:
+    """Where `make full` collects the lesson's ledger numbers (KD_RESULTS_DIR); None: record without writing."""
+    raw = _env("KD_RESULTS_DIR")
+    return Path(raw).expanduser() if raw else None
+
+
+def lesson_id() -> str:
+    """The lesson `make full` is running (KD_LESSON, e.g. '11_methods_tour'); '' outside it."""
+    return _env("KD_LESSON")
 
 
 def describe(device: torch.device | str | None = None) -> str:
