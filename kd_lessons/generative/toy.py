@@ -39,6 +39,7 @@ class ToyFit:
     mass_near: tuple[float, float]  # student mass within 2 teacher widths of the left / right mode
     entropy: float                # student entropy (nats)
     teacher_mass_between: float
+    teacher_mass_near: tuple[float, float]  # teacher mass in the same windows (overlapping if separation < 4 widths)
     teacher_entropy: float
     divergence: float             # final value of the fitted divergence (the best of the three starts)
     optima: tuple                 # (mean, std, divergence) reached from each start: left mode, centre, right mode
@@ -140,6 +141,7 @@ def _shape(q: np.ndarray, p: np.ndarray, separation: float, width: float) -> dic
     return dict(x=x, teacher_probs=p, student_probs=q, mean=mean, std=float(np.sqrt((q * (x - mean) ** 2).sum())),
                 mass_between=float(q[between].sum()), mass_near=(float(q[near[0]].sum()), float(q[near[1]].sum())),
                 entropy=float(entropy(torch.from_numpy(q))), teacher_mass_between=float(p[between].sum()),
+                teacher_mass_near=(float(p[near[0]].sum()), float(p[near[1]].sum())),
                 teacher_entropy=float(entropy(torch.from_numpy(p))))
 
 
