@@ -6,6 +6,7 @@ teacher is trained (once, cached) up front as in tests/test_app.py.
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -68,6 +69,7 @@ def test_tab_renders_and_the_beta_slider_moves_the_numbers(app):
     server = float(_metric(app, REDRAW).split()[0])
     print(f"beta 0.5 -> 0.9: whole-page AppTest rerun {seconds:.2f} s, the tab's own redraw {server:.3f} s")
     assert app.dataframe[-1].value.index.tolist() == ["forward KL", "reverse KL", "JSD(beta=0.9)", "(the teacher)"]
+    assert kl_direction.MASS_NOTE in [c.value for c in app.caption]  # the tab says what "near a mode" means
 
 
 def test_separation_and_reference_widgets(app):
@@ -88,6 +90,26 @@ def test_view_logic_without_streamlit():
     assert again["fit"] is view["fit"]                  # cached: a repeated setting costs no fit
     with pytest.raises(ValueError, match="beta must be a number in"):
         kl_direction.kl_direction_view(2.0)
+
+
+def _window_mass(probs, x, centre):
+    """Mass within 2 teacher widths of centre, computed here from the curve (independent of the toy's code)."""
+    return float(probs[np.abs(x - centre) < 2 * kl_direction.WIDTH].sum())
+
+
+@pytest.mark.parametrize("separation", [1.0, 4.0])
+def test_the_table_measures_teacher_and_students_with_the_same_windows(separation):
+    view = kl_direction.kl_direction_view(0.5, separation=separation)
+    table, fit = view["table"], view["fit"]
+    for row, probs in (("(the teacher)", fit.teacher_probs), ("JSD(beta=0.5)", fit.student_probs)):
+        for column, centre in (("mass near the left mode", -separation / 2), ("mass near the right mode",
+                                                                               separation / 2)):
+            assert table.loc[row, column] == pytest.approx(_window_mass(probs, fit.x, centre), abs=1e-3), (row, column)
+    teacher = table.loc["(the teacher)", ["mass near the left mode", "mass near the right mode"]].sum()
+    if separation < 4 * kl_direction.WIDTH:
+        assert teacher > 1.05      # the windows overlap, as MASS_NOTE says (x < 0 / x > 0 would sum to 1)
+    else:
+        assert teacher <= 1.0 + 1e-9
 
 
 def test_a_failure_in_the_tab_stays_in_the_tab(monkeypatch, no_grid_job):

@@ -13,21 +13,27 @@ import pandas as pd
 
 from kd_lessons.generative import lm_plots, toy
 
-__all__ = ["BETA_STEP", "SEPARATIONS", "kl_direction_view", "fit_table", "curve_frame", "render"]
+__all__ = ["BETA_STEP", "SEPARATIONS", "WIDTH", "MASS_NOTE", "kl_direction_view", "fit_table", "curve_frame",
+           "render"]
 
 BETA_STEP = 0.05
 SEPARATIONS = (0.0, 8.0, 0.5)  # min, max, step of the separation slider
+WIDTH = 0.6  # the width of each teacher mode (the toy's default); "near a mode" means within 2 widths of it
+MASS_NOTE = (f"Mass near a mode = probability within 2 teacher widths (±{2 * WIDTH:g}) of that mode's centre, for "
+             "the students and the teacher alike; mass between = the middle half of the gap (|x| < separation / 4). "
+             f"When the modes are closer than 4 widths (separation < {4 * WIDTH:g}) the two windows overlap, so "
+             "left + right can exceed 1.")
 
 
 def fit_table(fits) -> pd.DataFrame:
-    """One row per fitted student: where its mass went, its entropy, mean and std (rounded for the page)."""
+    """One row per fitted student, then the teacher's, every mass with the same windows (MASS_NOTE), rounded."""
     rows = [{"student fitted by": lm_plots.fit_label(f), "mass between the modes": f.mass_between,
              "mass near the left mode": f.mass_near[0], "mass near the right mode": f.mass_near[1],
              "entropy (nats)": f.entropy, "mean": f.mean, "std": f.std} for f in fits]
     first = fits[0]
     rows.append({"student fitted by": "(the teacher)", "mass between the modes": first.teacher_mass_between,
-                 "mass near the left mode": float(first.teacher_probs[first.x < 0].sum()),
-                 "mass near the right mode": float(first.teacher_probs[first.x > 0].sum()),
+                 "mass near the left mode": first.teacher_mass_near[0],
+                 "mass near the right mode": first.teacher_mass_near[1],
                  "entropy (nats)": first.teacher_entropy, "mean": float((first.teacher_probs * first.x).sum()),
                  "std": float("nan")})
     return pd.DataFrame(rows).set_index("student fitted by").round(3)
@@ -50,9 +56,9 @@ def kl_direction_view(beta: float, separation: float = 4.0, reference: bool = Tr
     computation (fits come from the cache after their first use)}.
     """
     start = time.perf_counter()
-    fit = toy.fit_student("jsd", beta, separation=separation)
-    fits = [toy.fit_student("forward", separation=separation), toy.fit_student("reverse", separation=separation),
-            fit] if reference else [fit]
+    fit = toy.fit_student("jsd", beta, separation=separation, width=WIDTH)
+    fits = [toy.fit_student("forward", separation=separation, width=WIDTH),
+            toy.fit_student("reverse", separation=separation, width=WIDTH), fit] if reference else [fit]
     frame, table = curve_frame(fits), fit_table(fits)
     return {"fit": fit, "fits": fits, "frame": frame, "table": table, "seconds": time.perf_counter() - start}
 
@@ -77,7 +83,8 @@ def render(st) -> None:
     m2.metric("Student mass between the modes", f"{fit.mass_between:.3f}",
               help=f"the teacher's: {fit.teacher_mass_between:.3f}")
     m3.metric("Student mass near the left / right mode", f"{fit.mass_near[0]:.3f} / {fit.mass_near[1]:.3f}",
-              help="the teacher's left mode holds 60% of its mass, the right one 40%")
+              help=f"the teacher's, same windows: {fit.teacher_mass_near[0]:.3f} / {fit.teacher_mass_near[1]:.3f} "
+                   "(its left mode holds 60% of the mixture, the right one 40%)")
     m4.metric("Redraw time (server)", f"{view['seconds']:.3f} s",
               help="fitting (cached per setting after the first time) and preparing the chart")
     curves = alt.Chart(view["frame"]).encode(x=alt.X("x:Q", title="position on the grid (the toy's vocabulary)"),
@@ -86,3 +93,4 @@ def render(st) -> None:
         curves.transform_filter(alt.datum.curve != "teacher").mark_line(strokeWidth=2.5)
     st.altair_chart(chart.properties(height=300))
     st.dataframe(view["table"])
+    st.caption(MASS_NOTE)
