@@ -6,7 +6,13 @@ from torch import nn
 
 from kd_lessons.exercises import DKDSplit, MutualStep, RKDDistance
 from kd_lessons.exercises.method_losses import DKD_VARIANTS, RKD_VARIANTS
-from kd_lessons.exercises.mutual_step import DML_VARIANTS, MutualMistake, reference_mutual_step
+from kd_lessons.exercises.mutual_step import (
+    DML_VARIANTS,
+    SEQUENTIAL_NOTE,
+    MutualMistake,
+    reference_mutual_step,
+    sequential_mutual_step,
+)
 from kd_lessons.methods.logits import dkd_terms
 from kd_lessons.methods.relations import rkd_distance_loss
 
@@ -46,7 +52,8 @@ def test_the_briefs_mistakes_are_all_known():
     assert {"nckd_target_left_in", "nckd_not_renormalised", "no_T_squared", "student_pt_both_sides"} \
         <= {v.name for v in DKD_VARIANTS}
     assert {"no_normalisation", "squared_error", "diagonal_in_mean"} <= {v.name for v in RKD_VARIANTS}
-    assert {"not_detached", "sequential", "kl_swapped"} <= {v.name for v in DML_VARIANTS}
+    assert {"not_detached", "kl_swapped"} <= {v.name for v in DML_VARIANTS}
+    assert "sequential" not in {v.name for v in DML_VARIANTS}  # the paper's Algorithm 1 is no mistake
 
 
 GARBAGE = [lambda *a: "a string", lambda *a: None, lambda *a: torch.zeros(3), lambda *a: (1, 2),
@@ -130,7 +137,7 @@ def test_reference_step_updates_both_peers_and_leaves_the_batch_alone():
 
 
 @pytest.mark.parametrize("field, value", [("detach", False), ("swapped", True), ("t_squared", False),
-                                          ("sequential", True), ("zero_grad", False)])
+                                          ("zero_grad", False)])
 def test_each_mutual_mistake_changes_the_update_and_the_defaults_make_none(field, value):
     def run(mistake):
         torch.manual_seed(0)
@@ -145,3 +152,42 @@ def test_each_mutual_mistake_changes_the_update_and_the_defaults_make_none(field
     right = run(None)
     assert torch.equal(run(MutualMistake()), right)
     assert not torch.allclose(run(MutualMistake(**{field: value})), right)
+
+
+def _algorithm_1(model_a, model_b, opt_a, opt_b, x, y, T=1.0):
+    """Zhang et al.'s Algorithm 1 as a learner would write it from the paper (independent of the reference)."""
+    def loss(own, other):
+        kl = F.kl_div(F.log_softmax(own / T, dim=1), F.softmax(other.detach() / T, dim=1), reduction="batchmean")
+        return F.cross_entropy(own, y) + T**2 * kl
+    p1, p2 = model_a(x), model_b(x)  # 1: compute p1 and p2
+    opt_a.zero_grad()
+    loss(p1, p2).backward()          # 2: update Theta_1
+    opt_a.step()
+    p1, p2 = model_a(x), model_b(x)  # 3: recompute p1 and p2
+    opt_b.zero_grad()
+    loss(p2, p1).backward()          # 4: update Theta_2
+    opt_b.step()
+
+
+def test_the_papers_sequential_algorithm_1_is_correct_and_says_so():
+    result = MutualStep().check(_algorithm_1)
+    assert (result.outcome, result.message) == ("correct", SEQUENTIAL_NOTE) and "Algorithm 1" in result.message
+    simultaneous = MutualStep().check(solution(MutualStep))
+    assert simultaneous.outcome == "correct" and "Algorithm 1" not in simultaneous.message
+
+
+def test_sequential_step_differs_from_the_simultaneous_one_so_the_checker_tells_them_apart():
+    def run(step):
+        torch.manual_seed(0)
+        a, b = nn.Linear(3, 4), nn.Linear(3, 4)
+        x, y = torch.randn(6, 3), torch.randint(0, 4, (6,))
+        step(a, b, torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5), x, y, 2.0)
+        return torch.cat([p.detach().flatten() for p in (*a.parameters(), *b.parameters())])
+
+    simultaneous, sequential = run(reference_mutual_step), run(sequential_mutual_step)
+    n_a = sum(p.numel() for p in nn.Linear(3, 4).parameters())
+    assert torch.allclose(simultaneous[:n_a], sequential[:n_a])       # model_a steps on the same predictions
+    assert not torch.allclose(simultaneous[n_a:], sequential[n_a:])   # model_b sees model_a's update
+    assert torch.allclose(run(_algorithm_1), sequential)
+    b_first = run(lambda *args: sequential_mutual_step(*args, b_first=True))
+    assert not torch.allclose(b_first, sequential) and not torch.allclose(b_first, simultaneous)

@@ -3,6 +3,8 @@
 Introduced in notebook 09_coding_exercises; the scheme is in notebook 11_methods_tour
 (kd_lessons.methods.schemes.mutual_learning). The learner's step runs next to a reference step from the
 same weights, and the weights are compared; a known wrong step (a MutualMistake) names the mistake.
+Two steps are right: the simultaneous one (both peers step on one forward pass, as methods.schemes does)
+and Zhang et al.'s Algorithm 1 (model_a steps, the predictions are recomputed, then model_b steps).
 """
 from __future__ import annotations
 
@@ -21,14 +23,13 @@ from kd_lessons.exercises.core import Exercise, Incorrect, Variant, call, close
 class MutualMistake:
     """Which known mistake reference_mutual_step makes; the defaults make none. Notebook 09_coding_exercises.
 
-    detach=False lets each loss reach the other model; sequential=True steps a before b learns from it;
-    swapped=True reverses the KL; t_squared=False drops T**2; zero_grad=False keeps stale gradients.
+    detach=False lets each loss reach the other model; swapped=True reverses the KL; t_squared=False drops
+    T**2; zero_grad=False keeps stale gradients.
     """
 
     detach: bool = True
     swapped: bool = False
     t_squared: bool = True
-    sequential: bool = False
     zero_grad: bool = True
 
 
@@ -41,24 +42,28 @@ def _dml_loss(z, other, y, T, mistake: MutualMistake):
 
 
 def reference_mutual_step(model_a, model_b, opt_a, opt_b, x, y, T=1.0, mistake: MutualMistake | None = None):
-    """The correct DML step (or, given a MutualMistake, a known wrong one), for notebook 09_coding_exercises."""
+    """The simultaneous DML step (or, given a MutualMistake, a known wrong one), for notebook 09_coding_exercises."""
     mistake = MutualMistake() if mistake is None else mistake
     za, zb = model_a(x), model_b(x)
-    if mistake.sequential:  # wrong: a steps first, then b learns from a's updated predictions
-        opt_a.zero_grad()
-        _dml_loss(za, zb, y, T, MutualMistake()).backward()
-        opt_a.step()
-        za = model_a(x)
-        opt_b.zero_grad()
-        _dml_loss(zb, za, y, T, MutualMistake()).backward()
-        opt_b.step()
-        return
     if mistake.zero_grad:
         opt_a.zero_grad()
         opt_b.zero_grad()
     (_dml_loss(za, zb, y, T, mistake) + _dml_loss(zb, za, y, T, mistake)).backward()
     opt_a.step()
     opt_b.step()
+
+
+def sequential_mutual_step(model_a, model_b, opt_a, opt_b, x, y, T=1.0, b_first: bool = False):
+    """Zhang et al.'s Algorithm 1: a peer steps, predictions recomputed, the other steps. Notebook 09_coding_exercises.
+
+    The paper updates Theta_1 (model_a) first; b_first=True is the same algorithm with the peers' order swapped.
+    """
+    peers = [(model_a, opt_a, model_b), (model_b, opt_b, model_a)]
+    for own, opt, other in (peers[::-1] if b_first else peers):
+        z_own, z_other = own(x), other(x)  # recomputed: the second peer sees the first one's update
+        opt.zero_grad()
+        _dml_loss(z_own, z_other, y, T, MutualMistake()).backward()
+        opt.step()
 
 
 def _wrong_step(**mistake):
@@ -71,9 +76,10 @@ DML_VARIANTS = (
     Variant("not_detached", "Each model's loss also sent gradients into the other model: the other model's "
             "predictions are a fixed target within a step. Use softmax(other_logits.detach() / T) inside the KL.",
             _wrong_step(detach=False)),
-    Variant("sequential", "model_b learned from model_a's predictions after model_a's update. DML updates both "
-            "from the same forward pass: compute both logits first, both losses, then step both optimizers.",
-            _wrong_step(sequential=True)),
+    Variant("sequential_b_first", "model_a learned from model_b's predictions after model_b's update: Zhang et "
+            "al.'s Algorithm 1 with the order swapped. The paper updates model_a (Theta_1) first, recomputes the "
+            "predictions, then updates model_b; or step both on one forward pass. Either is accepted.",
+            lambda a, b, opt_a, opt_b, x, y, T=1.0: sequential_mutual_step(a, b, opt_a, opt_b, x, y, T, True)),
     Variant("kl_swapped", "KL direction swapped: each model must minimise KL(other || own), with the other "
             "model's probabilities as the target: F.kl_div(F.log_softmax(own / T, dim=1), "
             "F.softmax(other.detach() / T, dim=1), reduction='batchmean').", _wrong_step(swapped=True)),
@@ -109,6 +115,17 @@ def _same(m1: nn.Module, m2: nn.Module) -> bool:
     return len(p1) == len(p2) and all(close(p, q) for p, q in zip(p1, p2))
 
 
+def _same_pair(pair1, pair2) -> bool:
+    """Whether two (model_a, model_b) pairs hold the same parameters."""
+    return _same(pair1[0], pair2[0]) and _same(pair1[1], pair2[1])
+
+
+SEQUENTIAL_NOTE = ("your step is Zhang et al.'s Algorithm 1 (model_a steps, the predictions are recomputed, "
+                   "then model_b steps), the paper's own order. The simultaneous step (both peers on "
+                   "one forward pass, as kd_lessons.methods.schemes does) is accepted too; the two differ only in "
+                   "whether model_b sees model_a's update within the step.")
+
+
 class MutualStep(Exercise):
     """Exercise 20 of notebook 09_coding_exercises: one deep mutual learning step (Zhang et al., CVPR 2018)."""
 
@@ -117,7 +134,8 @@ class MutualStep(Exercise):
     other_mistakes = ("a_not_updated", "b_not_updated")
     hint_text = ("Forward both models first. For each: loss = F.cross_entropy(own, y) + T**2 * KL(softmax(other "
                  "/ T) || softmax(own / T)), the other's logits detached. Zero both optimizers' gradients, "
-                 "backward both losses, step both.")
+                 "backward both losses, step both. (The paper's Algorithm 1, which steps model_a, recomputes the "
+                 "predictions and then steps model_b, is accepted too.)")
     solution_code = '''def mutual_step(model_a, model_b, opt_a, opt_b, x, y, T=1.0):
     """Update two peers on (x, y) at once: each learns from the labels and the other's soft predictions."""
     za, zb = model_a(x), model_b(x)               # one forward pass each, before any update
@@ -132,29 +150,42 @@ class MutualStep(Exercise):
     loss_b.backward()
     opt_a.step()
     opt_b.step()
+    # Zhang et al.'s Algorithm 1 is sequential instead: step model_a, recompute both logits, then step model_b
 '''
 
     def _check(self, fn, trials=((0, 1.0), (1, 3.0))):
-        """Run fn and the reference step from the same weights; name the mistake when the weights differ."""
+        """Run fn next to both right steps from the same weights; name the mistake when it matches neither.
+
+        Returns SEQUENTIAL_NOTE (the Result's message) when fn is the paper's sequential Algorithm 1.
+        """
+        sequential = []
         for seed, T in trials:
             a0, b0, x, y = _dml_setup(seed)
-            a, b = _run_dml(lambda *args: call(fn, *args), (a0, b0), x, y, T)
-            ref_a, ref_b = _run_dml(reference_mutual_step, (a0, b0), x, y, T)
-            if _same(a, ref_a) and _same(b, ref_b):
+            learner = _run_dml(lambda *args: call(fn, *args), (a0, b0), x, y, T)
+            if _same_pair(learner, _run_dml(reference_mutual_step, (a0, b0), x, y, T)):
+                sequential.append(False)
+            elif _same_pair(learner, _run_dml(sequential_mutual_step, (a0, b0), x, y, T)):
+                sequential.append(True)
+            else:
+                raise self._mistake(learner, (a0, b0), x, y, T)
+        return SEQUENTIAL_NOTE if all(sequential) else None
+
+    def _mistake(self, learner, models, x, y, T) -> Incorrect:
+        """The Incorrect naming what the learner's updated pair got wrong (a known variant, a frozen peer, or other)."""
+        for variant in self.variants:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    wrong = _run_dml(variant.fn, models, x, y, T)
+            except Exception:  # a variant that cannot run here names nothing
                 continue
-            for variant in self.variants:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        va, vb = _run_dml(variant.fn, (a0, b0), x, y, T)
-                except Exception:  # a variant that cannot run here names nothing
-                    continue
-                if _same(a, va) and _same(b, vb):
-                    raise Incorrect(variant.hint, variant.name)
-            for model, model0, name in ((a, a0, "a"), (b, b0, "b")):
-                if _same(model, model0):
-                    raise Incorrect(f"model_{name} did not change: backward its loss and call opt_{name}.step() "
-                                    "(and make sure its own logits are not detached).", f"{name}_not_updated")
-            raise Incorrect(f"after your step (T={T:g}) the weights differ from the reference step: both "
-                            "forward passes first, each loss = CE(own, y) + T**2 * KL(other, detached || own), "
-                            "zero_grad, backward, step for both.", None)
+            if _same_pair(learner, wrong):
+                return Incorrect(variant.hint, variant.name)
+        for model, model0, name in zip(learner, models, "ab"):
+            if _same(model, model0):
+                return Incorrect(f"model_{name} did not change: backward its loss and call opt_{name}.step() "
+                                 "(and make sure its own logits are not detached).", f"{name}_not_updated")
+        return Incorrect(f"after your step (T={T:g}) the weights differ from the reference step: both forward "
+                         "passes first, each loss = CE(own, y) + T**2 * KL(other, detached || own), zero_grad, "
+                         "backward, step for both (or the paper's order: step model_a, recompute, step model_b).",
+                         None)
