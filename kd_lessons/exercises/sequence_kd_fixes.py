@@ -1,8 +1,11 @@
-"""Generative / LLM distillation find-and-fix exercises 25-28, each modelled on a real reported bug.
+"""Generative / LLM distillation find-and-fix exercises 25-28: three modelled on reported bugs, one on a confusion.
 
-Introduced in notebook 09_coding_exercises (part 4): vocabularies of different widths, teacher and student
-swapped in the loss, the same logits passed twice (no distillation at all), a cross-entropy inside a JSD.
-The references are kd_lessons.generative.divergences; the shared pieces live in exercises.sequence_kd.
+Introduced in notebook 09_coding_exercises (part 4): vocabularies of different widths (microsoft/LMOps PR 331,
+NVIDIA/Model-Optimizer issue 2489), teacher and student swapped (keras-team/keras-io issue 257, classification
+code), the same logits passed twice (labmlai/annotated_deep_learning_paper_implementations issue 66,
+classification code), and a cross-entropy inside a JSD (no report known: it follows from F.cross_entropy's
+definition). docs/references.md lists the reports. The references are kd_lessons.generative.divergences; the
+shared pieces live in exercises.sequence_kd.
 """
 from __future__ import annotations
 
@@ -150,8 +153,8 @@ def reference_batch_kd(student, teacher, x, same=False, mode=None, grad=False, r
 
 BATCH_VARIANTS = (
     Variant("same_logits", "The loss is exactly 0 with a zero gradient: the student's logits are on both sides, "
-            "so nothing is distilled (a real bug: the 'teacher' forward pass used the student's outputs). Use "
-            "teacher(x), computed under torch.no_grad(), as the target.",
+            "so nothing is distilled (a reported bug: labmlai's annotated distillation passed one model's logits "
+            "to both sides). Use teacher(x), computed under torch.no_grad(), as the target.",
             lambda s, t, x: reference_batch_kd(s, t, x, same=True)),
     Variant("teacher_train_mode", "The teacher ran in train mode, so its dropout made the targets noisy. Call "
             "teacher.eval() first.", lambda s, t, x: reference_batch_kd(s, t, x, mode="train")),
