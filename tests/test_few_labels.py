@@ -169,3 +169,38 @@ def test_study_is_deterministic_and_uses_the_recipes_weight_decay(tiny, monkeypa
     assert a.histories[("distilled", 0)]["step_loss"] == b.histories[("distilled", 0)]["step_loss"]
     assert seen[0]["options"].weight_decay == tiny["rec"].weight_decay and seen[0]["options"].max_steps == 5
     assert (seen[0]["lr"], seen[0]["options"].batch_size) == (tiny["rec"].lr, tiny["rec"].batch_size)
+
+
+def test_study_draws_each_seeds_own_labelled_images(tiny, monkeypatch):
+    seen = []
+    real = few_labels.train_students
+    monkeypatch.setattr(few_labels, "train_students", lambda make, data, arms, seeds, **kw:
+                        seen.append((list(seeds), arms["scratch"].x)) or real(make, data, arms, seeds, **kw))
+    runs = few_labels.study(tiny["rec"], tiny["teacher"], seeds=(0, 1), names=("scratch",))
+    assert [s for s, _ in seen] == [[0], [1]] and list(runs.table["seed"]) == [0, 1]
+    assert not torch.equal(seen[0][1], seen[1][1])                       # another seed: other labelled images
+    assert torch.equal(seen[0][1], few_labels.split(tiny["rec"])["x_labeled"])   # seed s: split(rec.replace(seed=s))
+    assert torch.equal(seen[1][1], few_labels.split(tiny["rec"].replace(seed=1))["x_labeled"])
+
+
+def test_dark_knowledge_resamples_labels_and_shuffle_per_seed_and_trains_the_named_arms(tiny, monkeypatch):
+    from kd_lessons.runs import dark_knowledge
+
+    seen = []
+    real = dark_knowledge.train_students
+    monkeypatch.setattr(dark_knowledge, "train_students", lambda make, data, arms, seeds, **kw:
+                        seen.append((list(seeds), arms)) or real(make, data, arms, seeds, **kw))
+    runs, info = dark_knowledge.study(tiny["rec"], tiny["teacher"], seeds=(0, 1), T=2.0,
+                                      names=("teacher", "shuffled"))
+    assert [s for s, _ in seen] == [[0], [1]] and [list(a) for _, a in seen] == [["teacher", "shuffled"]] * 2
+    assert sorted(zip(runs.table["method"], runs.table["seed"])) == [("shuffled", 0), ("shuffled", 1),
+                                                                   ("teacher", 0), ("teacher", 1)]
+    (first, second) = (arms for _, arms in seen)
+    assert not torch.equal(first["teacher"].x, second["teacher"].x)      # each seed: its own labelled images
+    for arms, seed in ((first, 0), (second, 1)):
+        logits = tiny["teacher"](arms["teacher"].x).detach()
+        expected = dark_knowledge.control_logits(logits, arms["teacher"].y, 2.0, "shuffled", seed=seed)
+        torch.testing.assert_close(arms["shuffled"].teacher, expected)  # ... and its own shuffle
+    assert info["T"] == 2.0 and 0 < info["epsilon"] < 0.9 and info["entropy"] > 0
+    with pytest.raises(ValueError, match=r"names=\['mixup'\]: use some of \['scratch', 'teacher'"):
+        dark_knowledge.study(tiny["rec"], tiny["teacher"], names=("mixup",))

@@ -363,3 +363,19 @@ def test_spread_needs_two_seeds(tiny, seeds):
     with pytest.raises(ValueError, match=re.escape(f"seeds={list(seeds)}: a spread needs at least two seeds")):
         grid.spread(tiny["rec"], grid.SPREAD_CELLS, seeds=seeds)
     assert tiny["calls"] == []
+
+
+def test_per_seed_gives_one_row_per_cell_and_seed_for_paired_differences(tiny):
+    from kd_lessons.runs.seeds import paired_differences
+
+    rows = grid.per_seed(tiny["rec"], grid.SPREAD_CELLS, seeds=(0, 1, 2))
+    assert list(rows.columns) == ["T", "alpha", "method", "seed", "accuracy", "errors"]
+    assert list(zip(rows["method"], rows["seed"])) == [("T=4,alpha=0.9", s) for s in (0, 1, 2)] + [
+        ("T=4,alpha=0", s) for s in (0, 1, 2)]
+    spread = grid.spread(tiny["rec"], grid.SPREAD_CELLS, seeds=(0, 1, 2))
+    assert len(tiny["calls"]) == 6                       # per_seed trained them; spread read the cache
+    assert spread["errors_mean"].tolist() == pytest.approx(rows.groupby("method", sort=False)["errors"].mean().tolist())
+    d = paired_differences(rows, "T=4,alpha=0.9", "T=4,alpha=0")
+    assert d["per_seed"] == {s: float(a - b) for s, a, b in zip((0, 1, 2), rows.errors[:3], rows.errors[3:])}
+    with pytest.raises(ValueError, match=r"seeds=\[0\]: a spread needs at least two seeds"):
+        grid.per_seed(tiny["rec"], grid.SPREAD_CELLS, seeds=(0,))

@@ -256,3 +256,38 @@ def test_hinton_command_help_and_seeds(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "| experiment | paper | ours | seeds | wall_s_per_run |" in out and "ours_mean" not in out
     assert "T sweep:" in out
+
+
+def test_transfer_sets_get_extra_seeds_in_full_mode(monkeypatch):
+    monkeypatch.setenv("KD_QUICK", "0")
+    full = h.recipe()
+    assert full.transfer_seeds == (0, 1, 2, 3, 4) and full.seeds == (0, 1, 2)
+    assert h.recipe(seeds=(4, 5)).transfer_seeds == (4, 5, 6, 7)
+    assert full.replace(seeds=(1,), extra_transfer_seeds=0).transfer_seeds == (1,)
+    monkeypatch.setenv("KD_QUICK", "1")
+    assert h.recipe().transfer_seeds == (0,)
+    with pytest.raises(ValueError, match=r"extra_transfer_seeds=-1: must be in \[0, 100\]"):
+        h.recipe(extra_transfer_seeds=-1)
+
+
+def test_run_transfer_trains_the_transfer_seeds_and_fills_predictions(one_thread):
+    data, s = _tiny_data(), _tiny_recipe(seeds=(0,), extra_transfer_seeds=1)
+    predictions = {}
+    rows, sweeps = h.run_transfer(data, s, drop=(3,), progress=False, predictions=predictions)
+    assert list(rows["seed"]) == [0, 1] and set(sweeps) == set(predictions) == {0, 1}
+    for seed, row in rows.set_index("seed").iterrows():
+        before, after = predictions[seed]
+        assert int((before != data["y_test"]).sum()) == row["errors"]
+        assert int((after != data["y_test"]).sum()) == row["shifted_errors"]
+        assert int((after[data["y_test"] == 3] != 3).sum()) == row["shifted_errors_on_classes"]
+
+
+def test_run_baseline_trains_only_the_named_methods(one_thread, monkeypatch):
+    trained = []
+    real = h.train_on
+    monkeypatch.setattr(h, "train_on", lambda d, s_, methods, seeds, *a, **k:
+                        trained.append(list(methods)) or real(d, s_, methods, seeds, *a, **k))
+    table = h.run_baseline(_tiny_data(), _tiny_recipe(), progress=False, names=("distilled",))
+    assert trained == [["distilled"]] and list(table["method"]) == ["distilled"] and table["T"].tolist() == [20.0]
+    with pytest.raises(ValueError, match=r"names=\['teacher'\]: use 'scratch' and/or 'distilled'"):
+        h.run_baseline(_tiny_data(), _tiny_recipe(), names=("teacher",))

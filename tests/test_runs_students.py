@@ -272,3 +272,30 @@ def test_load_split_takes_a_balanced_subset_and_the_whole_test_set(monkeypatch):
     assert torch.bincount(split["y"]).tolist() == [10] * 10
     assert split["x_test"] is fake[False][0] and split["y_test"] is fake[False][1]
     assert len(load_split("mnist")["x"]) == 500
+
+
+def _one_seed_runs(seed, method="scratch"):
+    table = pd.DataFrame({"method": [method], "seed": [seed], "errors": [10 + seed], "accuracy": [0.9]})
+    return StudentRuns(table, {(method, seed): f"student {seed}"}, {(method, seed): {"step": [seed]}})
+
+
+def test_each_seed_runs_once_per_seed_and_stacks_the_runs():
+    calls = []
+    runs = students.each_seed(lambda seed: calls.append(seed) or _one_seed_runs(seed), [2, 0, 1])
+    assert calls == [2, 0, 1] and list(runs.table["seed"]) == [2, 0, 1] and list(runs.table.index) == [0, 1, 2]
+    assert runs.students == {("scratch", s): f"student {s}" for s in (0, 1, 2)}
+    assert runs.histories[("scratch", 1)] == {"step": [1]}
+    assert paired_differences(pd.concat([runs.table, _one_seed_runs(0, "kd").table, _one_seed_runs(1, "kd").table]),
+                              "kd")["per_seed"] == {0: 0.0, 1: 0.0}
+
+
+@pytest.mark.parametrize("seeds, run, match", [
+    ([], _one_seed_runs, r"seeds=\[\]: pass at least one seed, each once"),
+    ([0, 0], _one_seed_runs, r"seeds=\[0, 0\]: pass at least one seed, each once"),
+    ([0, 1], lambda seed: _one_seed_runs(0), r"run\(1\) must return the StudentRuns of train_students\(\.\.\., "
+                                              r"seeds=\[1\]\)"),
+    ([0], lambda seed: None, r"run\(0\) must return the StudentRuns"),
+])
+def test_each_seed_rejects_repeated_seeds_and_runs_of_other_seeds(seeds, run, match):
+    with pytest.raises(ValueError, match=match):
+        students.each_seed(run, seeds)

@@ -23,7 +23,7 @@ from kd_lessons.losses import check_T, entropy
 from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.runs import few_labels
 from kd_lessons.runs.few_labels import FewLabelsRecipe
-from kd_lessons.runs.students import Arm, StudentRuns, train_students
+from kd_lessons.runs.students import Arm, StudentRuns, each_seed, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
 
@@ -71,20 +71,30 @@ def control_logits(teacher_logits: torch.Tensor, y: torch.Tensor, T: float, kind
 
 
 def study(rec: FewLabelsRecipe, teacher: torch.nn.Module, seeds=(0, 1, 2), T: float = 4.0, alpha: float = 0.9,
-          options: TrainOptions | None = None) -> tuple[StudentRuns, dict]:
-    """Train every arm per seed on the recipe's labelled images only. Notebook 04_distill_mnist.
+          options: TrainOptions | None = None, names=ARMS) -> tuple[StudentRuns, dict]:
+    """Train every arm (or those in `names`) per seed on the labelled images only. Notebook 04_distill_mnist.
 
-    Returns (runs, info): info holds the teacher's mean soft-label entropy at T and the matched epsilon.
+    Each seed s draws its own labelled images (`rec.replace(seed=s)`) and its own shuffle of the wrong classes;
+    the teacher is fixed. Returns (runs, info): info holds the teacher's mean soft-label entropy at T and the
+    matched epsilon, averaged over the seeds' labelled sets (each seed's label smoothing matches its own).
     """
-    data = few_labels.split(rec)
-    x, y = data["x_labeled"], data["y_labeled"]
-    logits = cached_logits(teacher, x)
-    targets = {kind: control_logits(logits, y, T, kind, seed=rec.seed) for kind in ARMS[1:]}
-    arms = {"scratch": Arm(CrossEntropy(), x, y),
-            **{kind: Arm(HintonKD(T, alpha), x, y, targets[kind]) for kind in ARMS[1:]}}
-    p = F.softmax(logits / T, dim=1)
-    mean_entropy = float(entropy(p).mean())
+    unknown = set(names) - set(ARMS)
+    if unknown or not names:
+        raise ValueError(f"names={list(names)}: use some of {list(ARMS)}")
     options = options or TrainOptions(progress=False, weight_decay=rec.weight_decay)
-    runs = train_students(lambda: few_labels.make_student(rec), data, arms, seeds, lr=rec.lr,
-                          options=replace(options, batch_size=rec.batch_size, max_steps=rec.steps))
-    return runs, {"entropy": mean_entropy, "epsilon": smoothing_for_entropy(mean_entropy, p.shape[1]), "T": T}
+    options = replace(options, batch_size=rec.batch_size, max_steps=rec.steps)
+    entropies = []
+
+    def one(seed: int) -> StudentRuns:
+        data = few_labels.split(rec.replace(seed=seed))
+        x, y = data["x_labeled"], data["y_labeled"]
+        logits = cached_logits(teacher, x)
+        h = float(entropy(F.softmax(logits.float() / T, dim=1)).mean())
+        entropies.append((h, smoothing_for_entropy(h, logits.shape[1])))
+        arms = {kind: Arm(CrossEntropy(), x, y) if kind == "scratch"
+                else Arm(HintonKD(T, alpha), x, y, control_logits(logits, y, T, kind, seed=seed)) for kind in names}
+        return train_students(lambda: few_labels.make_student(rec), data, arms, [seed], lr=rec.lr, options=options)
+
+    runs = each_seed(one, seeds)
+    n = len(entropies)
+    return runs, {"entropy": sum(h for h, _ in entropies) / n, "epsilon": sum(e for _, e in entropies) / n, "T": T}

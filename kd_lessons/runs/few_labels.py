@@ -21,7 +21,7 @@ from kd_lessons.models import MLPStudent
 from kd_lessons.models import make_student as build_student
 from kd_lessons.objectives import UNLABELED, CrossEntropy, HintonKD
 from kd_lessons.recipes import Recipe, check_recipe, pick
-from kd_lessons.runs.students import Arm, StudentRuns, train_students
+from kd_lessons.runs.students import Arm, StudentRuns, each_seed, train_students
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions
 
@@ -95,10 +95,15 @@ def study(rec: FewLabelsRecipe, teacher: torch.nn.Module, seeds=(0,), T: float =
           names=METHODS, val: bool = False, options: TrainOptions | None = None) -> StudentRuns:
     """Train each method's student per seed with the recipe's budget. Notebook 04_distill_mnist.
 
-    The labelled subset follows the recipe's seed; `seeds` vary the initialisation and batch order.
+    Each seed s draws its own labelled subset (`split(rec.replace(seed=s))`), initialisation and batch order,
+    so the seeds cover every random source; the pool (all training images in full mode) and the teacher are fixed.
     """
-    data = split(rec)
     options = replace(options or TrainOptions(progress=False), weight_decay=rec.weight_decay)
-    return train_students(lambda: make_student(rec), data, methods(data, teacher, T, alpha, names), seeds,
-                          teacher=teacher, lr=rec.lr,
-                          options=replace(options, batch_size=rec.batch_size, val=val or None, max_steps=rec.steps))
+    options = replace(options, batch_size=rec.batch_size, val=val or None, max_steps=rec.steps)
+
+    def one(seed: int) -> StudentRuns:
+        data = split(rec.replace(seed=seed))
+        return train_students(lambda: make_student(rec), data, methods(data, teacher, T, alpha, names), [seed],
+                              teacher=teacher, lr=rec.lr, options=options)
+
+    return each_seed(one, seeds)

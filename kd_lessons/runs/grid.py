@@ -32,7 +32,7 @@ from kd_lessons.teachers import recipe as teacher_recipe
 from kd_lessons.train import TrainOptions
 
 __all__ = ["COLUMNS", "GridRecipe", "recipe", "default_grid", "path", "load", "load_or_run", "add_result", "run_one",
-           "history_for", "baseline", "spread", "SPREAD_CELLS"]
+           "history_for", "baseline", "per_seed", "spread", "SPREAD_CELLS"]
 
 COLUMNS = ["T", "alpha", "accuracy", "errors", "seconds", "source"]
 _FORMAT = 2
@@ -235,20 +235,32 @@ def load_or_run(rec: GridRecipe, Ts: Sequence[float] | None = None, alphas: Sequ
     return df
 
 
-def spread(rec: GridRecipe, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
-           progress: bool = False) -> pd.DataFrame:
-    """Seed-to-seed spread at a few cells: is a difference in the heatmap larger than noise? Notebook 04.
+def per_seed(rec: GridRecipe, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
+             progress: bool = False) -> pd.DataFrame:
+    """One row per (cell, seed), the rows `runs.seeds.paired_differences` pairs: cell A vs B. Notebook 04.
 
-    Trains (once, cached like any cell) each (T, alpha) of `cells` with the recipe under every seed
-    (a seed picks the labelled images and the initialisation). Returns T, alpha, accuracy_mean,
-    accuracy_std, errors_mean, errors_std, seeds.
+    Trains (once, cached like any cell) each (T, alpha) of `cells` with the recipe under every seed (a seed picks
+    the labelled images and the initialisation). Columns T, alpha, method ("T=4,alpha=0.9"), seed, accuracy, errors.
     """
     if len(seeds) < 2:
         raise ValueError(f"seeds={list(seeds)}: a spread needs at least two seeds, e.g. (0, 1, 2)")
     rows = []
     for T, alpha in cells:
-        found = [load_or_run(rec.replace(seed=int(s)), [T], [alpha], progress=progress).iloc[0] for s in seeds]
-        acc, err = pd.Series([r.accuracy for r in found]), pd.Series([r.errors for r in found])
-        rows.append({"T": float(T), "alpha": float(alpha), "accuracy_mean": acc.mean(), "accuracy_std": acc.std(),
-                     "errors_mean": err.mean(), "errors_std": err.std(), "seeds": len(seeds)})
+        for s in seeds:
+            r = load_or_run(rec.replace(seed=int(s)), [T], [alpha], progress=progress).iloc[0]
+            rows.append({"T": float(T), "alpha": float(alpha), "method": _cell(T, alpha), "seed": int(s),
+                         "accuracy": float(r.accuracy), "errors": int(r.errors)})
     return pd.DataFrame(rows)
+
+
+def spread(rec: GridRecipe, cells: Sequence[tuple[float, float]], seeds: Sequence[int] = (0, 1, 2),
+           progress: bool = False) -> pd.DataFrame:
+    """Seed-to-seed spread at a few cells: is a difference in the heatmap larger than noise? Notebook 04.
+
+    The cells of `per_seed` summarised: T, alpha, accuracy_mean, accuracy_std, errors_mean, errors_std, seeds.
+    """
+    rows = per_seed(rec, cells, seeds, progress)
+    g = rows.groupby(["T", "alpha"], sort=False)
+    out = g.agg(accuracy_mean=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+                errors_mean=("errors", "mean"), errors_std=("errors", "std")).reset_index()
+    return out.assign(seeds=len(seeds))

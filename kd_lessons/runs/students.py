@@ -24,8 +24,8 @@ from kd_lessons.runs.seeds import paired_differences, summarize  # re-exported: 
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate, teacher_precomputable
 
-__all__ = ["StudentRuns", "Arm", "load_split", "train_students", "scratch_vs_distilled", "summarize", "error_ratio",
-           "paired_differences"]
+__all__ = ["StudentRuns", "Arm", "load_split", "train_students", "each_seed", "scratch_vs_distilled", "summarize",
+           "error_ratio", "paired_differences"]
 
 
 @dataclass
@@ -119,6 +119,28 @@ def train_students(make_student: Callable[[], nn.Module], data: Mapping, arms: M
         runs.histories[(name, seed)] = history
     runs.table = pd.DataFrame(rows)
     return runs
+
+
+def each_seed(run: Callable[[int], StudentRuns], seeds: Sequence[int]) -> StudentRuns:
+    """`run(seed)` once per seed, stacked: so that each seed draws its own data too. Notebook 04_distill_mnist.
+
+    `run(seed)` builds that seed's data (labelled subset, transfer set, pool, control targets) and trains
+    its students with `train_students(..., seeds=[seed])`; the tables are concatenated in seed order.
+    """
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds}: pass at least one seed, each once, e.g. [0, 1, 2]")
+    out = StudentRuns(pd.DataFrame())
+    tables = []
+    for seed in seeds:
+        runs = run(seed)
+        if not isinstance(runs, StudentRuns) or set(runs.table.get("seed", [])) != {seed}:
+            raise ValueError(f"run({seed}) must return the StudentRuns of train_students(..., seeds=[{seed}])")
+        tables.append(runs.table)
+        out.students.update(runs.students)
+        out.histories.update(runs.histories)
+    out.table = pd.concat(tables, ignore_index=True)
+    return out
 
 
 def scratch_vs_distilled(make_student: Callable[[], nn.Module], data: Mapping, teacher, seeds: Sequence[int] = (0,),
