@@ -26,6 +26,7 @@ GENERATIVE = [s.name for s in registry.methods("generative")]
 TEXT = {"T": 1.0, "alpha": 1.0, "batch_size": 4, "onpolicy_prompt": 4, "lam": 1.0, "beta": 0.5, "topk": 3,
         "topk_renormalize": True}  # the recipe keys the generative methods read (lm_students.recipe has them all)
 V, L = 11, 12
+CRD_NAME = "KD + CRD (in-batch)"  # Hinton's loss plus the term (the papers' "RKD"/"CRD" rows train without KD)
 
 
 @pytest.fixture(autouse=True)
@@ -139,11 +140,11 @@ def test_the_tour_builds_the_objectives_it_built_before_the_registry():
     teacher, rec = TeacherCNN(width=2), tour.recipe(n_train=100, steps=5)
     T, alpha = registry.setting(rec, "T"), registry.setting(rec, "alpha")
     before = {"scratch": CrossEntropy(), "Hinton KD": HintonKD(T, alpha), "DKD": DKD(T=T), "DIST": DIST(),
-              "logit standardisation": LogitStandardizedKD(T=2.0, alpha=alpha), "RKD": RKD(T=T, alpha=alpha)}
+              "logit standardisation": LogitStandardizedKD(T=2.0, alpha=alpha), "KD + RKD": RKD(T=T, alpha=alpha)}
     built = tour.methods(teacher, rec)
-    assert {k: repr(v) for k, v in built.items() if k != "CRD"} == {k: repr(v) for k, v in before.items()}
+    assert {k: repr(v) for k, v in built.items() if k != CRD_NAME} == {k: repr(v) for k, v in before.items()}
     torch.manual_seed(0)
-    crd = built["CRD"](tour.make_student())
+    crd = built[CRD_NAME](tour.make_student())
     torch.manual_seed(0)
     expected = CRD.for_models(tour.make_student(), teacher, (1, 28, 28), T=T, alpha=alpha)
     assert repr(crd) == repr(expected)
@@ -174,7 +175,7 @@ def test_lm_students_builds_the_plugins_it_built_before_the_registry():
 
 def test_the_tables_are_the_registry_in_the_course_order():
     assert list(tour.FAMILIES) == [s.name for s in registry.methods(families=tour.TOUR_FAMILIES)] == [
-        "scratch", "Hinton KD", "DKD", "DIST", "logit standardisation", "RKD", "CRD"]
+        "scratch", "Hinton KD", "DKD", "DIST", "logit standardisation", "KD + RKD", CRD_NAME]
     assert list(tour.SCHEMES) == SCHEMES == ["teacher assistant", "born-again", "mutual learning", "function matching"]
     assert list(lm_students.METHODS) == GENERATIVE == ["scratch", "token KD", "seq-level KD", "on-policy GKD",
                                                       "reverse KL on-policy", "top-k KD"]

@@ -234,7 +234,8 @@ def train_cell(rec: dict, T: float, alpha: float) -> Callable[[Job], dict]:
 
 
 def train_method(rec: dict, teacher, name: str, seed: int) -> Callable[[Job], Any]:
-    """The Methods tab's "train now": one method and its scratch baseline for one seed (runs.tour caches them)."""
+    """The Methods tab's "train now": one method, scratch and Hinton KD for one seed (runs.tour caches them)."""
     from kd_lessons.runs import tour
 
-    return lambda job: tour.load_or_run(rec, teacher, seeds=[int(seed)], names=["scratch", name])
+    names = list(dict.fromkeys(["scratch", "Hinton KD", name]))  # both baselines of the tab's gain columns
+    return lambda job: tour.load_or_run(rec, teacher, seeds=[int(seed)], names=names)

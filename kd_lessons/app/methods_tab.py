@@ -12,7 +12,7 @@ from kd_lessons.app.page import Shared
 from kd_lessons.runs import tour
 from kd_lessons.runs.students import StudentRuns
 
-__all__ = ["settings_caption", "render"]
+__all__ = ["settings_caption", "seeds_caption", "render"]
 
 
 def settings_caption(rec: dict, T: float, alpha: float) -> str:
@@ -22,7 +22,21 @@ def settings_caption(rec: dict, T: float, alpha: float) -> str:
             f"{rec.steps} steps per run, the course's CNN teacher ({rec.mode} mode). "
             f"Each method runs with its paper's defaults (T = {rec.T:g}, alpha = {rec.alpha:g} where it "
             f"takes them), as in notebook 11: the sidebar's T = {T:g} and alpha = {alpha:g} do not apply here. "
-            "Results are cached; notebook 11 runs all of them with 3 seeds.")
+            "Results are cached; notebook 11 trains every method on several seeds and pairs them.")
+
+
+def seeds_caption(summary) -> str:
+    """How many seeds back each gain: one seed is one run's difference, not a comparison. Notebook 11_methods_tour."""
+    paired = summary["paired_seeds"].drop("scratch", errors="ignore")
+    if paired.empty:
+        return "Only scratch is trained: train a method to see its gains."
+    low, high = int(paired.min()), int(paired.max())
+    seeds = f"{low}" if low == high else f"{low} to {high}"
+    if high < 2:
+        return (f"Gains over {seeds} seed: one run's difference, not a comparison (no interval). Notebook 11 "
+                "pairs several seeds per method and reports 95% intervals; train more seeds here to get one.")
+    return (f"Gains are paired over {seeds} seeds; gain_*_ci95 is the 95% t half-width (NaN with one seed). "
+            "A gain is a finding only when its interval excludes 0 (notebook 11).")
 
 
 def render(st, shared: Shared, dataset: str, T: float, alpha: float, busy: bool) -> None:
@@ -48,7 +62,9 @@ def render(st, shared: Shared, dataset: str, T: float, alpha: float, busy: bool)
         shared.queued("tour_request", "Methods")
     table = tour.load(rec, teacher)
     if table.empty:
-        st.info("No method trained yet: pick one and press the button (it also trains the scratch baseline).")
+        st.info("No method trained yet: pick one and press the button (it also trains scratch and Hinton KD).")
         return
-    st.dataframe(tour.summary(StudentRuns(table)).round(2))
+    summary = tour.summary(StudentRuns(table))
+    st.caption(seeds_caption(summary))
+    st.dataframe(summary.round(2))
     st.image(shared.png("method bars", table, (table,)))

@@ -34,7 +34,8 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-@register("CRD", "contrastive", "Tian et al. 2020", {"T": 4.0, "alpha": 0.9, "weight": 0.8, "dim": 64, "tau": 0.07},
+@register("KD + CRD (in-batch)", "contrastive", "Tian et al. 2020",
+          {"T": 4.0, "alpha": 0.9, "weight": 0.8, "dim": 64, "tau": 0.07},
           build=lambda teacher, rec, **_: crd_for(teacher, datasets.get(setting(rec, "dataset")).shape,
                                                   T=setting(rec, "T"), alpha=setting(rec, "alpha")))
 class CRD(EmbeddingObjective):

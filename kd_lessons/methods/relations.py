@@ -130,7 +130,7 @@ class EmbeddingObjective(Objective):
         return (student_out[0], s), (teacher_out[0], t)
 
 
-@register("RKD", "relations", "Park et al. 2019",
+@register("KD + RKD", "relations", "Park et al. 2019",
           {"T": 4.0, "alpha": 0.9, "distance_weight": 25.0, "angle_weight": 50.0}, recipe_keys=("T", "alpha"))
 class RKD(EmbeddingObjective):
     """HintonKD(T, alpha) + distance_weight * RKD-D + angle_weight * RKD-A on one layer. Notebook 11_methods_tour.
