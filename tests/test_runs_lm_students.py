@@ -59,6 +59,8 @@ def test_run_table_columns_cost_and_cache(corpus, teacher, tmp_cache, monkeypatc
         assert all(col in r for r in rows), col
     assert all(0.0 <= r["agreement"] <= 1.0 and r["val_bpc"] > 0 for r in rows)
     assert {r["method"] for r in result["references"]} == {"teacher", "real text", "teacher, greedy"}
+    assert [r["seed"] for r in result["teacher_samples"]] == [0, 1]  # the teacher's reference: one draw per seed
+    assert result["shared"]["transfer"]["copies"] == result["shared"]["pool"]["copies"] == 2
     assert {(r["k"], r["renormalize"]) for r in result["sweep"]} == {(1, True), (1, False), (corpus.vocab_size, True),
                                                                     (3, True)}
     costs = rg.cost_table(result)
@@ -78,6 +80,19 @@ def test_run_table_columns_cost_and_cache(corpus, teacher, tmp_cache, monkeypatc
     assert pd.DataFrame(again["table"]).equals(pd.DataFrame(rows))  # NaN-aware equality
     with pytest.raises(AssertionError, match="cached result"):
         rg.cached_run(TINY.replace(steps=4), teacher, corpus, seeds=(0, 1), progress=False)
+
+
+def test_each_seed_draws_its_own_transfer_corpus_and_pool(corpus, teacher, tmp_cache):
+    shared, _ = rg._shared(teacher, corpus, TINY, [0, 1], progress=False)
+    assert set(shared["transfer"]) == set(shared["pool"]) == {0, 1}
+    assert not torch.equal(shared["transfer"][0]["ids"], shared["transfer"][1]["ids"])
+    assert not torch.equal(shared["pool"][0]["x"], shared["pool"][1]["x"])
+    # the first seed's pool also serves the sweep (every k), the others only the main top-k runs
+    assert shared["pool"][0]["idx"].shape[-1] == corpus.vocab_size and shared["pool"][1]["idx"].shape[-1] == TINY.topk
+    assert rg._for_seed(shared, "transfer", 1) is shared["transfer"][1]
+    assert rg._for_seed({"pool": shared["pool"][0]}, "pool", 5) is shared["pool"][0]  # one pool, shared on purpose
+    with pytest.raises(ValueError, match="no pool for seed 2"):
+        rg._for_seed(shared, "pool", 2)
 
 
 def test_summaries_and_paired_differences():

@@ -4,9 +4,11 @@ Introduced in notebook 10_generative_kd. `run(rec, teacher, corpus, seeds)` trai
 (method, seed) with `lm.train_lm` and the plug-ins of `kd_lessons.generative.lm_objectives`, then measures
 held-out bits/char (teacher-forced), agreement with the teacher's next-character argmax, and what the
 student *writes* (the teacher's bits/char of its samples, distinct word bigrams, share of words found in
-the training text), plus a cost meter per run and a top-k sweep on one seed. The result (plain data) is
-cached (kind "sweeps", verified, built under cache.lock) keyed by the recipe, the mode and the teacher's
-weights, so the notebook reruns in seconds.
+the training text), plus a cost meter per run and a top-k sweep on one seed. Each seed redraws every random
+source of its runs: the student's init and batch order, its samples, the teacher's transfer corpus (its own
+prompts and samples), the top-k pool's windows and the teacher's reference samples; the held-out prompts and
+passages the students are measured on are fixed (the test set). The result (plain data) is cached (kind
+"sweeps", verified, built under cache.lock) keyed by the recipe, the seeds, the mode and the teacher's weights.
 """
 from __future__ import annotations
 
@@ -100,6 +102,16 @@ def evaluate(student, teacher, corpus: Corpus, rec: LMStudentsRecipe, reference:
     return out
 
 
+def _for_seed(shared: dict, name: str, seed: int):
+    """The seed's own transfer corpus or pool ({seed: data}); a single one (no seed keys) is shared on purpose."""
+    value = shared.get(name)
+    if isinstance(value, dict) and value and all(isinstance(key, int) for key in value):
+        if seed not in value:
+            raise ValueError(f"no {name} for seed {seed} (have seeds {sorted(value)}); build one per seed")
+        return value[seed]
+    return value
+
+
 def _plugin(method: str, teacher, rec: LMStudentsRecipe, shared: dict, seed: int, k: int | None = None,
             renormalize: bool | None = None):
     """(loss_fn, batch_fn, meter) of one registered generative method (k, renormalize: top-k KD's sweep)."""
@@ -108,7 +120,7 @@ def _plugin(method: str, teacher, rec: LMStudentsRecipe, shared: dict, seed: int
     meter = gm.CostMeter()
     spec = registry.get(method, "generative")
     plug = spec.build(teacher, rec, meter=meter, seed=seed, k=k, renormalize=renormalize,
-                      transfer=shared.get("transfer"), pool=shared.get("pool"))
+                      transfer=_for_seed(shared, "transfer", seed), pool=_for_seed(shared, "pool", seed))
     return plug, getattr(plug, "batch_fn", None), meter
 
 
@@ -126,17 +138,22 @@ def train_method(method: str, teacher, corpus: Corpus, rec: LMStudentsRecipe, sh
     return row
 
 
-def _shared(teacher, corpus: Corpus, rec: LMStudentsRecipe, progress: bool) -> tuple[dict, dict]:
-    """The caches several runs share (transfer corpus, top-k pool) and the evaluation reference."""
-    start = time.perf_counter()
-    transfer = gm.cached_transfer_corpus(teacher, corpus.train,
-                                         gm.TransferSettings(rec.seq_sequences, rec.seq_prompt, rec.context),
-                                         progress=progress)
-    transfer["seconds"] = time.perf_counter() - start  # near 0 when it came from the cache
-    start = time.perf_counter()
+def _shared(teacher, corpus: Corpus, rec: LMStudentsRecipe, seeds, progress: bool) -> tuple[dict, dict]:
+    """Per seed, what the teacher prepares (transfer corpus, top-k pool: {seed: data}); the evaluation reference.
+
+    The first seed's pool holds the sweep's largest k (the sweep runs on that seed); the others hold rec.topk.
+    """
     k_max = max(k or teacher.vocab_size for k in (*rec.topk_sweep, rec.topk))
-    pool = gm.topk_pool(teacher, corpus.train, rec.topk_windows, rec.context, k_max, progress=progress)
-    pool["seconds"] = time.perf_counter() - start
+    transfer, pool = {}, {}
+    for seed in seeds:
+        start = time.perf_counter()
+        settings = gm.TransferSettings(rec.seq_sequences, rec.seq_prompt, rec.context, seed=seed)
+        transfer[seed] = gm.cached_transfer_corpus(teacher, corpus.train, settings, progress=progress)
+        transfer[seed]["seconds"] = time.perf_counter() - start  # near 0 when it came from the cache
+        start = time.perf_counter()
+        pool[seed] = gm.topk_pool(teacher, corpus.train, rec.topk_windows, rec.context,
+                                  k_max if seed == seeds[0] else rec.topk, seed=seed, progress=progress)
+        pool[seed]["seconds"] = time.perf_counter() - start
     prompts, _ = sample_windows(corpus.val, rec.sample_prompt, rec.sample_prompts,
                                 generator=torch.Generator().manual_seed(1234))
     reference = {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec.context, rec.eval_chars),
@@ -148,8 +165,9 @@ def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progres
     """Every method x seed, the references (teacher, real text) and the top-k sweep on seeds[0]. Notebook 10.
 
     Returns plain data: "table" (rows per method and seed), "references" (rows for the teacher's own
-    samples and the real continuations), "sweep" (top-k rows), "shared" (one-off costs and seconds of the
-    transfer corpus and the top-k pool), "greedy" (measures of greedy teacher text), "recipe".
+    samples, their mean over the seeds' draws, the real continuations and greedy teacher text),
+    "teacher_samples" (the teacher's rows per seed), "sweep" (top-k rows), "shared" (one-off costs and seconds
+    of the transfer corpora and top-k pools, added up over the seeds, "copies" of each), "recipe", "seeds".
     """
     if not seeds:
         raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
@@ -162,8 +180,26 @@ def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progres
         torch.set_num_threads(threads)
 
 
+def _one_off(per_seed: dict) -> dict:
+    """The counts and seconds of a one-off preparation, added up over the seeds that each built their own."""
+    total = gm.CostMeter()
+    for data in per_seed.values():
+        total = total.add(data["meter"])
+    return {**total.as_dict(), "seconds": sum(d["seconds"] for d in per_seed.values()), "copies": len(per_seed),
+            "from_cache": all(d.get("from_cache", False) for d in per_seed.values())}
+
+
+def _teacher_samples(teacher, corpus: Corpus, reference: dict, n: int, seeds) -> tuple[dict, list]:
+    """The teacher's own samples from the held-out prompts, one draw per seed: the mean row and the per-seed rows."""
+    rows = [{"seed": s, **sample_measures(teacher, teacher, reference["prompts"], n, corpus, reference["vocabulary"],
+                                          seed=s)} for s in seeds]
+    numbers = [k for k, v in rows[0].items() if k != "seed" and isinstance(v, (int, float))]
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in numbers}
+    return {"method": "teacher", **mean, "example": rows[0]["example"], "seeds": len(rows)}, rows
+
+
 def _run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds, progress: bool) -> dict:
-    shared, reference = _shared(teacher, corpus, rec, progress)
+    shared, reference = _shared(teacher, corpus, rec, list(seeds), progress)
     V = corpus.vocab_size
     plan = [(m, s, None, None) for s in seeds for m in METHODS]
     plan += [("top-k KD", seeds[0], k or V, r) for k in rec.topk_sweep for r in (True, False)
@@ -181,25 +217,24 @@ def _run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds, progress: bool) 
     # the real text: consecutive held-out passages (their own prompts), measured like the samples
     starts = torch.arange(len(reference["prompts"])) * (len(corpus.val) // (len(reference["prompts"]) + 1))
     real_texts = corpus.val[starts[:, None] + torch.arange(P + n)]
-    refs = [{"method": "teacher", **sample_measures(teacher, teacher, reference["prompts"], n, corpus,
-                                                    reference["vocabulary"])},
+    teacher_row, teacher_rows = _teacher_samples(teacher, corpus, reference, n, seeds)
+    refs = [teacher_row,
             {"method": "real text", **sample_measures(None, teacher, real_texts[:, :P], n, corpus,
                                                       reference["vocabulary"], texts=real_texts)}]
     greedy = gm.transfer_corpus(teacher, corpus.val, gm.TransferSettings(rec.sample_prompts, P, P + n - 1, greedy=True),
                                 progress=False)["ids"]
     refs.append({"method": "teacher, greedy", **sample_measures(None, teacher, greedy[:, :P], n, corpus,
                                                                 reference["vocabulary"], texts=greedy)})
-    one_off = {name: {**shared[name]["meter"].as_dict(), "seconds": shared[name]["seconds"],
-                      "from_cache": shared[name].get("from_cache", False)} for name in ("transfer", "pool")}
-    return {"table": rows, "references": refs, "sweep": sweep, "shared": one_off, "recipe": rec.asdict(),
-            "seeds": list(seeds), "vocab_size": V}
+    one_off = {name: _one_off(shared[name]) for name in ("transfer", "pool")}
+    return {"table": rows, "references": refs, "teacher_samples": teacher_rows, "sweep": sweep, "shared": one_off,
+            "recipe": rec.asdict(), "seeds": list(seeds), "vocab_size": V}
 
 
 def cached_run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
                refresh: bool = False) -> dict:
     """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
     blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
-                          "teacher": cache.state_digest(teacher), "version": 1})
+                          "teacher": cache.state_digest(teacher), "version": 2})
     path = cache.path("sweeps", f"generative-{config.mode()}-{blob_key}.pt")
     meta = {"key": blob_key, "kind": "kd_lessons.generative_runs"}
     return cache.build_once(path, meta, lambda: run(rec, teacher, corpus, seeds, progress),
@@ -217,8 +252,8 @@ def summarize(rows, values=VALUES) -> pd.DataFrame:
 def cost_table(result: dict) -> pd.DataFrame:
     """Per method: teacher / student forward positions and generated characters per trained position. Notebook 10.
 
-    Measured by each run's CostMeter; the one-off work (the transfer corpus, the top-k pool) is shared by
-    every run that uses it (all seeds and, for the pool, the sweep), so each run carries an equal share.
+    Measured by each run's CostMeter; the one-off work (one transfer corpus and one top-k pool per seed, the
+    first seed's pool also used by the sweep) is split over the runs that used it, an equal share each.
     """
     table = pd.DataFrame(result["table"])
     users = {"seq-level KD": ("transfer", (table["method"] == "seq-level KD").sum()),
