@@ -109,3 +109,36 @@ def test_plot_table_draws_one_bar_per_model_and_explains_a_wrong_table():
     assert [t.get_text() for t in size_ax.get_yticklabels()] == ["teacher", "student", "student int8"]
     with pytest.raises(ValueError, match="lacks columns"):
         compression.plot_table(table.drop(columns="errors"))
+
+
+def test_seed_study_pairs_scratch_distilled_and_both_fine_tunes_per_seed(monkeypatch, mnist_subset):
+    x, y, x_test, y_test = mnist_subset(96, 40)
+    drawn = []
+
+    def split(dataset, n_train=None, seed=0):
+        drawn.append(seed)
+        return {"dataset": dataset, "x": x, "y": y, "x_test": x_test, "y_test": y_test}
+    monkeypatch.setattr(compression, "load_split", split)
+    torch.manual_seed(0)
+    teacher = CNNStudent(width=4).eval()
+    rec = compression.recipe(hidden=(16, 16), num_epochs=1, n_train=96, batch_size=32)
+    study, models = compression.seed_study(teacher, rec, seeds=[3, 4])
+    assert drawn == [3, 4]  # each seed draws its own training subset
+    assert list(study.columns) == ["arm", "seed", "errors"]
+    assert sorted(zip(study["seed"], study["arm"])) == sorted((s, a) for s in (3, 4) for a in compression.ARMS)
+    assert set(models) == {"student", "student from scratch", "student pruned", "student pruned, CE fine-tune"}
+    kd, ce = models["student pruned"], models["student pruned, CE fine-tune"]
+    assert zero_fraction(kd) == pytest.approx(rec.prune_amount, abs=0.01)
+    assert torch.equal(kd.layers[0].weight == 0, ce.layers[0].weight == 0)  # the same mask, two fine-tunes
+    assert not torch.equal(kd.layers[0].weight, ce.layers[0].weight)       # ... with different targets
+
+
+def test_trained_student_without_a_teacher_learns_the_labels_and_distilled_student_needs_one(mnist_subset):
+    x, y, x_test, y_test = mnist_subset(64, 10)
+    rec = compression.recipe(hidden=(8,), num_epochs=1, batch_size=32)
+    torch.manual_seed(0)
+    fresh = compression.make_student(rec)
+    trained = compression.trained_student(None, {"x": x, "y": y}, rec, seed=0)
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError, match="teacher is None"):
+        compression.distilled_student(None, {"x": x, "y": y}, rec)

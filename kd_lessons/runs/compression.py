@@ -2,9 +2,11 @@
 
 Introduced in notebook 14_compression_toolbox. Distillation changes the architecture (fewer, narrower
 layers); dynamic int8 quantization stores the Linear weights in 8 bits and quantizes activations on the
-fly; unstructured magnitude pruning zeroes the smallest weights. The three compose. `compare` measures
-teacher and students side by side in one run, as `runs.deploy.model_table` does, and adds what that
-table cannot see: int8 models (no nn.Linear, no parameters), pruned weights stored sparse, zero weights.
+fly; unstructured magnitude pruning zeroes the smallest weights. The three compose. `seed_study` trains,
+per seed, the student from scratch and distilled, prunes the distilled one and fine-tunes it with the
+teacher and, as the control, with the labels alone. `compare` measures teacher and students side by side
+in one run, as `runs.deploy.model_table` does, and adds what that table cannot see: int8 models (no
+nn.Linear, no parameters), pruned weights stored sparse, zero weights.
 """
 from __future__ import annotations
 
@@ -20,23 +22,29 @@ from torch.nn.utils import prune
 
 from kd_lessons import config
 from kd_lessons.models import MLPStudent, count_params, measure_latency, size_on_disk
-from kd_lessons.objectives import HintonKD
+from kd_lessons.objectives import CrossEntropy, HintonKD
 from kd_lessons.plots import new_figure
 from kd_lessons.recipes import Recipe, check_recipe, pick
+from kd_lessons.runs.students import load_split
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
-__all__ = ["CompressionRecipe", "recipe", "make_student", "distilled_student", "quantize_int8", "prune_magnitude",
-           "zero_fraction", "sparse_size_on_disk", "make_permanent", "compare", "plot_table"]
+__all__ = ["ARMS", "CompressionRecipe", "recipe", "make_student", "distilled_student", "trained_student", "seed_study",
+           "quantize_int8", "prune_magnitude", "zero_fraction", "sparse_size_on_disk", "make_permanent", "compare",
+           "plot_table"]
+
+# the rows of seed_study, per seed: the pruned net before any fine-tune, then its two fine-tunes (same mask, steps)
+ARMS = ("scratch", "distilled", "distilled int8", "pruned", "pruned + KD fine-tune", "pruned + CE fine-tune")
 
 
 @dataclass(frozen=True)
 class CompressionRecipe(Recipe):
     """The lesson's budget in the current mode. Notebook 14_compression_toolbox."""
 
+    dataset: str = "mnist"
     hidden: tuple[int, ...] = (400, 400)
-    num_epochs: int = pick(4, 1)
-    n_train: int | None = pick(None, 5000)
+    num_epochs: int = pick(3, 1)
+    n_train: int | None = pick(15_000, 5000)  # a class-balanced subset, drawn per seed
     lr: float = 3e-3
     batch_size: int = 128
     T: float = 4.0
@@ -62,20 +70,65 @@ def make_student(rec: CompressionRecipe) -> MLPStudent:
     return MLPStudent(hidden=rec.hidden)
 
 
-def distilled_student(teacher: nn.Module, data: dict, rec: CompressionRecipe, seed: int = 0,
-                      student: nn.Module | None = None, num_epochs: int | None = None) -> nn.Module:
-    """Distil `student` (default: a new make_student) from `teacher` with Hinton's loss on data["x"]. Notebook 14.
+def trained_student(teacher: nn.Module | None, data: dict, rec: CompressionRecipe, seed: int = 0,
+                    student: nn.Module | None = None, num_epochs: int | None = None) -> nn.Module:
+    """Train `student` (default: a new make_student) on data["x"]: Hinton's loss from `teacher`, or the labels
+    alone when teacher is None (scratch, the CE fine-tune). Notebook 14_compression_toolbox.
 
     The teacher's logits are computed once and cached on disk. Passing a pruned student fine-tunes it:
     torch's pruning hooks keep its zeros at zero while it trains.
     """
     config.seed_everything(seed)
     student = make_student(rec) if student is None else student
-    logits = cached_logits(teacher, data["x"])
-    distill(student, data["x"], data["y"], logits, HintonKD(rec.T, rec.alpha),
-            num_epochs=num_epochs or rec.num_epochs, lr=rec.lr,
-            options=TrainOptions(batch_size=rec.batch_size, seed=seed, progress=True))
+    logits = None if teacher is None else cached_logits(teacher, data["x"])
+    objective = CrossEntropy() if teacher is None else HintonKD(rec.T, rec.alpha)
+    distill(student, data["x"], data["y"], logits, objective, num_epochs=num_epochs or rec.num_epochs, lr=rec.lr,
+            options=TrainOptions(batch_size=rec.batch_size, seed=seed, progress=False))
     return student.eval()
+
+
+def distilled_student(teacher: nn.Module, data: dict, rec: CompressionRecipe, seed: int = 0,
+                      student: nn.Module | None = None, num_epochs: int | None = None) -> nn.Module:
+    """Distil `student` (default: a new make_student) from `teacher` with Hinton's loss. Notebook 14."""
+    if teacher is None:
+        raise ValueError("teacher is None: pass the teacher model (trained_student(None, ...) trains on labels)")
+    return trained_student(teacher, data, rec, seed, student, num_epochs)
+
+
+def _errors(model: nn.Module, data: dict) -> int:
+    return evaluate(model, data["x_test"], data["y_test"], device="cpu")["errors"]
+
+
+def seed_study(teacher: nn.Module, rec: CompressionRecipe, seeds=(0, 1, 2)) -> tuple[pd.DataFrame, dict]:
+    """Test errors of every ARMS row per seed, and the first seed's models. Notebook 14_compression_toolbox.
+
+    A seed draws the training subset, the initialisations and the batch orders; scratch and distilled share
+    them, and so do the two fine-tunes of the same pruned net (same mask, same steps): every comparison is
+    paired. The teacher and the test set are fixed. Models: "student", "student from scratch", "student
+    pruned" (KD fine-tune) and "student pruned, CE fine-tune", for `compare`.
+    """
+    if not seeds:
+        raise ValueError(f"seeds={list(seeds)!r}: pass at least one seed, e.g. seeds=[0, 1, 2]")
+    rows, models = [], {}
+    for seed in seeds:
+        data = load_split(rec.dataset, n_train=rec.n_train, seed=seed)
+        scratch = trained_student(None, data, rec, seed)
+        student = trained_student(teacher, data, rec, seed)
+        pruned = prune_magnitude(student, rec.prune_amount)
+        found = {"scratch": scratch, "distilled": student, "distilled int8": quantize_int8(student)[0],
+                 "pruned": pruned}
+        errors = {name: _errors(model, data) for name, model in found.items()}
+        for name, labels_only in (("pruned + KD fine-tune", False), ("pruned + CE fine-tune", True)):
+            tuned = trained_student(None if labels_only else teacher, data, rec, seed,
+                                    student=prune_magnitude(student, rec.prune_amount),
+                                    num_epochs=rec.finetune_epochs)
+            found[name] = make_permanent(tuned)
+            errors[name] = _errors(found[name], data)
+        rows += [{"arm": name, "seed": seed, "errors": errors[name]} for name in ARMS]
+        if not models:
+            models = {"student": student, "student from scratch": scratch, "student pruned": found[ARMS[4]],
+                      "student pruned, CE fine-tune": found[ARMS[5]]}
+    return pd.DataFrame(rows), models
 
 
 def quantize_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
