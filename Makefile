@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 STAMP  := $(VENV)/.kd-installed
 
 .PHONY: setup system-deps data app lab lint test test-fast test-lesson bench strip solutions check-lab gpu-check clean \
-	site load-test wheel
+	site load-test wheel full
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ test-lesson: setup data
 	@test -n "$(N)" || { echo "usage: make test-lesson N=12"; exit 2; }
 	KD_QUICK=1 $(BIN)/python -m pytest tests $(wildcard notebooks/$(LESSON)_*.ipynb notebooks/solutions/$(LESSON)_*.ipynb) \
 		-m lesson$(LESSON) $(NBVAL) $(XDIST) -p no:cacheprovider
+
+# Every lesson in full mode (the course's own sizes), executed copies in build/full/; each lesson's numbers, asserts
+# and stage times go to results/NN_lesson.json (committed). LESSONS="11 12" runs a subset. Fails if any cell raised.
+LESSONS ?=
+full: setup data
+	$(BIN)/python scripts/run_full.py $(if $(strip $(LESSONS)),--lessons $(LESSONS))
 
 bench: setup data
 	$(BIN)/python bench/bench_epoch.py

@@ -11,15 +11,19 @@ import contextlib
 import json
 import math
 import os
+import platform
 import re
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from kd_lessons import config
 from kd_lessons.stats import Interval, mean_interval, verdict
 
-__all__ = ["SCHEMA", "LedgerError", "record", "stage", "finalize", "load", "validate", "write_json", "ledger_path"]
+__all__ = ["SCHEMA", "LedgerError", "record", "stage", "finalize", "load", "validate", "write_json", "ledger_path",
+           "machine"]
 
 SCHEMA = 1
 LESSON = re.compile(r"^\d\d_[a-z0-9_]+$")
@@ -42,6 +46,7 @@ def write_json(path: Path, obj) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the committed ledger private to one user
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -110,6 +115,27 @@ def stage(name: str):
         yield
     finally:
         _update_stage("stages", {"name": name, "s": round(time.perf_counter() - start, 2)})
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict:
+    """The machine facts a ledger records (a number measured on a GPU or in bf16 is not a CPU fp32 number)."""
+    device = config.get_device()
+    dtype = config.amp_dtype(device)
+    names = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),
+            "dtype": "float32" if dtype is None else names.get(dtype, f"{dtype} autocast"),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def ledger_path(lesson: str, folder: Path | str = "results") -> Path:

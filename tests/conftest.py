@@ -93,7 +93,7 @@ LESSONS = {
     "test_app_datasets.py": (0,), "test_app_layout.py": (0,), "test_ddp.py": (6,),
     "test_recipes.py": (4, 5, 6, 7, 10, 11, 12, 13, 14), "test_registry.py": (10, 11),
     "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
-    "test_stats.py": EVERY, "test_results.py": EVERY, "test_ledger.py": EVERY,
+    "test_stats.py": EVERY, "test_results.py": EVERY, "test_run_full.py": EVERY, "test_ledger.py": EVERY,
     "test_cache.py": EVERY, "test_config.py": EVERY, "test_locks.py": EVERY, "test_notebooks_clean.py": EVERY,
     "test_docstring_tags.py": EVERY, "test_site_browser.py": (0,),  # the rendered site: built once, for the course
     "test_course.py": (0,), "test_main.py": (0,), "test_wheel.py": (0,),
