@@ -43,8 +43,8 @@ class CompressionRecipe(Recipe):
 
     dataset: str = "mnist"
     hidden: tuple[int, ...] = (400, 400)
-    num_epochs: int = pick(3, 1)
-    n_train: int | None = pick(15_000, 5000)  # a class-balanced subset, drawn per seed
+    num_epochs: int = pick(4, 1)
+    n_train: int | None = pick(None, 5000)  # None: the whole training set; else a class-balanced subset per seed
     lr: float = 3e-3
     batch_size: int = 128
     T: float = 4.0
