@@ -68,6 +68,17 @@ def test_bn_loss_matches_a_real_batchnorm_layer_in_training_mode():
     assert float(loss) < 1e-3
 
 
+def test_running_var_is_the_unbiased_variance_which_differs_little_for_image_batches():
+    """Review F25: BN normalises with the biased variance but stores the unbiased one, n/(n-1) larger."""
+    bn = nn.BatchNorm2d(3, momentum=1.0).train()  # momentum 1: the buffers are this batch's statistics
+    x = torch.randn(64, 3, 7, 7) * 2 + 1
+    bn(x)
+    n = 64 * 7 * 7
+    biased = x.var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(bn.running_var, biased * n / (n - 1))
+    assert float(((bn.running_var - biased) / biased).max()) < 1e-3  # thousands of values: below 0.1%
+
+
 @pytest.mark.parametrize("x, mean, var, match", [
     (torch.randn(4, 3, 2), torch.zeros(3), torch.ones(3), r"\[N, C, H, W\]"),
     (torch.randn(4, 3, 2, 2), torch.zeros(4), torch.ones(3), r"running_mean must have one value per channel"),
