@@ -23,7 +23,7 @@ KEYS = {
         "teacher:cifar10:resnet": "39d138a1add8",
         "teacher:mnist:default": "ce99a05726ba",
         "text:shakespeare": "2b91fbb6d37b",
-        "synthetic_sets": "285bd78af2bd",
+        "synthetic_sets": "74dedc2764a1",
         "compression": "23088c5437ce",
         "tour": "178cd6b1f1ac",
         "hinton2015": "5e436f62d683",
@@ -44,7 +44,7 @@ KEYS = {
         "teacher:cifar10:resnet": "50939965948f",
         "teacher:mnist:default": "857a7dab2e00",
         "text:shakespeare": "77c84f565c20",
-        "synthetic_sets": "703e4de946b3",
+        "synthetic_sets": "f3032d817c38",
         "compression": "32dc5445d53b",
         "tour": "7362a804a490",
         "hinton2015": "ba73f14f3bb8",
@@ -88,7 +88,7 @@ def test_asdict_is_plain_nested_data_of_the_old_shape(monkeypatch):
     assert ensemble["arch"] == "ensemble" and [m["arch"] for m in ensemble["members"]] == ["TeacherCNN", "MLPTeacher"]
     assert ensemble["members"][1]["hidden"] == [1200, 1200]  # a list, as the dict recipe had it
     syn = synthetic_sets.recipe().asdict()
-    assert syn["synthesis"]["steps"] == synthetic_sets.recipe().synthesis.steps == 8 and syn["snapshots"] == [4]
+    assert syn["synthesis"]["steps"] == synthetic_sets.recipe().synthesis.steps == 24 and syn["snapshots"] == [12]
     assert hinton2015.recipe().asdict()["seeds"] == (0,) and compression.recipe().asdict()["hidden"] == (400, 400)
     assert grid.recipe("mnist").asdict()["teacher"] == teachers.recipe("mnist").key
 
@@ -135,7 +135,7 @@ def test_a_new_dataset_gets_its_own_teacher_key():
     (hinton2015.recipe, "n_val_used", 6000, "must be <= n_val=5000"),
     (hinton2015.recipe, "seeds", (), "pass at least one value"),
     (hinton2015.recipe, "transfer_teacher", "resnet", "use one of"),
-    (synthetic_sets.recipe, "snapshots", [9], r"each must be in \[1, synthesis.steps=8\]"),
+    (synthetic_sets.recipe, "snapshots", [25], r"each must be in \[1, synthesis.steps=24\]"),
     (synthetic_sets.recipe, "synthesis", {"steps": 8}, "expected SynthesisOptions"),
     (lm_students.recipe, "size", "huge", r"use one of \['tiny', 'small'\]"),
     (lm_students.recipe, "topk_sweep", (1, "all"), r"expected tuple\[int \| None, \.\.\.\]"),
