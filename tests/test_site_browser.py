@@ -1,9 +1,13 @@
 """`make site` in quick mode, opened in the real headless Chromium: every lesson page loads, shows its figures
-and no error output, says its mode, and the landing page lists the lessons in course order with the app's picture.
+and no error output, says its mode, and the landing page lists the lessons in course order with the app's picture;
+no page loads anything from a CDN, and a lesson's equations are typeset with the network blocked.
 
-Slow: it executes every lesson once (the site's own run; nbval runs them separately). Skips without Chromium.
+Slow. In a session that also runs the notebooks under nbval (`make test`), this module runs after them and the site
+renders nbval's executions (scripts/site_executed.py, registered by conftest.py); run alone, or for a notebook
+nbval did not run here, the builder executes the lesson itself. Skips without Chromium.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +21,7 @@ from kd_lessons.course import NOTEBOOK_GLOB
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[1]
+CAPTURE = "kd_site_capture"  # scripts/site_executed.py's PLUGIN
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob(NOTEBOOK_GLOB))
 # Lessons that draw no figure (so their pages cannot show one); every other lesson must show at least one.
@@ -28,17 +33,23 @@ if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("site")
+    capture = request.config.pluginmanager.get_plugin(CAPTURE)
+    ran = {name for name, mode in (capture.saved if capture else {}).items() if mode == "quick"}
+    executed = ["--executed", str(capture.folder)] if ran else []
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"),
-                           "--mode", "quick", "--out", str(out)],
+                           "--mode", "quick", "--out", str(out), *executed],
                           capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, (f"build_site.py exited {done.returncode}:\n"
                                   f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     report = json.loads((out / "build.json").read_text())
-    print(f"site built in quick mode in {time.perf_counter() - start:.0f} s (lessons executed in "
-          f"{report['execute_seconds']:.0f} s)")
+    reused = {r["notebook"] for r in report["lessons"] if r["ran"] == "reused"}
+    print(f"site built in quick mode in {time.perf_counter() - start:.0f} s ({len(reused)} lessons rendered from "
+          f"nbval's runs, {len(report['lessons']) - len(reused)} executed in {report['execute_seconds']:.0f} s)")
+    changed = {r["notebook"] for r in report["lessons"] if r["why"] == "the notebook changed since it was run"}
+    assert reused == ran - changed, f"nbval ran {sorted(ran)} in this session, the site reused {sorted(reused)}"
     return {"html": out / "html", "report": report}
 
 
@@ -73,7 +84,7 @@ def test_landing_page_lists_the_lessons_in_order_with_the_app_screenshot(site, b
     assert "quick mode" in browser.find_element(By.CSS_SELECTOR, ".announcement").text
     hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "article .toctree-wrapper a")]
     pages = [Path(h.split("#")[0]).stem for h in hrefs]
-    assert pages == LESSONS + ["references"], pages
+    assert pages == LESSONS + (["results"] if (ROOT / "docs" / "results.md").is_file() else []) + ["references"], pages
     shots = [i for i in browser.find_elements(By.CSS_SELECTOR, "article img")
              if "app_screenshot" in i.get_attribute("src")]
     assert shots and browser.execute_script("return arguments[0].naturalWidth", shots[0]) > 400, "no app screenshot"
@@ -100,3 +111,57 @@ def test_references_page_is_there_with_the_anchors_the_lessons_link_to(site, bro
     By = _open(browser, site["html"] / "references.html")
     assert browser.find_element(By.CSS_SELECTOR, "article h1").text.startswith("References")
     assert browser.find_elements(By.ID, "source-000") and browser.find_elements(By.ID, "sources")
+
+
+# A resource (not a link) from another host: script, style, font, image or frame by URL, or a known CDN anywhere.
+REMOTE = re.compile(r"""<(?:script|img|iframe|source|embed)\b[^>]*\ssrc=["']?(?:https?:)?//"""
+                    r"""|<link\b[^>]*\shref=["']?(?:https?:)?//|url\(["']?(?:https?:)?//"""
+                    r"|cdn\.jsdelivr|unpkg\.com|cdnjs\.|googleapis\.com|polyfill\.io|require\.js", re.I)
+
+
+def test_no_page_loads_anything_from_a_cdn(site):
+    pages = sorted(site["html"].rglob("*.html"))
+    remote = {p.name: REMOTE.findall(p.read_text(encoding="utf-8")) for p in pages}
+    assert pages and not {name: hits for name, hits in remote.items() if hits}, remote
+    assert (site["html"] / "_static" / "mathjax" / "tex-mml-chtml.js").is_file(), "MathJax was not bundled"
+
+
+@pytest.fixture(scope="module")
+def offline_browser(tmp_path_factory):
+    """Chromium that can reach no network: every host name fails to resolve and every proxy goes nowhere."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chrome-offline")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_equations_are_typeset_offline(site, offline_browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with pytest.raises(Exception, match="ERR_"):  # the browser really is offline
+        offline_browser.get("https://www.example.com/")
+    By = _open(offline_browser, site["html"] / "03_kl_loss.html")
+    WebDriverWait(offline_browser, 30).until(
+        lambda d: d.execute_script("return !!(window.MathJax && MathJax.startup && MathJax.startup.promise)"),
+        "MathJax did not load")
+    state = offline_browser.execute_async_script("""const done = arguments[arguments.length - 1];
+        MathJax.startup.promise.then(() => document.fonts.ready).then(() => done({
+          math: document.querySelectorAll('article .math').length,
+          untypeset: [...document.querySelectorAll('article .math')].filter(e => !e.querySelector('mjx-container'))
+                     .map(e => e.textContent.slice(0, 80)),
+          font: [...document.fonts].filter(f => f.family === 'MJXTEX').map(f => f.status)}),
+          e => done({error: String(e)}));""")
+    assert state.get("math") and not state["untypeset"], state
+    assert state["font"] == ["loaded"], f"MathJax's TeX font did not load from the site: {state}"
+    text = offline_browser.find_element(By.CSS_SELECTOR, "article").text
+    assert "$$" not in text and "\\frac" not in text, "raw TeX is visible on the page"
