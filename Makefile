@@ -69,7 +69,8 @@ bench: setup data
 load-test: setup data
 	$(BIN)/python bench/load_app.py $(LOAD_FLAGS)
 
-# The rendered course in build/site/html: every lesson executed (SITE_MODE=auto: full with a CUDA GPU, else quick).
+# The rendered course in build/site/html: every lesson executed (SITE_MODE=auto: full with a CUDA GPU, else quick),
+# equations by a pinned MathJax from npm (cached in ~/.cache/kd_lessons/site), so the pages work offline.
 SITE_MODE ?= auto
 site: setup system-deps data
 	$(BIN)/python scripts/build_site.py --mode $(SITE_MODE)

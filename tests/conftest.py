@@ -135,6 +135,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(f"lesson{n:02d}")
 
 
+def pytest_configure(config):
+    """Keep each lesson nbval runs, so the site test renders it, not runs it again (scripts/site_executed.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("site_executed", Path(__file__).parents[1] / "scripts" /
+                                                  "site_executed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config.pluginmanager.register(module.Capture(), module.PLUGIN)
+
+
 @pytest.fixture(scope="session")
 def lesson_table():
     """The LESSONS table, for the test that every test file has an entry (tests import fixtures, not conftest)."""
