@@ -85,7 +85,8 @@ def record(name: str, values, unit: str, text: str = "", seeds=None, margin: flo
     """Check and (under `make full`) stage one quoted number; returns its ledger entry. Notebook 04_distill_mnist.
 
     `values`: one number, one value per seed (mean and 95% t-interval) or a `kd_lessons.stats.Interval` (e.g. a
-    paired difference). `margin`: the text's margin for "no difference"; the entry's verdict uses it.
+    paired difference: only an Interval gets a verdict, since only a difference can 'beat'). `margin`: the text's
+    margin for "no difference"; the verdict uses it.
     """
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"name={name!r}: use lower_snake_case such as 'kd_minus_scratch_errors'")
@@ -102,7 +103,7 @@ def record(name: str, values, unit: str, text: str = "", seeds=None, margin: flo
     entry = {"value": d.mean, "unit": unit, "n": d.n, "low": _clean(d.low), "high": _clean(d.high),
              "values": [float(v) for v in d.values], "method": d.method if d.n > 1 else "single", "text": text,
              "seeds": [int(s) for s in seeds] if seeds is not None else None, "margin": margin,
-             "verdict": verdict(d, margin, higher_is_better) if d.n > 1 else None}
+             "verdict": verdict(d, margin, higher_is_better) if isinstance(values, Interval) and d.n > 1 else None}
     _update_stage("numbers", (name, entry))
     return entry
 

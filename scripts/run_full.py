@@ -222,7 +222,9 @@ def run_lesson(path: Path, args, facts: dict) -> dict:
     (args.results / ".staging" / f"{stem}.json").unlink(missing_ok=True)  # a killed run's leftovers
     os.environ["KD_LESSON"] = stem
     date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    load = {"start": round(os.getloadavg()[0], 2)}  # on a shared machine wall times are upper bounds: say how shared
     nb, seconds, total, problem = execute(path, args.out)
+    load["end"] = round(os.getloadavg()[0], 2)
     errors = report_errors(stem, nb)
     for line in errors:
         tqdm.write(line)
@@ -233,6 +235,7 @@ def run_lesson(path: Path, args, facts: dict) -> dict:
     asserts = list_asserts(nb, args.mode == "quick")
     status = "failed" if errors else "passed"
     run = {**facts, "date": date, "mode": args.mode, "status": status, "asserts": asserts,
+           "machine": {**facts["machine"], "load_1min": load},
            "wall_s": {"total": round(total, 1), "stages": stages(nb, seconds)}}
     try:
         results.finalize(stem, run, args.results)
