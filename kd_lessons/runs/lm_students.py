@@ -40,7 +40,7 @@ class LMStudentsRecipe(Recipe):
 
     size: str = "small"  # a key of zoo.student_sizes()
     context: int = pick(64, 32)
-    steps: int = pick(150, 25)
+    steps: int = pick(150, 60)
     batch_size: int = 16
     lr: float = 3e-3
     T: float = 1.0
