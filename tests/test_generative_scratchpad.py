@@ -103,6 +103,21 @@ def test_exact_match_scores_the_final_answer_only():
         R.exact_match(texts[:2], problems)
 
 
+def test_reversed_answers_are_written_and_scored_backwards():
+    assert R.example(357, 681, False, reverse=True) == "357+681>8301$"
+    assert R.example(50, 50, False, reverse=True) == "50+50>001$"  # the sum's digits backwards, zeros kept
+    assert R.is_correct("50+50>001$", 50, 50, reverse=True) and not R.is_correct("50+50>001$", 50, 50)
+    assert R.exact_match(["357+681>8301$", "357+681>1038$"], [(357, 681)] * 2, reverse=True) == 0.5
+
+
+def test_text_batches_count_the_target_tokens_they_hand_out(one_thread):
+    batches = R.TextBatches([R.example(12, 34), R.example(1, 2, False)], 4)
+    _, y = batches(torch.Generator().manual_seed(0))
+    assert batches.taught == int((y != R.IGNORE).sum()) > 0
+    _, y2 = batches(torch.Generator().manual_seed(1))
+    assert batches.taught == int((y != R.IGNORE).sum()) + int((y2 != R.IGNORE).sum())
+
+
 def test_filter_keeps_only_right_answers():
     problems = [(12, 34), (5, 5), (99, 99), (1, 1)]
     texts = [R.example(12, 34), R.example(5, 5, answer=11), R.example(99, 99), "1+1|1+1+0=02;>2"]

@@ -31,8 +31,8 @@ KEYS = {
         "grid:mnist": "376e34221b3b",
         "few_labels:fashion_mnist": "c26a876b6ab3",
         "grid:fashion_mnist": "3d6bc2eb969f",
-        "lm_students": "72d357087a84",
-        "trace_students": "ffd529e8c55a",
+        "lm_students": "76939237409b",
+        "trace_students": "6c5091e9c692",
     },
     "full": {
         "teacher:mnist:ensemble": "857a7dab2e00",

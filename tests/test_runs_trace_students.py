@@ -107,6 +107,25 @@ def test_every_method_runs_with_the_same_budget(setting):
     assert set(rr.summarize(table).columns) == {"seeds", "held_out_mean", "held_out_std", "longer_mean", "longer_std"}
 
 
+def test_each_seed_draws_its_own_traces_and_the_table_reports_supervision(setting):
+    rec, teacher, sets, _ = setting
+    per_seed = rr.teacher_traces(teacher, sets["student"], rec, [0, 1])
+    assert per_seed[0]["texts"] == rr.teacher_data(teacher, sets["student"], rec)["texts"]  # seed 0: rec.seed's draw
+    assert per_seed[0]["texts"] != per_seed[1]["texts"] and per_seed[0]["problems"] == per_seed[1]["problems"]
+    true = [task.example(*p) for p in sets["student"]]  # a tiny teacher is never right: train on true traces
+    data = {s: rr.teacher_data(teacher, sets["student"], rec, texts=true) for s in (0, 1)}
+    table = rr.compare(data, sets, rec, [0, 1], methods=["answers", "reversed answers", "teacher traces"])
+    rows = table.set_index(["method", "seed"])
+    assert (rows.loc["teacher traces", "target_tokens"] > 3 * rows.loc["answers", "target_tokens"]).all()
+    assert rows.loc["answers", "copy_slips"].isna().all()  # no trace, no copy slip to count
+    assert rows.loc["teacher traces", "copy_slips"].between(0, 1).all()
+    curve = rr.traces_curve(data, sets, rec, [0, 1], [5, len(true)], table=table)
+    reused = curve[curve["traces"] == len(true)].set_index("seed")["held_out"]
+    assert reused.to_dict() == rows.loc["teacher traces", "held_out"].to_dict()  # taken from the table, not retrained
+    with pytest.raises(ValueError, match="no teacher traces for seed 7"):
+        rr.train_student("answers", data, rec, 7)
+
+
 def test_bad_input_is_explained(setting):
     rec, teacher, sets, data = setting
     with pytest.raises(ValueError, match="method='magic': use one of"):

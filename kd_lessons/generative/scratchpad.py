@@ -6,10 +6,12 @@ Introduced in notebook 13_reasoning_distillation. A problem is a pair (a, b) of 
 
     357+681|7+1+0=08;5+8+0=13;3+6+1=10;>1038$      (prompt "357+681|", trace, answer, end)
     357+681>1038$                                  (answers only: prompt "357+681>")
+    357+681>8301$                                  (answers only, least significant digit first: reverse=True)
 
 `encode_batch` turns texts into next-token training pairs with a mask over the positions a student
 is taught (everything after the prompt, the end mark included); `solve` lets a model write
-completions; `is_correct` / `filter_correct` score a completion by its final answer only.
+completions; `is_correct` / `filter_correct` score a completion by its final answer only; `TextBatches`
+draws the training batches (and counts the target tokens a student was taught).
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.kv_cache import cached_generate
 
 __all__ = ["VOCAB", "PAD", "THINK", "STEP", "ANSWER", "END", "encode", "decode", "make_problems", "trace",
            "prompt", "example", "parse_answer", "is_correct", "exact_match", "filter_correct", "KINDS", "classify",
-           "encode_batch", "masked_cross_entropy", "completion_length", "solve"]
+           "encode_batch", "masked_cross_entropy", "completion_length", "solve", "TextBatches"]
 
 PAD, THINK, STEP, ANSWER, END = ".", "|", ";", ">", "$"
 VOCAB = "0123456789+=" + THINK + STEP + ANSWER + END + PAD  # 17 tokens; PAD is last
@@ -105,11 +108,14 @@ def prompt(a: int, b: int, with_trace: bool = True) -> str:
     return f"{sa}+{sb}{THINK if with_trace else ANSWER}"
 
 
-def example(a: int, b: int, with_trace: bool = True, answer: int | str | None = None) -> str:
-    """A whole training text: prompt, true trace (if with_trace), answer (true by default), END. Notebook 13."""
-    answer = a + b if answer is None else answer
+def example(a: int, b: int, with_trace: bool = True, answer: int | str | None = None, reverse: bool = False) -> str:
+    """A whole training text: prompt, true trace (if with_trace), answer (true by default), END. Notebook 13.
+
+    reverse=True writes the answer least significant digit first (Lee et al.'s "reverse" format).
+    """
+    answer = str(a + b if answer is None else answer)
     body = trace(a, b) + ANSWER if with_trace else ""
-    return f"{prompt(a, b, with_trace)}{body}{answer}{END}"
+    return f"{prompt(a, b, with_trace)}{body}{answer[::-1] if reverse else answer}{END}"
 
 
 def completion_length(digits: int, with_trace: bool = True) -> int:
@@ -128,16 +134,16 @@ def parse_answer(text: str) -> str | None:
     return answer if answer.isdigit() else None
 
 
-def is_correct(text: str, a: int, b: int) -> bool:
-    """Exact match of the final answer (digits only, no leading zeros allowed) with a + b. Notebook 13."""
-    return parse_answer(text) == str(a + b)
+def is_correct(text: str, a: int, b: int, reverse: bool = False) -> bool:
+    """Exact match of the final answer (digits only, no leading zeros) with a + b (reversed if reverse). Notebook 13."""
+    return parse_answer(text) == (str(a + b)[::-1] if reverse else str(a + b))
 
 
-def exact_match(texts: Sequence[str], problems: Sequence[tuple[int, int]]) -> float:
+def exact_match(texts: Sequence[str], problems: Sequence[tuple[int, int]], reverse: bool = False) -> float:
     """Share of texts whose final answer is exactly right. Introduced in notebook 13_reasoning_distillation."""
     if len(texts) != len(problems) or not problems:
         raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem (>= 1)")
-    return sum(is_correct(t, a, b) for t, (a, b) in zip(texts, problems)) / len(problems)
+    return sum(is_correct(t, a, b, reverse) for t, (a, b) in zip(texts, problems)) / len(problems)
 
 
 def filter_correct(texts: Sequence[str], problems: Sequence[tuple[int, int]]) -> tuple[list[str], list[tuple]]:
@@ -216,3 +222,26 @@ def solve(model, problems: Sequence[tuple[int, int]], with_trace: bool = True, T
                 text = decode(row)
                 out[i] = text.split(END, 1)[0] + END if END in text else text
     return out
+
+
+class TextBatches:
+    """batch_fn for train_lm: random batches of encoded texts, cut to their longest taught position. Notebook 13."""
+
+    def __init__(self, texts, batch_size: int, teacher_logits: torch.Tensor | None = None):
+        self.x, self.y, self.mask = encode_batch(texts)
+        self.last = self.mask.cumsum(1).argmax(1)  # each row's last taught position
+        self.batch_size, self.teacher_logits, self.idx, self.length = batch_size, teacher_logits, None, 0
+        self.taught = 0  # target tokens handed out so far: the supervision a student got
+
+    def __call__(self, generator: torch.Generator):
+        self.idx = torch.randint(0, len(self.x), (self.batch_size,), generator=generator)
+        self.length = int(self.last[self.idx].max()) + 1
+        self.taught += int(self.mask[self.idx, :self.length].sum())
+        return self.x[self.idx, :self.length], self.y[self.idx, :self.length]
+
+    def soft_kd_loss(self, T: float):
+        """loss_fn: T^2 * forward KL to the teacher's next-token distribution on the taught positions."""
+        def loss_fn(model, x, y):
+            teacher_logits = self.teacher_logits[self.idx, :self.length].to(x.device)
+            return T**2 * forward_kl(model(x), teacher_logits, T=T, mask=y != IGNORE)
+        return loss_fn

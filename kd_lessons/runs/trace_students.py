@@ -2,11 +2,12 @@
 
 Introduced in notebook 13_reasoning_distillation. `get_reasoning_teacher()` trains a CharTransformer on
 true scratchpad traces once and caches it (verified checkpoint, built by cache.build_once,
-like generative.zoo). `teacher_data` lets it write traces for the students' problems;
-`train_student` teaches one student by one of METHODS (same student, same steps, same batch size for
-all); `compare` runs every method over seeds and `traces_curve` varies the number of teacher traces.
-Accuracy is exact match of the final answer, on held-out problems of the longest trained length and on
-longer operands than any in training.
+like generative.zoo). `teacher_data` lets it write traces for the students' problems, and `teacher_traces`
+one draw of them per seed, so each seed resamples the traces as well as the student's init and batch order
+(the problems themselves are fixed); `train_student` teaches one student by one of METHODS (same student,
+same steps, same batch size for all) and counts the target tokens it was taught; `compare` runs every
+method over seeds and `traces_curve` varies the number of teacher traces. Accuracy is exact match of the
+final answer, on held-out problems of the longest trained length and on longer operands than any in training.
 """
 from __future__ import annotations
 
@@ -20,24 +21,27 @@ from tqdm.auto import tqdm
 
 from kd_lessons import cache, config
 from kd_lessons.generative import scratchpad as task
-from kd_lessons.generative.divergences import forward_kl
 from kd_lessons.generative.lm import LMOptions, train_lm
+from kd_lessons.generative.scratchpad import TextBatches  # re-exported: the students' batches
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.models import count_params
 from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs import seeds as by_seed
 
-__all__ = ["METHODS", "TraceStudentsRecipe", "recipe", "problem_sets", "get_reasoning_teacher", "teacher_data",
-           "TextBatches", "make_student", "train_student", "accuracy", "compare", "traces_curve", "checkpoint_path",
-           "summarize"]
+__all__ = ["METHODS", "FORMATS", "WITH_TRACE", "TraceStudentsRecipe", "recipe", "problem_sets",
+           "get_reasoning_teacher", "teacher_data", "teacher_traces", "TextBatches", "make_student", "train_student",
+           "accuracy", "compare", "traces_curve", "checkpoint_path", "summarize"]
 
-# What each student learns from (the letters of issue 17); all but the first two write a trace first.
-METHODS = {"answers": "a: true answers only", "teacher answers": "b: the teacher's answers only",
+# What each student learns from (the letters of issue 17); the last three write a trace first.
+METHODS = {"answers": "a: true answers only",
+           "reversed answers": "a': true answers only, least significant digit first",
+           "teacher answers": "b: the teacher's answers only",
            "teacher traces": "c: the teacher's traces + answers (hard CoT distillation)",
            "soft KD traces": "d: token-level soft KD on the teacher's traces",
            "filtered traces": "e: teacher traces whose answer is right (rejection sampling)"}
-WITH_TRACE = {"answers": False, "teacher answers": False, "teacher traces": True, "soft KD traces": True,
-              "filtered traces": True}
+FORMATS = {"answers": "answer", "reversed answers": "reversed", "teacher answers": "answer", "teacher traces": "trace",
+           "soft KD traces": "trace", "filtered traces": "trace"}
+WITH_TRACE = {m: f == "trace" for m, f in FORMATS.items()}
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,8 @@ class TraceStudentsRecipe(Recipe):
     teacher_arch: tuple[int, int, int] = pick((64, 2, 4), (32, 2, 2))
     teacher_steps: int = pick(600, 300)
     teacher_lr: float = pick(3e-3, 1e-2)
-    student_arch: tuple[int, int, int] = pick((32, 2, 2), (16, 1, 2))
-    student_steps: int = pick(400, 100)
+    student_arch: tuple[int, int, int] = pick((32, 2, 2), (20, 1, 2))
+    student_steps: int = pick(400, 250)
     student_lr: float = 1e-2
     n_traces: int = pick(4000, 300)
     trace_T: float = 1.0
@@ -91,27 +95,6 @@ def problem_sets(rec: TraceStudentsRecipe) -> dict:
             "longer": task.make_problems(rec.n_eval, rec.longer, seed=rec.seed + 3)}
 
 
-class TextBatches:
-    """batch_fn for train_lm: random batches of encoded texts, cut to their longest taught position. Notebook 13."""
-
-    def __init__(self, texts, batch_size: int, teacher_logits: torch.Tensor | None = None):
-        self.x, self.y, mask = task.encode_batch(texts)
-        self.last = mask.cumsum(1).argmax(1)  # each row's last taught position
-        self.batch_size, self.teacher_logits, self.idx, self.length = batch_size, teacher_logits, None, 0
-
-    def __call__(self, generator: torch.Generator):
-        self.idx = torch.randint(0, len(self.x), (self.batch_size,), generator=generator)
-        self.length = int(self.last[self.idx].max()) + 1
-        return self.x[self.idx, :self.length], self.y[self.idx, :self.length]
-
-    def soft_kd_loss(self, T: float):
-        """loss_fn: T^2 * forward KL to the teacher's next-token distribution on the taught positions."""
-        def loss_fn(model, x, y):
-            teacher_logits = self.teacher_logits[self.idx, :self.length].to(x.device)
-            return T**2 * forward_kl(model(x), teacher_logits, T=T, mask=y != task.IGNORE)
-        return loss_fn
-
-
 def _model(arch, context: int) -> CharTransformer:
     d_model, n_layers, n_heads = arch
     return CharTransformer(len(task.VOCAB), d_model, n_layers, n_heads, context, dropout=0.0)
@@ -123,9 +106,9 @@ def make_student(rec: TraceStudentsRecipe, seed: int) -> CharTransformer:
     return _model(rec.student_arch, rec.context)
 
 
-def accuracy(model, problems, with_trace: bool) -> float:
-    """Exact-match accuracy of greedy answers. Introduced in notebook 13_reasoning_distillation."""
-    return task.exact_match(task.solve(model, problems, with_trace), problems)
+def accuracy(model, problems, with_trace: bool, reverse: bool = False) -> float:
+    """Exact-match accuracy of greedy answers (reverse: answers written backwards). Notebook 13."""
+    return task.exact_match(task.solve(model, problems, with_trace), problems, reverse)
 
 
 def checkpoint_path(rec: TraceStudentsRecipe | None = None) -> Path:
@@ -174,15 +157,16 @@ def get_reasoning_teacher(device=None, retrain: bool = False, recipe_override: d
     return teacher.to(device).eval(), info
 
 
-def teacher_data(teacher, problems, rec: TraceStudentsRecipe, texts=None) -> dict:
+def teacher_data(teacher, problems, rec: TraceStudentsRecipe, texts=None, seed: int | None = None) -> dict:
     """What the students learn from: the teacher's sampled texts (at trace_T), its logits on them, answers.
 
     Returns texts (one per problem), logits [N, L, V] on encode_batch(texts)'s inputs, answers (texts
     for 'a+b>answer$', only where the teacher wrote an answer) and right (is each final answer right).
-    `texts` replaces the sampled traces (e.g. traces from elsewhere, scored by this teacher).
+    `seed` seeds the sampling (rec.seed by default); `texts` replaces the sampled traces (e.g. traces from
+    elsewhere, scored by this teacher).
     """
     if texts is None:
-        generator = torch.Generator().manual_seed(rec.seed)
+        generator = torch.Generator().manual_seed(rec.seed if seed is None else seed)
         texts = task.solve(teacher, problems, True, T=rec.trace_T, generator=generator)
     elif len(texts) != len(problems):
         raise ValueError(f"got {len(texts)} texts for {len(problems)} problems; pass one text per problem")
@@ -196,6 +180,23 @@ def teacher_data(teacher, problems, rec: TraceStudentsRecipe, texts=None) -> dic
             "right": [task.is_correct(t, a, b) for t, (a, b) in zip(texts, problems)]}
 
 
+def teacher_traces(teacher, problems, rec: TraceStudentsRecipe, seeds) -> dict:
+    """{seed: teacher_data(...)}: the teacher samples its traces anew for every seed. Notebook 13."""
+    if not seeds:
+        raise ValueError("seeds is empty; pass e.g. seeds=[0, 1, 2] (one draw of the teacher's traces per seed)")
+    return {seed: teacher_data(teacher, problems, rec, seed=seed) for seed in seeds}
+
+
+def _for_seed(data: dict, seed: int) -> dict:
+    """The seed's own draw of teacher_traces(...); one teacher_data(...) is the same draw for every seed."""
+    if "texts" in data:
+        return data
+    if seed not in data:
+        raise ValueError(f"no teacher traces for seed {seed} (have seeds {sorted(data)}); pass "
+                         "teacher_traces(teacher, problems, rec, seeds) with every seed you train")
+    return data[seed]
+
+
 def _nonempty(texts: list, what: str) -> list:
     if not texts:
         raise ValueError(f"none of the teacher's texts {what}, so this student has nothing to learn from; train "
@@ -205,8 +206,9 @@ def _nonempty(texts: list, what: str) -> list:
 
 def _method_batches(method: str, data: dict, rec: TraceStudentsRecipe, n: int | None) -> TextBatches:
     problems, texts = data["problems"][:n], data["texts"][:n]
-    if method == "answers":
-        return TextBatches([task.example(a, b, with_trace=False) for a, b in problems], rec.batch_size)
+    if method in ("answers", "reversed answers"):
+        return TextBatches([task.example(a, b, False, reverse=method == "reversed answers") for a, b in problems],
+                           rec.batch_size)
     if method == "teacher answers":
         return TextBatches(_nonempty(data["answers"][:n], "wrote no answer"), rec.batch_size)
     if method == "teacher traces":
@@ -220,17 +222,36 @@ def _method_batches(method: str, data: dict, rec: TraceStudentsRecipe, n: int | 
 
 def train_student(method: str, data: dict, rec: TraceStudentsRecipe, seed: int, n: int | None = None, device=None,
                   progress: bool = False) -> tuple[CharTransformer, dict]:
-    """One student taught by `method` from the first `n` problems' data. Notebook 13_reasoning_distillation."""
-    batches = _method_batches(method, data, rec, n)
+    """One student taught by `method` from the first `n` problems' data. Notebook 13_reasoning_distillation.
+
+    `data`: teacher_data(...) or teacher_traces(...) (the seed's own draw is used). info: examples, seconds,
+    target_tokens (taught positions over all steps: how much supervision the student got).
+    """
+    batches = _method_batches(method, _for_seed(data, seed), rec, n)
     loss_fn = batches.soft_kd_loss(rec.kd_T) if method == "soft KD traces" else task.masked_cross_entropy
     student = make_student(rec, seed)
     history = train_lm(student, None, rec.student_steps, lr=rec.student_lr, loss_fn=loss_fn, batch_fn=batches,
                        options=LMOptions(seed=seed, device=device, progress=progress, desc=method))
-    return student.eval(), {"examples": len(batches.x), "seconds": history["seconds"]}
+    return student.eval(), {"examples": len(batches.x), "seconds": history["seconds"], "target_tokens": batches.taught}
+
+
+def _scores(student, sets: dict, method: str) -> dict:
+    """Exact match on both test sets, and the share of held-out answers that are copy slips (trace methods)."""
+    fmt, out = FORMATS[method], {}
+    for name in ("held_out", "longer"):
+        texts = task.solve(student, sets[name], fmt == "trace")
+        out[name] = task.exact_match(texts, sets[name], fmt == "reversed")
+        if name == "held_out":  # every step right, the answer wrong: the teacher's copying slip
+            slips = sum(task.classify(t, a, b) == task.KINDS[2] for t, (a, b) in zip(texts, sets[name]))
+            out["copy_slips"] = slips / len(texts) if fmt == "trace" else float("nan")
+    return out
 
 
 def compare(data: dict, sets: dict, rec: TraceStudentsRecipe, seeds, methods=None, device=None) -> pd.DataFrame:
-    """Every method x seed: held-out and longer-operand exact match. Notebook 13_reasoning_distillation."""
+    """Every method x seed: exact match, copy slips, target tokens taught. Notebook 13_reasoning_distillation.
+
+    `data`: teacher_traces(...) (each seed its own draw of the teacher's traces) or one teacher_data(...).
+    """
     methods = list(methods or METHODS)
     rows = []
     for method in tqdm(methods, desc="methods"):
@@ -238,20 +259,28 @@ def compare(data: dict, sets: dict, rec: TraceStudentsRecipe, seeds, methods=Non
             student, info = train_student(method, data, rec, seed, device=device)
             start = time.perf_counter()
             rows.append({"method": method, "seed": seed, "examples": info["examples"],
-                         "held_out": accuracy(student, sets["held_out"], WITH_TRACE[method]),
-                         "longer": accuracy(student, sets["longer"], WITH_TRACE[method]),
+                         "target_tokens": info["target_tokens"], **_scores(student, sets, method),
                          "train_seconds": info["seconds"], "eval_seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
 
 
 def traces_curve(data: dict, sets: dict, rec: TraceStudentsRecipe, seeds, sizes, method: str = "teacher traces",
-                 device=None) -> pd.DataFrame:
-    """Held-out exact match against the number of teacher traces the student sees. Notebook 13."""
-    if not sizes or any(not 1 <= n <= len(data["texts"]) for n in sizes):
-        raise ValueError(f"sizes={sizes!r}: use counts in 1..{len(data['texts'])} (the teacher's traces)")
+                 device=None, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Held-out exact match against the number of teacher traces the student sees. Notebook 13.
+
+    `table`: compare(...)'s rows; a (seed, all traces) point it already holds for `method` is reused, not retrained.
+    """
+    total = min(len(_for_seed(data, s)["texts"]) for s in seeds) if seeds else 0
+    if not sizes or any(not 1 <= n <= total for n in sizes):
+        raise ValueError(f"sizes={sizes!r}: use counts in 1..{total} (the teacher's traces)")
+    known = {} if table is None else {int(r.seed): r for r in table[table["method"] == method].itertuples()}
     rows = []
     for n in tqdm(sizes, desc="traces"):
         for seed in seeds:
+            if n == total and seed in known:
+                rows.append({"traces": n, "seed": seed, "examples": known[seed].examples,
+                             "held_out": known[seed].held_out})
+                continue
             student, info = train_student(method, data, rec, seed, n=n, device=device)
             rows.append({"traces": n, "seed": seed, "examples": info["examples"],
                          "held_out": accuracy(student, sets["held_out"], WITH_TRACE[method])})
