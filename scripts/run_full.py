@@ -151,6 +151,10 @@ def stages(nb, seconds: dict) -> list[dict]:
     return [{"name": s["name"], "s": round(s["s"], 2)} for s in out]
 
 
+# No full-mode cell takes 15 minutes; a cell past 30 is a lost kernel message (seen once at load 8), not work.
+CELL_TIMEOUT_S = 1800
+
+
 def execute(path: Path, out_dir: Path) -> tuple:
     """Run one lesson in its folder, errors kept; (executed notebook, {cell: s}, total s, why it stopped or None)."""
     nb = nbformat.read(path, as_version=4)
@@ -174,7 +178,8 @@ def execute(path: Path, out_dir: Path) -> tuple:
         asyncio.ensure_future(ensure_async(client.km.signal_kernel(signal.SIGKILL)))  # nbclient then cleans up
 
     client = NotebookClient(
-        nb, timeout=None, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}},
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
         on_cell_start=on_start, on_cell_executed=on_executed, on_notebook_start=on_notebook_start,
         on_cell_execute=lambda cell_index, **_: started.update({cell_index: time.perf_counter()}))
     start, problem = time.perf_counter(), None
