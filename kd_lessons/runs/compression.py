@@ -29,7 +29,7 @@ from kd_lessons.runs.students import load_split
 from kd_lessons.teachers import cached_logits
 from kd_lessons.train import TrainOptions, distill, evaluate
 
-__all__ = ["ARMS", "CompressionRecipe", "recipe", "make_student", "distilled_student", "trained_student", "seed_study",
+__all__ = ["ARMS", "CompressionRecipe", "recipe", "make_student", "trained_student", "seed_study",
            "quantize_int8", "prune_magnitude", "zero_fraction", "sparse_size_on_disk", "make_permanent", "compare",
            "plot_table"]
 
@@ -85,14 +85,6 @@ def trained_student(teacher: nn.Module | None, data: dict, rec: CompressionRecip
     distill(student, data["x"], data["y"], logits, objective, num_epochs=num_epochs or rec.num_epochs, lr=rec.lr,
             options=TrainOptions(batch_size=rec.batch_size, seed=seed, progress=False))
     return student.eval()
-
-
-def distilled_student(teacher: nn.Module, data: dict, rec: CompressionRecipe, seed: int = 0,
-                      student: nn.Module | None = None, num_epochs: int | None = None) -> nn.Module:
-    """Distil `student` (default: a new make_student) from `teacher` with Hinton's loss. Notebook 14."""
-    if teacher is None:
-        raise ValueError("teacher is None: pass the teacher model (trained_student(None, ...) trains on labels)")
-    return trained_student(teacher, data, rec, seed, student, num_epochs)
 
 
 def _errors(model: nn.Module, data: dict) -> int:
