@@ -103,7 +103,7 @@ def take_screenshot(dest: Path) -> str:
 def landing_page(rows: list[dict], mode: str, why: str, machine: str, shot_problem: str, results: bool) -> str:
     """index.md: what the course is, the mode, the app's screenshot, the lessons in order, the reference pages."""
     quick_note = ("Quick mode (`KD_QUICK=1`) trains with smoke-test sizes, so the numbers on these pages are not the "
-                  "course's results (the Measured results page lists the full-mode ledger); the lessons' asserts still ran. "
+                  "course's results (the Measured results page shows the full-mode ledger); the asserts still ran. "
                   if mode == "quick" else "Full mode: the course's own settings. ")
     shot = ("```{figure} app_screenshot.png\n:alt: the classroom app\n:width: 100%\n\nThe classroom app "
             "(`make app`, or `python -m kd_lessons app` after `pip install`): soft labels, the T x alpha heatmap, "
