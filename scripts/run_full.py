@@ -12,6 +12,7 @@ import argparse
 import ast
 import asyncio
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -103,14 +104,18 @@ def error_of(cell) -> dict | None:
     return None
 
 
-def _judge(node: ast.Assert, error: dict | None) -> tuple[bool, str]:
-    if error is None:
+def _judge(node: ast.Assert, error: dict | None, hit: bool | None = None) -> tuple[bool, str]:
+    """(passed, note): from the kernel's record of passing asserts where there is one, else from the traceback."""
+    if hit:
         return True, ""
+    skipped = "not run (its branch was skipped)"
+    if error is None:
+        return (True, "") if hit is None else (False, skipped)
     top, deepest = error["top"], error["deepest"]
     if deepest is not None and node.lineno <= deepest <= node.end_lineno:
         return False, f"failed: {error['ename']}"
     if top is not None and node.end_lineno < top:
-        return True, ""
+        return (True, "") if hit is None else (False, skipped)
     return False, "not reached"
 
 
@@ -127,8 +132,10 @@ def list_asserts(nb, quick: bool) -> list[dict]:
         found = []
         _collect(tree, False, env, found)
         lines = nb.cells[i].source.splitlines()
+        count, hits = nb.cells[i].get("execution_count"), nb.metadata.get("kd_assert_hits")
         for node, full_only in sorted(found, key=lambda f: f[0].lineno):
-            passed, note = _judge(node, error_of(nb.cells[i]))
+            hit = None if hits is None else [count, node.lineno] in hits
+            passed, note = _judge(node, error_of(nb.cells[i]), hit)
             if full_only and quick:
                 passed, note = False, "not run (quick mode)"
             row = {"cell": i, "line": node.lineno, "full_only": full_only, "passed": passed,
@@ -151,6 +158,28 @@ def stages(nb, seconds: dict) -> list[dict]:
     return [{"name": s["name"], "s": round(s["s"], 2)} for s in out]
 
 
+# Run first and last in the kernel (then dropped from the notebook): every assert that passes records (cell's In[n],
+# line), so an assert whose branch never ran (no CIFAR-10, quick mode) is not counted as passed.
+HITS_SETUP = """import ast as _ast, builtins as _b
+_b.__kd_hits__ = set()
+class _KdHits(_ast.NodeTransformer):
+    def visit_Assert(self, node):
+        n = get_ipython().execution_count - 1  # already counts the cell being run: In[n] is one less
+        hit = _ast.parse(f"__import__('builtins').__kd_hits__.add(({n}, {node.lineno}))").body[0]
+        return [node, _ast.fix_missing_locations(_ast.copy_location(hit, node))]
+get_ipython().ast_transformers.append(_KdHits())"""
+HITS_REPORT = "import builtins, json; print('KD_ASSERT_HITS=' + json.dumps(sorted(builtins.__kd_hits__)))"
+
+
+def _hits(nb) -> list | None:
+    """Drop the two hidden cells; the (In[n], line) of every assert that passed, None if the report is missing."""
+    nb.cells.pop(0)
+    for out in nb.cells.pop().get("outputs", []):
+        if out.get("name") == "stdout" and "KD_ASSERT_HITS=" in out.get("text", ""):
+            return json.loads(out["text"].split("KD_ASSERT_HITS=", 1)[1].splitlines()[0])
+    return None
+
+
 # No full-mode cell takes 15 minutes; a cell past 30 is a lost kernel message (seen once at load 8), not work.
 CELL_TIMEOUT_S = 1800
 
@@ -160,12 +189,13 @@ def execute(path: Path, out_dir: Path) -> tuple:
     nb = nbformat.read(path, as_version=4)
     seconds, started, caught = {}, {}, []
     bar = tqdm(total=len(nb.cells), desc=path.stem, unit="cell", leave=False)
+    nb.cells = [nbformat.v4.new_code_cell(HITS_SETUP), *nb.cells, nbformat.v4.new_code_cell(HITS_REPORT)]
 
     def on_start(cell, cell_index, **_):
         bar.update(int(cell.cell_type != "code" or not cell.source.strip()))  # a code cell counts when it is done
 
     def on_executed(cell_index, **_):
-        seconds[cell_index] = time.perf_counter() - started.pop(cell_index)
+        seconds[cell_index - 1] = time.perf_counter() - started.pop(cell_index)  # -1: the hidden first cell
         bar.update(1)
 
     def on_notebook_start(**_):  # nbclient's handlers would stop the kernel and run on; this one stops the run
@@ -191,10 +221,12 @@ def execute(path: Path, out_dir: Path) -> tuple:
     finally:
         signal.signal(signal.SIGTERM, _stop)
         bar.close()
+        nb.metadata["kd_assert_hits"] = _hits(nb)
         out_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out_dir / path.name)
     if caught:
         raise Stopped(caught[0])
+    seconds.pop(len(nb.cells), None)  # the hidden report cell
     return nb, seconds, time.perf_counter() - start, problem
 
 

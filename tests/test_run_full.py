@@ -31,7 +31,8 @@ ALPHA = [md("# Alpha"),
          code("x = 1\nif not config.is_quick():\n    undefined_name\nassert x == 1"),
          md("## Tail"),
          code("with results.stage('tail'):\n    results.record('after_error', 7, 's')")]
-BETA = [md("# Beta\n## Only"), code("assert 1 + 1 == 2")]
+BETA = [md("# Beta\n## Only"), code("assert 1 + 1 == 2\nif 1 + 1 == 3:  # a branch that never runs (no CIFAR-10)\n"
+                                    "    assert 2 + 2 == 4")]
 GAMMA = [code("import os\nos._exit(3)  # the kernel dies"), code("print('never')")]
 DELTA = [code("import os, pathlib, time\npathlib.Path(os.environ['KD_TEST_MARK']).write_text(str(os.getpid()))\n"
               "time.sleep(120)")]
@@ -123,7 +124,7 @@ def test_quick_mode_marks_full_only_asserts_not_run_and_sigterm_keeps_the_previo
     assert not Path(f"/proc/{kernel}").exists(), "the kernel outlived the runner"
 
 
-def test_a_passing_lesson_exits_0(tmp_path, monkeypatch, capsys):
+def test_a_passing_lesson_exits_0_and_an_assert_never_reached_is_not_passed(tmp_path, monkeypatch, capsys):
     for name in ("KD_QUICK", "KD_RESULTS_DIR", "KD_LESSON"):  # main() sets them for its kernels; restored after
         monkeypatch.setenv(name, "")
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest's own SIGTERM handling stays
@@ -131,7 +132,8 @@ def test_a_passing_lesson_exits_0(tmp_path, monkeypatch, capsys):
     argv = ["--mode", "quick", "--notebooks", str(nb), "--results", str(tmp_path / "res"), "--out", str(tmp_path)]
     assert run_full.main(argv) == 0, capsys.readouterr()
     beta = results.load("02_beta", tmp_path / "res")
-    assert beta["status"] == "passed" and [a["passed"] for a in beta["asserts"]] == [True]
+    assert beta["status"] == "passed" and [a["passed"] for a in beta["asserts"]] == [True, False]
+    assert beta["asserts"][1]["note"] == "not run (its branch was skipped)"  # the kernel saw it never pass
     assert "02_beta" in capsys.readouterr().out
 
 
