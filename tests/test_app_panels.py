@@ -136,10 +136,19 @@ def test_available_datasets_lists_cifar_only_when_present(monkeypatch, tmp_path)
     assert demo.available_datasets() == ["mnist", "fashion_mnist", "cifar10"]
 
 
-def test_explain_error_names_the_fix():
+def test_explain_error_names_the_fix_that_fits_the_error_and_the_mode(monkeypatch):
     assert "make data" in demo.explain_error(DataUnavailableError("no MNIST"))
     assert "delete" in demo.explain_error(CorruptFileError("bad"))
+    monkeypatch.setenv("KD_QUICK", "0")
     assert "KD_QUICK=1" in demo.explain_error(RuntimeError("boom"))
+    assert "KD_QUICK=1" in demo.explain_error(MemoryError())
+    monkeypatch.setenv("KD_QUICK", "1")  # already quick: restarting quick would not help
+    for exc in (RuntimeError("boom"), MemoryError(), RuntimeError("CUDA out of memory")):
+        assert "KD_QUICK=1" not in demo.explain_error(exc), exc
+    shape = demo.explain_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied (32x3072 and 784x100)"))
+    assert "shape" in shape and "KD_QUICK" not in shape and "report it" in shape
+    bad_value = demo.explain_error(ValueError("T=-1: use a temperature > 0"))
+    assert "which value to change" in bad_value and "make test-fast" not in bad_value
 
 
 def test_test_pool_uses_cached_teacher_logits(monkeypatch, tmp_path):

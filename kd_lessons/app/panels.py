@@ -201,14 +201,25 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+SHAPE_WORDS = ("shape", "size mismatch", "mat1 and mat2", "must match the size", "expected input")
+
+
 def explain_error(exc: BaseException) -> str:
-    """One message for the page: what failed and how to fix it, for the app's per-panel guards."""
+    """One message for the page: what failed and the fix that fits this error (and this mode), for the panel guards."""
+    what = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, DataUnavailableError):
         return f"The dataset is not available.\n\n{exc}\n\nFix: run `make data` (or `python -m kd_lessons data`)."
     if isinstance(exc, CorruptFileError):
         return (f"A cached file is corrupt: {exc}\n\nFix: reload the page (it is rebuilt), or delete "
                 f"{config.cache_dir()} to start clean.")
-    if isinstance(exc, MemoryError):
-        return "Out of memory. Fix: pick a smaller student, or run with KD_QUICK=1."
-    return (f"{type(exc).__name__}: {exc}\n\nFix: check the message above; run `make test-fast` to check the "
-            f"install, or restart with KD_QUICK=1 for small, fast settings.")
+    smaller = "pick a smaller student or dataset" + ("" if config.is_quick() else ", or restart with KD_QUICK=1")
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return f"Out of memory ({what}).\n\nFix: {smaller}, and close other programs using the memory."
+    if isinstance(exc, (RuntimeError, ValueError)) and any(w in str(exc) for w in SHAPE_WORDS):
+        return (f"{what}\n\nThe model and the data disagree on a shape (a bug, not a setting): pick the dataset "
+                f"again so the student is rebuilt for it; if it persists, report it with this message.")
+    if isinstance(exc, ValueError):
+        return f"{what}\n\nFix: the message above says which value to change."
+    hint = "run `make test-fast` to check the install" + ("" if config.is_quick() else
+                                                         ", or restart with KD_QUICK=1 for small, fast settings")
+    return f"{what}\n\nFix: check the message above; {hint}."
