@@ -28,7 +28,12 @@ data: setup
 app: setup data
 	$(BIN)/streamlit run app.py
 
-lab: setup data
+# The project's JupyterLab defaults (jupyter/overrides.json): no "fetch Jupyter news?" popup over the first lesson.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): jupyter/overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp jupyter/overrides.json $@
+
+lab: setup data $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab notebooks/
 
 # ruff (settings in pyproject.toml): pyflakes, pycodestyle, import order, complexity <= 10, bugbear; notebooks too.
@@ -87,7 +92,7 @@ solutions: setup
 	$(BIN)/python scripts/build_solutions.py
 
 # Real JupyterLab in headless Chromium: notebook 02 runs and its T slider redraws the plot.
-check-lab: setup system-deps
+check-lab: setup system-deps $(LAB_OVERRIDES)
 	$(BIN)/python scripts/check_lab.py
 
 # On a machine with an NVIDIA GPU: the suite on CUDA, notebooks 04, 06, 07 in full mode and the bench, with
