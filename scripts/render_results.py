@@ -114,7 +114,8 @@ def _asserts(led: dict) -> list[str]:
            "| cell | line | assert | full-only | result |", "| --- | --- | --- | --- | --- |"]
     for a in rows:
         source = _cell(a["source"]).replace("`", "'")
-        full_only, result = "yes" if a.get("full_only") else "no", "passed" if a["passed"] else "**failed**"
+        full_only = "yes" if a.get("full_only") else "no"
+        result = "passed" if a["passed"] else f"**{_cell(a.get('note') or 'failed')}**"
         out.append(f"| {a.get('cell', '—')} | {a.get('line', '—')} | `{source}` | {full_only} | {result} |")
     return out
 
@@ -138,13 +139,16 @@ def lesson_block(stem: str, led: dict | None) -> str:
 
 def summary_block(all_ledgers: dict) -> str:
     """The README's `make full` table: one row per lesson, then the total wall time."""
-    out = ["| lesson | wall time | status | full-only asserts passed | commit |", "| --- | --- | --- | --- | --- |"]
+    out = ["| lesson | wall time | load | status | full-only asserts passed | commit |",
+           "| --- | --- | --- | --- | --- | --- |"]
     for stem, led in sorted(all_ledgers.items()):
         if led is None:
-            out.append(f"| `{stem}` | — | not measured yet | — | — |")
+            out.append(f"| `{stem}` | — | — | not measured yet | — | — |")
             continue
         passed, full = _full_only(led)
-        out.append(f"| `{stem}` | {duration(led['wall_s']['total'])} | {led['status']} | {passed}/{full} "
+        load = led["machine"].get("load_1min") or {}
+        load = f"{num(load['start'])}-{num(load['end'])}" if {"start", "end"} <= set(load) else "—"
+        out.append(f"| `{stem}` | {duration(led['wall_s']['total'])} | {load} | {led['status']} | {passed}/{full} "
                    f"| `{led['commit'][:7]}` |")
     return "\n".join(out + ["", f"`make full` in all: {total_block(all_ledgers)}."])
 

@@ -131,8 +131,8 @@ def _write(root):
 def test_render_fills_every_block_from_the_ledger(course):
     _write(course)
     readme, docs = (course / "README.md").read_text(), (course / "docs" / "results.md").read_text()
-    assert "| `00_start` | — | not measured yet | — | — |" in readme
-    assert "| `01_tour` | 12 min 34 s | passed | 1/2 | `abcdef0` |" in readme
+    assert "| `00_start` | — | — | not measured yet | — | — |" in readme
+    assert "| `01_tour` | 12 min 34 s | — | passed | 1/2 | `abcdef0` |" in readme
     assert "Total: <!-- ledger:total -->12 min 34 s (1 of 2 lessons measured)<!-- /ledger:total -->." in readme
     assert ("Headline: <!-- ledger:number 01_tour/kd_minus_scratch -->-940 errors (95% interval -1,012..-868, n=5)"
             "<!-- /ledger:number -->.") in readme
