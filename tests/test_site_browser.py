@@ -53,18 +53,22 @@ def site(tmp_path_factory, request):
     return {"html": out / "html", "report": report}
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def _chromium(tmp_path_factory, profile: str, *extra: str):
+    """Headless Chromium through chromedriver, with its own profile folder and any extra switches."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chrome")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1400,1800", f"--user-data-dir={profile}"):
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp(profile)}", *extra):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = _chromium(tmp_path_factory, "chrome", "--window-size=1400,1800")
     yield driver
     driver.quit()
 
@@ -129,17 +133,8 @@ def test_no_page_loads_anything_from_a_cdn(site):
 @pytest.fixture(scope="module")
 def offline_browser(tmp_path_factory):
     """Chromium that can reach no network: every host name fails to resolve and every proxy goes nowhere."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chrome-offline")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND",
-                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = _chromium(tmp_path_factory, "chrome-offline", "--host-resolver-rules=MAP * ~NOTFOUND",
+                       "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
     driver.set_script_timeout(60)
     yield driver
     driver.quit()
