@@ -2,7 +2,8 @@
 
 A block is `<!-- ledger:KIND ARG -->` ... `<!-- /ledger:KIND -->`; the script owns what lies between the markers and
 never touches the prose around them. Kinds: `lesson NN_stem` (docs/results.md: one lesson's run, numbers and
-asserts), `summary` (the `make full` table), `total` (its wall time, inline) and `number NN_stem/name` (one
+asserts), `summary` (the `make full` table), `status` (lessons and full-only asserts passed, inline),
+`total` (its wall time, inline) and `number NN_stem/name` (one
 recorded number, inline). `--write` rewrites the blocks (and adds a section for a new lesson); `--check` exits 1
 listing what differs; tests/test_ledger.py runs the same check in `make test`.
 """
@@ -153,6 +154,16 @@ def summary_block(all_ledgers: dict) -> str:
     return "\n".join(out + ["", f"`make full` in all: {total_block(all_ledgers)}."])
 
 
+def status_block(all_ledgers: dict) -> str:
+    """The README's one line: lessons passed, full-only asserts passed, and which lessons failed."""
+    measured = {stem: led for stem, led in all_ledgers.items() if led is not None}
+    counts = [_full_only(led) for led in measured.values()]
+    failed = [stem.split("_")[0] for stem, led in sorted(measured.items()) if led["status"] != "passed"]
+    return (f"{len(measured) - len(failed)} of {len(all_ledgers)} lessons passed, "
+            f"{sum(p for p, _ in counts)} of {sum(f for _, f in counts)} full-only asserts passed"
+            + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+
 def total_block(all_ledgers: dict) -> str:
     """The total wall time of `make full`: the sum of the lessons' wall_s.total, and how many lessons it covers."""
     measured = [led for led in all_ledgers.values() if led is not None]
@@ -189,9 +200,11 @@ def block_body(kind: str, arg: str | None, all_ledgers: dict, where: str) -> str
         return "\n" + summary_block(all_ledgers) + "\n"
     if kind == "total":
         return total_block(all_ledgers)
+    if kind == "status":
+        return status_block(all_ledgers)
     if kind == "number":
         return number_block(arg or "", all_ledgers, where)
-    raise ValueError(f"{where}: unknown block `ledger:{kind}`; the kinds are lesson, summary, total, number")
+    raise ValueError(f"{where}: unknown block `ledger:{kind}`; the kinds are lesson, summary, status, total, number")
 
 
 def render_text(text: str, all_ledgers: dict, where: str) -> str:

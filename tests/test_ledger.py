@@ -80,6 +80,7 @@ README = """# course
 <!-- /ledger:summary -->
 
 Total: <!-- ledger:total --><!-- /ledger:total -->.
+Status: <!-- ledger:status --><!-- /ledger:status -->.
 Headline: <!-- ledger:number 01_tour/kd_minus_scratch --><!-- /ledger:number -->.
 """
 DOCS = """# results
@@ -128,12 +129,21 @@ def _write(root):
         (root / rel).write_text(want, encoding="utf-8")
 
 
+def test_status_names_the_failed_lessons(course):
+    results.write_json(course / "results" / "00_start.json", _ledger("00_start", status="failed"))
+    _write(course)
+    assert ("<!-- ledger:status -->1 of 2 lessons passed, 2 of 4 full-only asserts passed; failed: 00"
+            "<!-- /ledger:status -->") in (course / "README.md").read_text()
+
+
 def test_render_fills_every_block_from_the_ledger(course):
     _write(course)
     readme, docs = (course / "README.md").read_text(), (course / "docs" / "results.md").read_text()
     assert "| `00_start` | — | — | not measured yet | — | — |" in readme
     assert "| `01_tour` | 12 min 34 s | — | passed | 1/2 | `abcdef0` |" in readme
     assert "Total: <!-- ledger:total -->12 min 34 s (1 of 2 lessons measured)<!-- /ledger:total -->." in readme
+    assert ("Status: <!-- ledger:status -->1 of 2 lessons passed, 1 of 2 full-only asserts passed"
+            "<!-- /ledger:status -->.") in readme
     assert ("Headline: <!-- ledger:number 01_tour/kd_minus_scratch -->-940 errors (95% interval -1,012..-868, n=5)"
             "<!-- /ledger:number -->.") in readme
     assert "not measured yet: run `make full LESSONS=00`" in docs
