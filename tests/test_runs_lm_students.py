@@ -12,7 +12,8 @@ from kd_lessons.runs.seeds import paired_differences
 TINY = rg.recipe(**{"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, "lr": 3e-3, "T": 1.0, "alpha": 1.0,
         "seq_sequences": 6, "seq_prompt": 4, "onpolicy_prompt": 8, "lam": 0.5, "beta": 0.5, "topk": 3,
         "topk_renormalize": True, "topk_windows": 16, "topk_sweep": (1, None), "eval_chars": 400,
-        "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1})
+        "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1, "long_steps": 4,
+        "long_methods": ("scratch", rg.WARM_START), "sharpen_T": (0.5,)})
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,39 @@ def test_run_table_columns_cost_and_cache(corpus, teacher, tmp_cache, monkeypatc
     assert {(r["k"], r["renormalize"]) for r in result["sweep"]} == {(1, True), (1, False), (corpus.vocab_size, True),
                                                                     (3, True)}
     costs = rg.cost_table(result)
-    assert list(costs.index) == list(rg.METHODS)
+    assert list(costs.index) == list(rg.METHODS) + list(rg.EXTRA_ARMS)
     assert costs.loc["scratch", "teacher positions / trained"] == 0
     assert costs.loc["token KD", "teacher positions / trained"] == pytest.approx(1.0)
     assert costs.loc["seq-level KD", "teacher-generated chars / trained"] > 0
     assert costs.loc["on-policy GKD", "student-generated chars / trained"] > 0 or \
         costs.loc["on-policy GKD", "on-policy share of batches"] == 0
     assert costs.loc["top-k KD", "teacher positions / trained"] < 1.0  # the pool is shared by every top-k run
+    # the extra arms (beta 0.9; token KD then on-policy GKD), the long budget and the sharpening control
+    assert [r["method"] for r in result["extra"]] == list(rg.EXTRA_ARMS) * 2
+    assert [(r["method"], r["steps"]) for r in result["long"]] == [("scratch", 4), (rg.WARM_START, 4)]
+    warm = next(r for r in result["extra"] if r["method"] == rg.WARM_START)
+    assert warm["corpus_batches"] + warm["sampled_batches"] == TINY.steps  # both phases together: one budget
+    assert warm["teacher_positions"] >= round(TINY.warm_share * TINY.steps) * TINY.batch_size * TINY.context
+    scratch = rows[0]
+    assert scratch["teacher_bpc_of_samples_T0.5"] - scratch["own_bpc_of_samples_T0.5"] == \
+        pytest.approx(scratch["reverse_kl_bpc_T0.5"])
+    assert "reverse_kl_bpc_T0.5" not in rows[2]  # seq-level KD is not in sharpen_methods
+    greedy = next(r for r in result["references"] if r["method"] == "teacher, greedy")
+    assert greedy["own_bpc_of_samples"] == 0 and greedy["reverse_kl_bpc"] == greedy["teacher_bpc_of_samples"]
+    # the counted costs equal the closed forms of the recipe (the quoted numbers of notebook 10)
+    on = costs.loc["on-policy GKD"]
+    closed = rg.cost_closed_forms(TINY, float(on["on-policy share of batches"]))
+    assert costs.loc["seq-level KD", "teacher positions / trained"] == \
+        pytest.approx(closed["seq_kd_teacher_positions_per_trained"])
+    assert costs.loc["seq-level KD", "teacher positions / trained, KV cache"] == \
+        pytest.approx(closed["seq_kd_teacher_positions_per_trained_kv"])
+    assert on["trained positions / run"] / (TINY.steps * TINY.batch_size) == \
+        pytest.approx(closed["on_policy_trained_per_row"])
+    assert on["student generation positions / trained"] == \
+        pytest.approx(closed["on_policy_student_positions_per_trained"])
+    assert on["student generation positions / trained, KV cache"] == \
+        pytest.approx(closed["on_policy_student_positions_per_trained_kv"])
+    assert rg.WARM_START in costs.index
     assert list(tmp_cache.rglob("generative-*.pt"))
 
     def boom(*args, **kwargs):
@@ -97,7 +124,7 @@ def test_each_seed_draws_its_own_transfer_corpus_and_pool(corpus, teacher, tmp_c
 
 def test_summaries_and_paired_differences():
     rows = [{"method": m, "seed": s, "val_bpc": v, "agreement": 0.5, "teacher_bpc_of_samples": 3.0,
-             "distinct_2": 0.9, "word_share": 0.8, "seconds": 1.0}
+             "own_bpc_of_samples": 2.5, "reverse_kl_bpc": 0.5, "distinct_2": 0.9, "word_share": 0.8, "seconds": 1.0}
             for m, vals in {"scratch": (3.0, 3.2, 3.1), "token KD": (2.9, 3.0, 3.05)}.items()
             for s, v in enumerate(vals)]
     table = rg.summarize(rows)
@@ -110,6 +137,25 @@ def test_summaries_and_paired_differences():
         paired_differences(rows, "top-k KD", "scratch", "val_bpc")
     with pytest.raises(ValueError, match="the table lacks columns"):
         rg.summarize([{"method": "scratch", "seed": 0}])
+
+
+def test_recipe_rejects_unknown_arms_and_temperatures():
+    with pytest.raises(ValueError, match="sharpen_methods: unknown methods \\['distil'\\]"):
+        rg.recipe(sharpen_methods=("distil",))
+    with pytest.raises(ValueError, match="sampling temperatures must be > 0"):
+        rg.recipe(sharpen_T=(0.0,))
+    with pytest.raises(ValueError, match="sampled_share=1.5"):
+        rg.cost_closed_forms(TINY, 1.5)
+
+
+def test_closed_forms_of_the_lessons_quoted_costs():
+    """Full mode's recipe: 40 teacher positions per written character without a cache, 64/49 with one."""
+    full = TINY.replace(context=64, seq_prompt=16, onpolicy_prompt=48, steps=150, batch_size=16, seq_sequences=256)
+    closed = rg.cost_closed_forms(full, 0.5)
+    assert closed["teacher_positions_per_generated_char"] == pytest.approx(40.0)
+    assert closed["teacher_positions_per_generated_char_kv"] == pytest.approx(64 / 49)
+    assert closed["on_policy_trained_per_row"] == pytest.approx(40.5)  # 17 sampled positions or a 64-window
+    assert closed["on_policy_student_positions_per_trained"] == pytest.approx(0.5 * 888 / 40.5)
 
 
 def test_run_rejects_no_seeds(corpus, teacher):

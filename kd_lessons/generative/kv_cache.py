@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from kd_lessons.generative.transformer import CharTransformer, _device, _evaluating
 
-__all__ = ["cached_generate"]
+__all__ = ["cached_generate", "cached_positions", "uncached_positions"]
 
 
 def _attend(attn, h: torch.Tensor, cache: list, layer: int) -> torch.Tensor:
@@ -74,3 +74,26 @@ def cached_generate(model: CharTransformer, prompt_idx: torch.Tensor, num_tokens
                 logits = _step(model, nxt, idx.shape[1] - 1, cache)
     idx = idx.to(prompt_idx.device)
     return idx[0] if one else idx
+
+
+def cached_positions(batch: int, prompt_len: int, num_tokens: int) -> int:
+    """Forward positions `cached_generate` runs: the prompt once, then one per new token but the last. Notebook 10.
+
+    Notebook 10_generative_kd's cost table puts this "with KV cache" count beside `uncached_positions`.
+    """
+    if batch < 0 or prompt_len < 1 or num_tokens < 0:
+        raise ValueError(f"batch={batch!r}, prompt_len={prompt_len!r}, num_tokens={num_tokens!r}: use batch >= 0, "
+                         "prompt_len >= 1, num_tokens >= 0")
+    return batch * (prompt_len + max(num_tokens - 1, 0))
+
+
+def uncached_positions(batch: int, prompt_len: int, num_tokens: int, context: int) -> int:
+    """Forward positions `transformer.generate` runs: each new token re-reads its prefix, cropped to the context.
+
+    Closed form of notebook 10_generative_kd's "no KV cache" cost: sum over i < num_tokens of min(prompt_len + i,
+    context) per sequence.
+    """
+    if batch < 0 or prompt_len < 1 or num_tokens < 0 or context < 1:
+        raise ValueError(f"batch={batch!r}, prompt_len={prompt_len!r}, num_tokens={num_tokens!r}, context={context!r}:"
+                         " use batch >= 0, prompt_len >= 1, num_tokens >= 0, context >= 1")
+    return batch * sum(min(prompt_len + i, context) for i in range(num_tokens))

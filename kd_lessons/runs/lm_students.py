@@ -3,8 +3,11 @@
 Introduced in notebook 10_generative_kd. `run(rec, teacher, corpus, seeds)` trains one student per
 (method, seed) with `lm.train_lm` and the plug-ins of `kd_lessons.generative.lm_objectives`, then measures
 held-out bits/char (teacher-forced), agreement with the teacher's next-character argmax, and what the
-student *writes* (the teacher's bits/char of its samples, distinct word bigrams, share of words found in
-the training text), plus a cost meter per run and a top-k sweep on one seed. Each seed redraws every random
+student *writes* (the teacher's and its own bits/char of its samples, whose difference estimates the reverse
+KL per character, distinct word bigrams, share of words found in the training text), plus a cost meter per run
+and a top-k sweep on one seed. Extra arms (`EXTRA_ARMS`: GKD at beta 0.9, and token KD first, then on-policy
+GKD for the rest of the budget, as the papers start on-policy training), the sharpening control (scratch and
+token KD sampled at T < 1) and one longer budget on one seed test the lesson's own story. Each seed redraws every random
 source of its runs: the student's init and batch order, its samples, the teacher's transfer corpus (its own
 prompts and samples), the top-k pool's windows and the teacher's reference samples; the held-out prompts and
 passages the students are measured on are fixed (the test set). The result (plain data) is cached (kind
@@ -28,12 +31,18 @@ from kd_lessons.generative.zoo import make_text_student
 from kd_lessons.methods import registry
 from kd_lessons.recipes import Recipe, check_recipe, pick
 from kd_lessons.runs import seeds as by_seed
+from kd_lessons.runs.lm_costs import cost_closed_forms, cost_table
 from kd_lessons.runs.lm_measures import sample_measures, text_measures, word_set
 
-__all__ = ["METHODS", "LMStudentsRecipe", "recipe", "word_set", "text_measures", "sample_measures", "evaluate",
-           "train_method", "run", "cached_run", "VALUES", "summarize", "cost_table"]
+__all__ = ["METHODS", "EXTRA_ARMS", "WARM_START", "LMStudentsRecipe", "recipe", "word_set", "text_measures",
+           "sample_measures", "evaluate", "sharpened", "train_method", "run", "cached_run", "VALUES", "summarize",
+           "cost_table", "cost_closed_forms"]
 
 METHODS = tuple(spec.name for spec in registry.methods("generative"))  # the registry's order (notebook 10, tests)
+WARM_START = "token KD, then on-policy GKD"  # the papers' order: a supervised student first, then on-policy
+EXTRA_ARMS = ("on-policy GKD, beta 0.9", WARM_START)
+SAMPLE_COLUMNS = ("teacher_bpc_of_samples", "own_bpc_of_samples", "reverse_kl_bpc")
+
 @dataclass(frozen=True)
 class LMStudentsRecipe(Recipe):
     """The comparison's budget and each method's settings in the current mode. Notebook 10_generative_kd."""
@@ -54,6 +63,12 @@ class LMStudentsRecipe(Recipe):
     topk_renormalize: bool = True
     topk_windows: int = pick(2400, 128)
     topk_sweep: tuple[int | None, ...] = pick((1, 5, 20, None), (1, None))  # None = the whole vocabulary
+    extra_beta: float = 0.9  # the "on-policy GKD, beta 0.9" arm: does the mode-seeking end change the result?
+    warm_share: float = 0.5  # WARM_START: this share of the steps is token KD, the rest on-policy GKD
+    sharpen_T: tuple[float, ...] = (0.7, 0.8, 0.9)  # the sharpening control: sampling temperatures below 1
+    sharpen_methods: tuple[str, ...] = ("scratch", "token KD")
+    long_steps: int = pick(600, 0)  # one longer budget on the first seed (0: none)
+    long_methods: tuple[str, ...] = ("scratch", "token KD", WARM_START)
     eval_chars: int = pick(20_000, 3_000)
     sample_prompts: int = pick(32, 8)
     sample_prompt: int = 16
@@ -65,8 +80,16 @@ class LMStudentsRecipe(Recipe):
         self._positive("context", "steps", "batch_size", "lr", "T", "seq_sequences", "seq_prompt", "onpolicy_prompt",
                        "topk", "topk_windows", "eval_chars", "sample_prompts", "sample_prompt", "sample_chars",
                        "threads")
-        for name in ("alpha", "lam", "beta"):
+        for name in ("alpha", "lam", "beta", "extra_beta", "warm_share"):
             self._between(name, 0.0, 1.0)
+        if any(not T > 0 for T in self.sharpen_T):
+            raise ValueError(f"sharpen_T={self.sharpen_T!r}: sampling temperatures must be > 0")
+        for name in ("sharpen_methods", "long_methods"):
+            unknown = [m for m in getattr(self, name) if m not in (*METHODS, *EXTRA_ARMS)]
+            if unknown:
+                raise ValueError(f"{name}: unknown methods {unknown}; use names of {METHODS + EXTRA_ARMS}")
+        if self.long_steps < 0:
+            raise ValueError(f"long_steps={self.long_steps!r}: use 0 (no long budget) or a number of steps")
 
 
 def recipe(**overrides) -> LMStudentsRecipe:
@@ -102,6 +125,20 @@ def evaluate(student, teacher, corpus: Corpus, rec: LMStudentsRecipe, reference:
     return out
 
 
+def sharpened(student, teacher, corpus: Corpus, rec: LMStudentsRecipe, reference: dict, seed: int = 0) -> dict:
+    """The sharpening control: the same student sampled at each T of rec.sharpen_T. Notebook 10_generative_kd.
+
+    Keys "<measure>_T<T>" for the teacher's bits/char of the samples, the student's own (at T) and their
+    difference (reverse KL per character); the same sampler seed at every T (common random numbers).
+    """
+    out = {}
+    for T in rec.sharpen_T:
+        m = sample_measures(student, teacher, reference["prompts"], rec.sample_chars, corpus, reference["vocabulary"],
+                            seed=seed, T=T)
+        out.update({f"{c}_T{T:g}": m[c] for c in SAMPLE_COLUMNS})
+    return out
+
+
 def _for_seed(shared: dict, name: str, seed: int):
     """The seed's own transfer corpus or pool ({seed: data}); a single one (no seed keys) is shared on purpose."""
     value = shared.get(name)
@@ -124,17 +161,39 @@ def _plugin(method: str, teacher, rec: LMStudentsRecipe, shared: dict, seed: int
     return plug, getattr(plug, "batch_fn", None), meter
 
 
-def train_method(method: str, teacher, corpus: Corpus, rec: LMStudentsRecipe, shared: dict, reference: dict, seed: int,
-                 topk: tuple[int, bool] | None = None) -> dict:
-    """One student's row (measures, seconds, cost counts); topk: (k, renormalize) of a top-k KD sweep point."""
-    k, renormalize = topk or (None, None)
-    student = make_text_student(corpus.vocab_size, rec.size, seed=seed, context=rec.context)
+def _train_phase(student, method, teacher, corpus, rec, shared, seed, steps, k=None, renormalize=None):
+    """`steps` AdamW steps of one registered method on `student`: (seconds, CostMeter)."""
     loss_fn, batch_fn, meter = _plugin(method, teacher, rec, shared, seed, k, renormalize)
-    history = train_lm(student, corpus.train, rec.steps, lr=rec.lr, batch_size=rec.batch_size, loss_fn=loss_fn,
+    history = train_lm(student, corpus.train, steps, lr=rec.lr, batch_size=rec.batch_size, loss_fn=loss_fn,
                        batch_fn=batch_fn,
                        options=LMOptions(context=rec.context, seed=seed, progress=False, desc=method))
+    return history["seconds"], meter
+
+
+def train_method(method: str, teacher, corpus: Corpus, rec: LMStudentsRecipe, shared: dict, reference: dict, seed: int,
+                 topk: tuple[int, bool] | None = None) -> dict:
+    """One student's row (measures, seconds, cost counts); topk: (k, renormalize) of a top-k KD sweep point.
+
+    method may also be one of EXTRA_ARMS: "on-policy GKD, beta 0.9" (rec.extra_beta), or WARM_START: token KD
+    for round(warm_share * steps) steps, then on-policy GKD for the rest (a new warm-up and cosine schedule and
+    fresh AdamW moments in the second phase). Methods in rec.sharpen_methods also get the sharpened samples.
+    """
+    k, renormalize = topk or (None, None)
+    student = make_text_student(corpus.vocab_size, rec.size, seed=seed, context=rec.context)
+    if method == WARM_START:
+        warm = min(rec.steps - 1, max(1, round(rec.warm_share * rec.steps)))
+        s1, m1 = _train_phase(student, "token KD", teacher, corpus, rec, shared, seed, warm)
+        s2, m2 = _train_phase(student, "on-policy GKD", teacher, corpus, rec, shared, seed, rec.steps - warm)
+        seconds, meter = s1 + s2, m1.add(m2)
+    elif method == EXTRA_ARMS[0]:
+        seconds, meter = _train_phase(student, "on-policy GKD", teacher, corpus, rec.replace(beta=rec.extra_beta),
+                                      shared, seed, rec.steps)
+    else:
+        seconds, meter = _train_phase(student, method, teacher, corpus, rec, shared, seed, rec.steps, k, renormalize)
     row = {"method": method, "seed": seed, **evaluate(student, teacher, corpus, rec, reference, seed),
-           "seconds": history["seconds"], **meter.as_dict()}
+           "seconds": seconds, **meter.as_dict()}
+    if topk is None and method in rec.sharpen_methods:
+        row.update(sharpened(student, teacher, corpus, rec, reference, seed))
     return row
 
 
@@ -166,8 +225,10 @@ def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progres
 
     Returns plain data: "table" (rows per method and seed), "references" (rows for the teacher's own
     samples, their mean over the seeds' draws, the real continuations and greedy teacher text),
-    "teacher_samples" (the teacher's rows per seed), "sweep" (top-k rows), "shared" (one-off costs and seconds
-    of the transfer corpora and top-k pools, added up over the seeds, "copies" of each), "recipe", "seeds".
+    "teacher_samples" (the teacher's rows per seed), "sweep" (top-k rows), "extra" (EXTRA_ARMS rows per seed),
+    "long" (rec.long_methods at rec.long_steps on seeds[0]; empty when long_steps is 0), "shared" (one-off costs
+    and seconds of the transfer corpora and top-k pools, added up over the seeds, "copies" of each), "recipe",
+    "seeds".
     """
     if not seeds:
         raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
@@ -204,11 +265,20 @@ def _run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds, progress: bool) 
     plan = [(m, s, None, None) for s in seeds for m in METHODS]
     plan += [("top-k KD", seeds[0], k or V, r) for k in rec.topk_sweep for r in (True, False)
              if (k or V, r) != (rec.topk, rec.topk_renormalize) and not (k is None and not r)]
-    rows, sweep = [], []
+    plan += [(m, s, "extra", None) for s in seeds for m in EXTRA_ARMS]
+    plan += [(m, seeds[0], "long", None) for m in rec.long_methods if rec.long_steps]
+    rows, sweep, extra, long = [], [], [], []
     for method, seed, k, r in tqdm(plan, desc="generative students", disable=not progress):
-        row = train_method(method, teacher, corpus, rec, shared, reference, seed, None if k is None else (k, r))
+        if k == "long":
+            long.append({**train_method(method, teacher, corpus, rec.replace(steps=rec.long_steps), shared, reference,
+                                        seed), "steps": rec.long_steps})
+            continue
+        row = train_method(method, teacher, corpus, rec, shared, reference, seed,
+                           None if k in (None, "extra") else (k, r))
         if k is None:
             rows.append(row)
+        elif k == "extra":
+            extra.append(row)
         else:
             sweep.append({**row, "k": k, "renormalize": r})
     main_topk = [dict(r) for r in rows if r["method"] == "top-k KD" and r["seed"] == seeds[0]]
@@ -223,57 +293,30 @@ def _run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds, progress: bool) 
                                                       reference["vocabulary"], texts=real_texts)}]
     greedy = gm.transfer_corpus(teacher, corpus.val, gm.TransferSettings(rec.sample_prompts, P, P + n - 1, greedy=True),
                                 progress=False)["ids"]
-    refs.append({"method": "teacher, greedy", **sample_measures(None, teacher, greedy[:, :P], n, corpus,
-                                                                reference["vocabulary"], texts=greedy)})
+    greedy_row = sample_measures(None, teacher, greedy[:, :P], n, corpus, reference["vocabulary"], texts=greedy)
+    # a deterministic writer has entropy 0: its reverse KL per character is the teacher's bits/char of its text
+    greedy_row.update(own_bpc_of_samples=0.0, reverse_kl_bpc=greedy_row["teacher_bpc_of_samples"])
+    refs.append({"method": "teacher, greedy", **greedy_row})
     one_off = {name: _one_off(shared[name]) for name in ("transfer", "pool")}
-    return {"table": rows, "references": refs, "teacher_samples": teacher_rows, "sweep": sweep, "shared": one_off,
-            "recipe": rec.asdict(), "seeds": list(seeds), "vocab_size": V}
+    return {"table": rows, "references": refs, "teacher_samples": teacher_rows, "sweep": sweep, "extra": extra,
+            "long": long, "shared": one_off, "recipe": rec.asdict(), "seeds": list(seeds), "vocab_size": V}
 
 
 def cached_run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
                refresh: bool = False) -> dict:
     """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
     blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
-                          "teacher": cache.state_digest(teacher), "version": 2})
+                          "teacher": cache.state_digest(teacher), "version": 3})
     path = cache.path("sweeps", f"generative-{config.mode()}-{blob_key}.pt")
     meta = {"key": blob_key, "kind": "kd_lessons.generative_runs"}
     return cache.build_once(path, meta, lambda: run(rec, teacher, corpus, seeds, progress),
                             "the generative KD comparison", refresh=refresh)
 
 
-VALUES = ("val_bpc", "agreement", "teacher_bpc_of_samples", "distinct_2", "word_share", "seconds")
+VALUES = ("val_bpc", "agreement", "teacher_bpc_of_samples", "own_bpc_of_samples", "reverse_kl_bpc", "distinct_2",
+          "word_share", "seconds")
 
 
 def summarize(rows, values=VALUES) -> pd.DataFrame:
     """Mean and sample std per method (runs.seeds.summarize of run(...)['table']). Notebook 10_generative_kd."""
     return by_seed.summarize(rows, values)
-
-
-def cost_table(result: dict) -> pd.DataFrame:
-    """Per method: teacher / student forward positions and generated characters per trained position. Notebook 10.
-
-    Measured by each run's CostMeter; the one-off work (one transfer corpus and one top-k pool per seed, the
-    first seed's pool also used by the sweep) is split over the runs that used it, an equal share each.
-    """
-    table = pd.DataFrame(result["table"])
-    users = {"seq-level KD": ("transfer", (table["method"] == "seq-level KD").sum()),
-             "top-k KD": ("pool", (table["method"] == "top-k KD").sum() + len(result["sweep"]) - 1)}
-    rows = []
-    for method, g in table.groupby("method", sort=False):
-        trained = g["trained_positions"].mean()
-        name, n = users.get(method, (None, 1))
-        once = result["shared"][name] if name else {}
-        share = {k: once.get(k, 0) / n for k in ("teacher_positions", "teacher_generation_positions",
-                                                 "teacher_generated")}
-        rows.append({"method": method, "trained positions / run": trained,
-                     "teacher positions / trained": (g["teacher_positions"].mean() + share["teacher_positions"]
-                                                     + g["teacher_generation_positions"].mean()
-                                                     + share["teacher_generation_positions"]) / trained,
-                     "teacher-generated chars / trained": (g["teacher_generated"].mean()
-                                                           + share["teacher_generated"]) / trained,
-                     "student generation positions / trained": g["student_generation_positions"].mean() / trained,
-                     "student-generated chars / trained": g["student_generated"].mean() / trained,
-                     "on-policy share of batches": (g["sampled_batches"] / (g["sampled_batches"]
-                                                                            + g["corpus_batches"])).mean(),
-                     "seconds / run": g["seconds"].mean() + (once.get("seconds", 0.0) / n)})
-    return pd.DataFrame(rows).set_index("method")
