@@ -87,10 +87,11 @@ def cifar_standin(tmp_path, monkeypatch):
 # the notebooks' `from kd_lessons...` lines). EVERY marks the plumbing each lesson runs on (settings, cache, locks,
 # the notebooks' own hygiene). A notebook belongs to the lesson of its number (notebooks/solutions/ too), so a new
 # lesson needs no entry; a new test file does (tests/test_course.py fails until it has one).
-EVERY = tuple(range(15))
+EVERY = tuple(range(16))
 LESSONS = {
     "test_app.py": (0,), "test_lab_settings.py": (0,),
     "test_app_browser.py": (0,), "test_app_jobs.py": (0,), "test_load_app.py": (0,),
+    "test_app_shutdown.py": (0,),
     "test_app_datasets.py": (0,), "test_app_layout.py": (0,), "test_ddp.py": (6,),
     "test_recipes.py": (4, 5, 6, 7, 10, 11, 12, 13, 14), "test_registry.py": (10, 11),
     "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
@@ -112,7 +113,7 @@ LESSONS = {
     "test_generative_divergences.py": (8, 10), "test_generative_toy.py": (8, 10), "test_generative_text.py": (10,),
     "test_generative_transformer.py": (8, 10, 13), "test_generative_zoo.py": (10,),
     "test_generative_lm_objectives.py": (10,), "test_generative_pretrained.py": (10,),
-    "test_generative_scratchpad.py": (8, 13),
+    "test_generative_scratchpad.py": (8, 13), "test_on_policy.py": (15,),
     "test_exercises.py": (8, 9), "test_exercises_questions.py": (8,), "test_exercises_core.py": (9,),
     "test_exercises_build_solutions.py": (9,), "test_exercises_temperature.py": (9,), "test_exercises_kl_loss.py": (9,),
     "test_exercises_step.py": (9,), "test_exercises_hint_loss.py": (9,), "test_exercises_caching.py": (9,),

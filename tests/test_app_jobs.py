@@ -289,3 +289,60 @@ def test_finished_jobs_beyond_keep_are_dropped(tmp_path):
     assert [j.future.result(timeout=10) for j in done] == [0, 1, 2, 3]
     queue.submit(4, "KD", lambda job: 4).future.result(timeout=10)
     assert queue.get(0) is None and queue.get(3) is done[3]
+
+
+# ---------------------------------------------------------------- stopping at exit (jobs.stop_all)
+
+def _spin(job, steps):
+    """A training that reports every step and never ends by itself."""
+    step = 0
+    while True:
+        step += 1
+        steps.append(step)
+        time.sleep(0.005)
+        job.on_step(step, 10**9)
+
+
+def test_stop_all_stops_a_training_at_its_next_step_and_fails_the_waiting_ones():
+    queue, steps = jobs.TrainingQueue(lock_file=False), []
+    running = queue.submit("a", "KD", lambda job: _spin(job, steps))
+    waiting = queue.submit("b", "KD", lambda job: "never")
+    deadline = time.monotonic() + 10
+    while len(steps) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = time.monotonic()
+    assert jobs.stop_all(timeout=10, grace=10) == []  # no interruption needed: the step check stops it
+    assert time.monotonic() - start < 2
+    assert isinstance(running.future.exception(timeout=1), jobs.Stopped)
+    assert isinstance(waiting.future.exception(timeout=1), jobs.Stopped) and queue.trained == ["a"]
+    assert queue.submit("c", "KD", lambda job: "ok").future.result(timeout=10) == "ok"  # re-armed afterwards
+
+
+def test_stop_all_interrupts_work_that_checks_no_hook():
+    spins, ticks = threading.Event(), []
+
+    def get_teacher(dataset, options, **kwargs):  # never calls options.on_step: a grid cell, the tour
+        while True:
+            ticks.append(1)
+            spins.set()
+            time.sleep(0.005)
+
+    running = jobs.start_teachers("mnist", get_teacher, starter=True)
+    assert spins.wait(10)
+    start = time.monotonic()
+    assert jobs.stop_all(timeout=10, grace=0.3) == []
+    assert 0.3 <= time.monotonic() - start < 5  # waited the grace period, then interrupted it
+    assert isinstance(running["starter"].future.exception(timeout=1), jobs.Stopped)
+    assert isinstance(running["full"].future.exception(timeout=1), jobs.Stopped)  # the next job never started
+    n = len(ticks)
+    time.sleep(0.1)
+    assert len(ticks) == n  # the thread has ended
+
+
+def test_stop_all_leaves_a_thread_outside_a_jobs_work_alone():
+    release = threading.Event()
+    thread = jobs._spawn(lambda: release.wait(10), "kd-test-idle")
+    assert jobs.stop_all(timeout=0.5, grace=0.1) == ["kd-test-idle"]  # not interrupted: it is in no job's work
+    release.set()
+    thread.join(5)
+    assert not thread.is_alive()

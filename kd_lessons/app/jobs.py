@@ -2,28 +2,131 @@
 
 Introduced in notebook 00_start_here (the app tour). Training reports its steps through
 `TrainOptions.on_step`, so the app shows real progress without the library knowing about Streamlit.
+Every thread here is stopped and joined when the process exits (`stop_all`, run by atexit): a thread
+left inside torch's C++ code while Python finalises aborts the server ("terminate called without an
+active exception", SIGABRT) instead of letting it exit cleanly.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import sys
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Hashable
+from weakref import WeakSet
 
 from kd_lessons import cache, config
 from kd_lessons.datasets import DATASETS
 from kd_lessons.train import TrainOptions
 
-__all__ = ["Job", "STARTER_RECIPES", "TrainingQueue", "needs_starter", "start_teachers", "start_grid",
-           "wait_with_progress", "train_cell", "train_method"]
+__all__ = ["Job", "Stopped", "STARTER_RECIPES", "TrainingQueue", "needs_starter", "start_teachers", "start_grid",
+           "wait_with_progress", "train_cell", "train_method", "stop_all"]
 
 # Small CNN recipes (overrides of teachers.recipe(dataset, "cnn")) for a fast first launch on a CPU: the app
 # shows soft labels from this "starter" teacher (1 epoch on a subset) while the course's teacher trains.
 # A view of the records' `starter` (kd_lessons.datasets): datasets without one get no starter teacher.
 STARTER_RECIPES = {name: dict(info.starter) for name, info in DATASETS.items() if info.starter is not None}
+
+
+class Stopped(BaseException):
+    """Raised inside a job's thread when the process shuts down: its training unwinds and the thread ends.
+
+    A BaseException (like KeyboardInterrupt): no `except Exception` on the way (a cache read's) may take it
+    for a failure and act on it.
+    """
+
+
+_STOP = threading.Event()  # set while stop_all runs: every training stops at its next step (or epoch, or cell)
+_CLOSED = threading.Event()  # set at interpreter exit: no new thread starts
+_THREADS: WeakSet[threading.Thread] = WeakSet()
+_QUEUES: WeakSet[TrainingQueue] = WeakSet()
+_BUSY: set[int] = set()  # idents of the threads inside a job's work (the only ones stop_all may interrupt)
+_REGISTRY = threading.Lock()
+STOP_TIMEOUT, STOP_GRACE = 20.0, 2.0  # seconds stop_all waits in all; after GRACE it interrupts the work
+
+
+def _check_stop() -> None:
+    if _STOP.is_set() or _CLOSED.is_set():
+        raise Stopped("the app server is shutting down; the training stopped (its cache is written atomically)")
+
+
+def _spawn(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a daemon thread that stop_all stops and joins (daemon: a stuck one never blocks the exit)."""
+    if _CLOSED.is_set():
+        _check_stop()
+
+    def run():
+        with contextlib.suppress(Stopped):  # a Stopped raised outside a job's own try: nothing left to report
+            target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    with _REGISTRY:
+        _THREADS.add(thread)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def _busy():
+    """Mark this thread as inside a job's work, where stop_all may raise Stopped if it ignores the stop event."""
+    ident = threading.get_ident()
+    with _REGISTRY:
+        _BUSY.add(ident)
+    try:
+        yield
+    finally:
+        with _REGISTRY:
+            _BUSY.discard(ident)
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise Stopped in a thread at its next Python line: training code that checks no hook (a grid cell, the
+    tour) runs Python between torch's operations, so it unwinds within one operation."""
+    with _REGISTRY:
+        if thread.ident not in _BUSY:
+            return
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Stopped))
+
+
+def stop_all(timeout: float = STOP_TIMEOUT, grace: float = STOP_GRACE) -> list[str]:
+    """Stop every job thread of this process and wait for them; return the names of those still running.
+
+    Introduced in notebook 00_start_here (the app tour). Trainings stop at their next step or epoch check
+    (Job.on_step raises Stopped); after `grace` seconds a job still working gets Stopped raised in its thread.
+    Waiters on the stopped jobs get Stopped. Run at interpreter exit (atexit), also when Streamlit stops on
+    SIGTERM or Ctrl-C; afterwards new jobs run normally (tests call it between jobs).
+    """
+    _STOP.set()
+    try:
+        for queue in list(_QUEUES):
+            queue._wake()
+        start, interrupted = time.monotonic(), False
+        threads = [t for t in list(_THREADS) if t is not threading.current_thread()]
+        while (alive := [t for t in threads if t.is_alive()]) and time.monotonic() - start < timeout:
+            if not interrupted and time.monotonic() - start > grace:
+                for thread in alive:
+                    _interrupt(thread)
+                interrupted = True
+            alive[0].join(0.05)
+        return [t.name for t in threads if t.is_alive()]
+    finally:
+        _STOP.clear()
+
+
+def _at_exit() -> None:
+    _CLOSED.set()
+    left = stop_all()
+    if left:
+        print(f"kd_lessons.app.jobs: {', '.join(left)} still running {STOP_TIMEOUT:g} s after the stop; exiting "
+              "anyway", file=sys.stderr)
+
+
+atexit.register(_at_exit)
 
 
 class Job:
@@ -34,8 +137,9 @@ class Job:
         self.done_steps, self.total_steps = 0, 0
 
     def on_step(self, done: int, total: int) -> None:
-        """Called by train's loop after each step."""
+        """Called by train's loop after each step; raises Stopped when the process is shutting down."""
         self.done_steps, self.total_steps = done, total
+        _check_stop()
 
     def fraction(self) -> float | None:
         """Steps done / total, or None before the first step."""
@@ -58,7 +162,7 @@ def start_teachers(dataset: str, get_teacher: Callable, starter: bool,
     """One daemon thread: the starter teacher first (if asked), then the full one (arch None: the course's).
 
     get_teacher is teachers.get_teacher (passed in so tests can use a stand-in); each Job's result is
-    its (teacher, info). Daemon: stopping the server never waits (checkpoints are written atomically).
+    its (teacher, info). stop_all stops it at the next step (checkpoints are written atomically).
     """
     jobs = {"starter": Job("starter teacher") if starter else None,
             "full": Job(f"{config.mode()} teacher" + (f" ({arch})" if arch else ""))}
@@ -69,19 +173,21 @@ def start_teachers(dataset: str, get_teacher: Callable, starter: bool,
             if job is None or not job.future.set_running_or_notify_cancel():
                 continue
             try:
+                _check_stop()
                 kwargs = {"arch": "cnn", "recipe_override": STARTER_RECIPES[dataset]} if kind == "starter" else \
                     ({"arch": arch} if arch else {})
-                job.future.set_result(get_teacher(dataset, options=TrainOptions(progress=False, on_step=job.on_step),
-                                                  **kwargs))
+                with _busy():
+                    result = get_teacher(dataset, options=TrainOptions(progress=False, on_step=job.on_step), **kwargs)
+                job.future.set_result(result)
             except BaseException as exc:  # handed to whoever waits on the future
                 job.future.set_exception(exc)
 
-    threading.Thread(target=work, name=f"kd-teachers-{dataset}", daemon=True).start()
+    _spawn(work, f"kd-teachers-{dataset}")
     return jobs
 
 
 def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -> Job:
-    """Fill the recipe's T x alpha grid (then the seed spread at `spread_cells`) in a daemon thread.
+    """Fill the recipe's T x alpha grid (then the seed spread at `spread_cells`) in a thread stop_all stops.
 
     Cells are cached as they finish, so the page can draw the heatmap while it fills; the Job's
     steps count cells. Its result is the spread table (empty without spread_cells).
@@ -95,18 +201,20 @@ def start_grid(rec: dict, Ts, alphas, spread_cells=(), spread_seeds=(0, 1, 2)) -
         if not job.future.set_running_or_notify_cancel():
             return
         try:
+            _check_stop()
             cached = grid.load(rec)
             have = len({(t, a) for t, a in zip(cached["T"], cached["alpha"]) if t in Ts and a in alphas})
-            grid.load_or_run(rec, Ts, alphas, progress=False,
-                             callback=lambda done, n, row: job.on_step(have + done, total))
-            job.on_step(len(Ts) * len(alphas), total)
-            table = grid.spread(rec, spread_cells, spread_seeds) if spread_cells else None
+            with _busy():
+                grid.load_or_run(rec, Ts, alphas, progress=False,
+                                 callback=lambda done, n, row: job.on_step(have + done, total))
+                job.on_step(len(Ts) * len(alphas), total)
+                table = grid.spread(rec, spread_cells, spread_seeds) if spread_cells else None
             job.on_step(total, total)
             job.future.set_result(table)
         except BaseException as exc:  # handed to whoever waits on the future
             job.future.set_exception(exc)
 
-    threading.Thread(target=work, name=f"kd-grid-{rec.dataset}", daemon=True).start()
+    _spawn(work, f"kd-grid-{rec.dataset}")
     return job
 
 
@@ -142,6 +250,7 @@ class TrainingQueue:
         self._running: Job | None = None
         self._lock_file, self._keep, self._thread = lock_file, keep, None
         self.trained: list[Hashable] = []  # keys in the order their training started (what the load test checks)
+        _QUEUES.add(self)
 
     def submit(self, key: Hashable, label: str, work: Callable[[Job], Any]) -> Job:
         """The Job for key: the one already waiting, training or done, else a new one at the end of the queue.
@@ -159,8 +268,7 @@ class TrainingQueue:
             for old in finished[:max(0, len(finished) - self._keep)]:
                 del self._jobs[old]
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name="kd-training-queue", daemon=True)
-                self._thread.start()
+                self._thread = _spawn(self._serve, "kd-training-queue")
             self._lock.notify()
         return job
 
@@ -193,11 +301,22 @@ class TrainingQueue:
         waits = cache.waiting()  # the worker may wait for another process's training on this machine
         return 0, job.text() or (f"{job.label}: {waits[0]}" if waits else f"{job.label}: starting…")
 
+    def _wake(self) -> None:
+        """stop_all: end the worker (it hands Stopped to every waiting request)."""
+        with self._lock:
+            self._lock.notify_all()
+
     def _serve(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting:
+                while not self._waiting and not _STOP.is_set():
                     self._lock.wait()
+                if _STOP.is_set():
+                    for _, job, _ in self._waiting:
+                        if job.future.set_running_or_notify_cancel():
+                            job.future.set_exception(Stopped("the app server shut down before this training"))
+                    self._waiting.clear()
+                    return
                 key, job, work = self._waiting.pop(0)
                 self._running = job
             try:
@@ -207,7 +326,8 @@ class TrainingQueue:
                             cache.lock(lock_file, "a live training of the classroom app"):
                         with self._lock:
                             self.trained.append(key)
-                        result = work(job)
+                        with _busy():
+                            result = work(job)
                     job.future.set_result(result)
             except BaseException as exc:  # handed to whoever waits on the future
                 job.future.set_exception(exc)
