@@ -108,6 +108,19 @@ Q68 | - | - | What is rejection sampling of reasoning traces (STaR, R1's distill
 Q69 | - | - | Why can a student trained on a teacher's traces beat one trained on its answers, and when would
     answers alone do?
 Q70 | - | - | What can a toy reasoning-distillation experiment not tell you about distilling a large reasoning model?
+## on-policy distillation and RL
+Q71 | - | - | Why can a dense per-token reward (on-policy distillation) train faster than a sparse 0/1 verifier
+    reward?
+Q72 | - | - | The one-token estimate log p_student(x) - log p_teacher(x), x sampled from the student: is it biased,
+    and what is its variance?
+Q73 | - | - | Why does reverse KL, not forward KL, go with training on the student's own samples?
+Q74 | - | - | What must the teacher see, and share with the student, for on-policy distillation?
+Q75 | - | - | In GRPO, what is the advantage of a group whose rewards are all equal, and why does it matter in
+    code?
+Q76 | - | - | What does the clipped importance ratio in PPO / GRPO do, and when is it inactive?
+Q77 | - | - | How do RL, SFT on teacher traces and on-policy distillation compare in compute, and what does each
+    count?
+Q78 | - | - | When would you expect on-policy distillation to fail, or to lose to plain SFT?
 """
 
 
