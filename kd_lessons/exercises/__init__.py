@@ -21,6 +21,7 @@ from kd_lessons.exercises.kl_loss import (
 )
 from kd_lessons.exercises.method_losses import DKDSplit, RKDDistance
 from kd_lessons.exercises.mutual_step import MutualStep
+from kd_lessons.exercises.on_policy import ClippedRatio, GRPOAdvantage, ReverseKLReward
 from kd_lessons.exercises.questions import QUESTIONS
 from kd_lessons.exercises.sequence_kd import GeneralizedJSD, SequenceReverseKL, TopKRenormalized
 from kd_lessons.exercises.sequence_kd_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
@@ -37,5 +38,5 @@ __all__ = [
     "DKDSplit", "RKDDistance", "MutualStep",
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
-    "BNStatisticsLoss", "KeepCorrectTraces",
+    "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
 ]
