@@ -5,17 +5,19 @@ heatmap (which the app fills in a background thread) is filled once. Tests that 
 stand-in teacher get a private KD_CACHE_DIR, and never leave a background job running past the test:
 a job still running after monkeypatch's undo would write a stand-in teacher's results into the real cache.
 """
+import json
 import math
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from kd_lessons import cache
-from kd_lessons.app import jobs, panels
-from kd_lessons.data import DataUnavailableError
+from kd_lessons.app import accuracy_tab, jobs, panels
+from kd_lessons.data import DataUnavailableError, load_tensors
 from kd_lessons.runs import grid
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -32,6 +34,26 @@ def _metric(at: AppTest, label_start: str) -> str:
 
 def _number(at: AppTest, label_start: str) -> float:
     return float(_metric(at, label_start).split()[0].rstrip("%x"))
+
+
+def _charts(block, title_start: str = "") -> list[tuple[dict, "object"]]:
+    """The Altair charts in a page block: (Vega-Lite spec, its first dataset as a DataFrame), by title."""
+    found = []
+    for chart in block.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec.get("title", "")
+        title = title.get("text", "") if isinstance(title, dict) else title
+        if title.startswith(title_start):
+            found.append((spec, convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)))
+    return found
+
+
+def _heatmap_cells(at: AppTest) -> dict:
+    """The Accuracy tab's heatmap as {(T, alpha): accuracy} (NaN: not trained yet)."""
+    charts = _charts(at.tabs[1], "student test accuracy")
+    assert len(charts) == 1, f"{len(charts)} heatmaps on the Accuracy tab"
+    frame = charts[0][1]
+    return {(float(t), float(a)): float(v) for t, a, v in zip(frame["T"], frame["alpha"], frame["accuracy"])}
 
 
 def _clean(at: AppTest) -> None:
@@ -109,7 +131,8 @@ def test_app_runs_with_every_panel(app):
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"
-    assert panels.grid_caption(grid.recipe("mnist", student_width=100)) in [c.value for c in app.caption]
+    caption = accuracy_tab.grid_caption(grid.recipe("mnist", student_width=100), accuracy_tab.training_images("mnist"))
+    assert caption in [c.value for c in app.caption]
     assert not app.button(key="train_now").disabled
     assert "run_sweep" not in [b.key for b in app.button]  # no sweep button: the heatmap fills itself
 
@@ -117,12 +140,13 @@ def test_app_runs_with_every_panel(app):
 def test_heatmap_fills_in_the_background_with_its_seed_spread(app):
     _wait_for_heatmap(app)
     _clean(app)
-    assert app.image  # the heatmap
     assert not app.progress  # filled: no progress bar left
     rec = grid.recipe("mnist", student_width=100)
     table = grid.load(rec)
     Ts, alphas = grid.default_grid()
     assert {(T, a) for T in Ts for a in alphas} <= set(zip(table["T"], table["alpha"]))
+    cells = {cell: v for cell, v in _heatmap_cells(app).items() if math.isfinite(v)}  # grey: live cells' gaps
+    assert cells == {(t, a): pytest.approx(v) for t, a, v in zip(table["T"], table["alpha"], table["accuracy"])}
     span = _number(app, SPAN)
     assert _metric(app, SPAN).endswith(" points") and math.isfinite(span) and span >= 0
     assert span == pytest.approx(100 * (table["accuracy"].max() - table["accuracy"].min()), abs=0.006)
@@ -152,13 +176,70 @@ def test_heatmap_fills_from_an_empty_cache(monkeypatch, tmp_path, grid_jobs):
     assert not any(m.label == RATIO for m in at.metric)
     _wait_for_heatmap(at)
     _clean(at)
-    assert at.image and math.isfinite(_number(at, SPAN))
+    assert all(math.isfinite(v) for v in _heatmap_cells(at).values()) and math.isfinite(_number(at, SPAN))
     assert len(grid_jobs) == 1  # one job, reused by every rerun
     rec = grid.recipe("mnist", student_width=100)
     assert len(grid.load(rec)) == 4 and grid.path(rec).is_relative_to(tmp_path)
     for seed in (1, 2):  # the spread's other seeds, at its two cells
         assert sorted(zip(grid.load(rec.replace(seed=seed))["T"], grid.load(rec.replace(seed=seed))["alpha"])) == \
             sorted(grid.SPREAD_CELLS, key=lambda c: (c[0], c[1]))
+
+
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_grid_caption_says_how_many_labels_the_student_keeps_of_how_many_images(monkeypatch, quick):
+    monkeypatch.setenv("KD_QUICK", quick)
+    rec = grid.recipe("mnist", student_width=100)
+    n_train = len(load_tensors("mnist", train=True)[1])
+    caption = accuracy_tab.grid_caption(rec, accuracy_tab.training_images("mnist"))
+    assert n_train == 60000 and "of all training images" not in caption
+    if quick == "1":  # 500 labels in a 5,000-image pool
+        assert (rec.n_labeled, rec.n_pool) == (500, 5000)
+        assert "keeps the labels of 500 of a class-balanced pool of 5,000 training images (of the 60,000)" in caption
+    else:  # every training image, 1,000 of them labelled
+        assert (rec.n_labeled, rec.n_pool) == (1000, None)
+        assert "keeps the labels of 1,000 of the 60,000 training images; the teacher labels the rest" in caption
+    assert f"alpha = 0: no teacher, the {rec.n_labeled:,} labelled images alone" in caption
+    unknown = accuracy_tab.grid_caption(rec, None)  # the data files are missing: no number is made up
+    assert "None" not in unknown and "60,000" not in unknown and f"labels of {rec.n_labeled:,} of " in unknown
+
+
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_heatmap_shows_every_cell_from_the_start_and_each_one_as_it_finishes(monkeypatch, tmp_path, no_grid_job,
+                                                                              quick):
+    """Issue 28: full mode without prepare-class showed 'starting' and an empty bar for over a minute. The grid is
+    drawn at once (grey cells), each cached cell appears on the next redraw, and the bar counts cells."""
+    monkeypatch.setenv("KD_QUICK", quick)
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))  # cells written here stay out of the user's cache
+    monkeypatch.setattr("kd_lessons.teachers.get_teacher", _linear_teacher)
+    monkeypatch.setattr(jobs, "needs_starter", lambda dataset: False)
+    rec = grid.recipe("mnist", student_width=100)
+    Ts, alphas = grid.default_grid()
+    n = len(Ts) * len(alphas)
+    total = n + 2 * len(grid.SPREAD_CELLS)  # the grid, then seeds 1 and 2 at the spread's cells
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _clean(at)
+    assert len(no_grid_job) == 1  # the background job was started (and, here, never trains)
+    cells = _heatmap_cells(at)
+    assert set(cells) == {(t, a) for t in Ts for a in alphas} and all(math.isnan(v) for v in cells.values())
+    bar = at.tabs[1].get("progress")
+    assert len(bar) == 1 and bar[0].value == 0
+    assert bar[0].proto.text.startswith(f"heatmap: 0 of {n} cells trained; training T = {Ts[0]:g}, alpha = 0 "
+                                        f"({rec.steps} steps)")
+    assert (accuracy_tab.PREPARE_TIP in [c.value for c in at.caption]) == (quick == "0")
+    for done, (t, a) in enumerate([(t, a) for a in alphas for t in Ts], 1):  # the job's order: alpha by alpha
+        row = {"T": t, "alpha": a, "accuracy": 0.5 + 0.01 * done, "errors": 1, "seconds": 1.0, "source": "grid"}
+        grid.add_result(rec, row)
+        at.run()
+        cells = _heatmap_cells(at)
+        assert cells[(t, a)] == pytest.approx(row["accuracy"])  # shown on the redraw after it is cached
+        assert sum(math.isfinite(v) for v in cells.values()) == done
+        bar = at.tabs[1].get("progress")[0]
+        assert bar.value == int(100 * done / total), (bar.value, done, total)
+        if done < n:
+            assert bar.proto.text.startswith(f"heatmap: {done} of {n} cells trained")
+    assert bar.proto.text.startswith(f"heatmap done; seed spread: training seed 1 at T = 4, alpha = 0.9 "
+                                     f"({2 * len(grid.SPREAD_CELLS)} runs left)")
+    _clean(at)
 
 
 def test_raising_T_raises_the_shown_entropy(app):
@@ -205,7 +286,8 @@ def test_train_button_yields_an_accuracy_that_joins_the_grid(app):
     assert len(row) == 1 and row["accuracy"].iloc[0] == pytest.approx(student / 100, abs=1e-4)
     assert row["source"].iloc[0] == "live"
     assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # the heatmap shows the new cell
-    assert len(app.image) >= 2  # the heatmap and the training curves
+    assert _heatmap_cells(app)[(3.0, 0.7)] == pytest.approx(row["accuracy"].iloc[0])  # the new cell, in the heatmap
+    assert len(app.tabs[1].image) == 1  # the training curves (the heatmap is a chart)
     history = grid.history_for(grid.recipe("mnist", student_width=100), 3.0, 0.7)
     assert history["step"][-1] == grid.recipe("mnist", student_width=100).steps
     radio = app.radio(key="anatomy_student")
@@ -313,7 +395,7 @@ def test_missing_data_is_explained_and_other_panels_still_work(monkeypatch, tmp_
                    "see the message there.")
         assert [i.value for i in at.info].count(no_pool) == 2  # Loss anatomy and Compare say why they are empty
         assert "def kd_loss" in at.code[0].value  # the Code panel still renders
-        assert panels.grid_caption(grid.recipe("mnist", student_width=100)) in [c.value for c in at.caption]
+        assert any(c.value.startswith("Each cell: an MLP student") for c in at.caption)
         at.run()
 
 
