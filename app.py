@@ -100,7 +100,7 @@ with tab_acc, page.guarded(st, "Accuracy"):
 with tab_loss, page.guarded(st, "Loss anatomy"):
     loss_tab.render(st, SHARED, dataset, width, T, alpha, pool, shown)
 with tab_cmp, page.guarded(st, "Compare"):
-    soft_tab.compare(st, SHARED, dataset, kind, pool, shown)
+    soft_tab.compare(st, dataset, pool, shown)
 with tab_methods, page.guarded(st, "Methods"):
     methods_tab.render(st, SHARED, dataset, T, alpha, busy=kind == "starter")
 with tab_gen:

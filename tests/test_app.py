@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from kd_lessons import cache
-from kd_lessons.app import accuracy_tab, jobs, panels
+from kd_lessons.app import accuracy_tab, jobs, panels, soft_tab
 from kd_lessons.data import DataUnavailableError, load_tensors
 from kd_lessons.runs import grid
 
@@ -264,11 +265,34 @@ def test_alpha_trades_the_loss_terms(app):
     assert total_high != total_low
 
 
-def test_compare_shows_two_temperatures(app):
+def _style(spec: dict) -> dict:
+    """A soft-label chart's spec without what differs per image and tab (its data, title and height)."""
+    return {k: v for k, v in spec.items() if k not in ("data", "datasets", "title", "height")}
+
+
+def test_compare_shows_two_temperatures_in_the_soft_label_tabs_chart_style(app):
     app.select_slider(key="cmp_T_left").set_value(1.0)
     app.select_slider(key="cmp_T_right").set_value(8.0).run()
     _clean(app)
     assert _number(app, "Mean entropy at T = 8") > _number(app, "Mean entropy at T = 1")
+    soft = _charts(app.tabs[0], "soft label entropy")
+    compare = _charts(app.tabs[3], "soft label entropy")
+    n_images = app.slider(key="n_images").value
+    assert len(soft) == n_images and len(compare) == 2 * n_images  # each image at the left and the right T
+    captions = [c for image in app.tabs[3].image for c in image.captions]  # no matplotlib figures: one digit a row
+    assert len(captions) == n_images and all(c.startswith("#") for c in captions)
+    targets = {spec["encoding"]["color"]["scale"]["domain"][1] for spec, _ in compare}
+    assert targets == {"soft label (T=1)", "soft label (T=8)"}
+    for spec, _ in compare:  # the Soft labels tab's chart: same marks, encodings and colours
+        assert spec["encoding"]["color"]["scale"]["range"] == [soft_tab.BASE_COLOUR, soft_tab.MAIN_COLOUR]
+        assert json.dumps(_style(spec), sort_keys=True).replace("T=1)", "T=?)").replace("T=8)", "T=?)") == \
+            json.dumps(_style(soft[0][0]), sort_keys=True).replace("T=4)", "T=?)")
+    pool_probs = [frame[frame["target"] != "one-hot label"]["probability"].to_numpy() for _, frame in compare]
+    assert all(p.sum() == pytest.approx(1.0, abs=1e-5) for p in pool_probs)  # each a soft label
+    entropy = [float(-(torch.tensor(p) * torch.tensor(p).clamp_min(1e-12).log()).sum()) for p in pool_probs]
+    rows = [(compare[2 * i][0], entropy[2 * i], entropy[2 * i + 1]) for i in range(n_images)]  # left, then right
+    for spec, low, high in rows:  # the same image is softer at the right's T = 8 than at the left's T = 1
+        assert spec["encoding"]["color"]["scale"]["domain"][1] == "soft label (T=1)" and low < high
 
 
 def test_train_button_yields_an_accuracy_that_joins_the_grid(app):

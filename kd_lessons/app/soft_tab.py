@@ -7,25 +7,34 @@ from __future__ import annotations
 
 import altair as alt
 
-from kd_lessons import config
-from kd_lessons.app import panels
+from kd_lessons.app import page, panels
 from kd_lessons.app.page import NO_POOL, Shared
 from kd_lessons.data import class_names, denormalize
 
-__all__ = ["soft_label_chart", "show_image", "render", "compare"]
+__all__ = ["BASE_COLOUR", "MAIN_COLOUR", "soft_label_chart", "show_image", "render", "compare"]
+
+BASE_COLOUR, MAIN_COLOUR = "#bbbbbb", "#1f77b4"  # the app's charts: grey the reference (one-hot, scratch), blue ours
 
 
-def soft_label_chart(probs, label: int, names: list[str], T: float, entropy: float) -> alt.Chart:
-    """One-hot vs soft bars, drawn in the browser (a new T costs the server nothing). Notebook 00_start_here."""
+def soft_label_chart(probs, label: int, names: list[str], T: float, entropy: float, height: int = 240) -> alt.Chart:
+    """One-hot vs soft bars, drawn in the browser (a new T costs the server nothing); the Soft labels and Compare
+    tabs draw the same chart. Notebook 00_start_here."""
     frame = panels.soft_label_frame(probs, label, names, T)
     targets = ["one-hot label", f"soft label (T={T:g})"]
     return alt.Chart(frame, title=f"soft label entropy {entropy:.3f} nats (one-hot: 0)").mark_bar().encode(
         x=alt.X("class:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("target:N", sort=targets),
         y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("target:N", scale=alt.Scale(domain=targets, range=["#bbbbbb", "#1f77b4"]),
+        color=alt.Color("target:N", scale=alt.Scale(domain=targets, range=[BASE_COLOUR, MAIN_COLOUR]),
                         legend=alt.Legend(orient="right", title=None)),
-        tooltip=["class", "target", alt.Tooltip("probability:Q", format=".4f")]).properties(height=240)
+        tooltip=["class", "target", alt.Tooltip("probability:Q", format=".4f")]).properties(height=height)
+
+
+def draw_soft_label_chart(st, probs, label: int, names: list[str], T: float, entropy: float, height: int = 240):
+    """soft_label_chart, its spec made once per image and T (a slider move redraws charts seen before; the load
+    test's profile had Altair's spec building as the largest share of a redraw). Notebook 00_start_here."""
+    key = ("soft label", tuple(probs.tolist()), label, tuple(names), T, entropy, height)
+    page.cached_chart(st, key, lambda: soft_label_chart(probs, label, names, T, entropy, height))
 
 
 def show_image(st, pool: dict, dataset: str, index: int, width: int = 84) -> None:
@@ -57,22 +66,28 @@ def render(st, shared: Shared, dataset: str, T: float, n_images: int, seed: int)
         with left:
             show_image(st, pool, dataset, index)
             st.caption(f"p(true class) = {p:.3f}")
-        right.altair_chart(soft_label_chart(soft["probs"][row], int(pool["y"][index]), names, T, h))
+        draw_soft_label_chart(right, soft["probs"][row], int(pool["y"][index]), names, T, h)
     return pool, shown, kind
 
 
-def compare(st, shared: Shared, dataset: str, kind: str, pool: dict | None, shown: list[int]) -> None:
-    """The "Compare" tab: the same images' soft labels at two temperatures side by side. Notebook 02_temperature."""
+def compare(st, dataset: str, pool: dict | None, shown: list[int]) -> None:
+    """The "Compare" tab: the same images' soft labels at two temperatures side by side, drawn as the Soft labels
+    tab draws them (soft_label_chart). Notebook 02_temperature."""
     if pool is None:
         st.info(NO_POOL)
         return
     st.subheader("Two temperatures side by side, same images")
-    a, b = st.columns(2)
-    settings = [(a, a.select_slider("Left T", panels.temperatures(), 1.0, key="cmp_T_left")),
-                (b, b.select_slider("Right T", panels.temperatures(), 8.0, key="cmp_T_right"))]
-    for col, t in settings:
-        soft_t = panels.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t)
+    _, a, b = st.columns([1, 3, 3])
+    Ts = (a.select_slider("Left T", panels.temperatures(), 1.0, key="cmp_T_left"),
+          b.select_slider("Right T", panels.temperatures(), 8.0, key="cmp_T_right"))
+    soft = [panels.soft_labels(pool["teacher_logits"][shown], pool["y"][shown], t) for t in Ts]
+    for col, t, soft_t in zip((a, b), Ts, soft):
         col.metric(f"Mean entropy at T = {t:g}", f"{float(soft_t['entropy'].mean()):.3f} nats")
-        for index in shown:
-            key = (dataset, config.mode(), str(config.cache_dir()), kind, index, t)  # the pool's identity
-            col.image(shared.png("soft label", key, (pool, dataset, index, t)))
+    names = class_names(dataset)
+    for row, index in enumerate(shown):
+        image, left, right = st.columns([1, 3, 3], vertical_alignment="center")
+        with image:
+            show_image(st, pool, dataset, index)
+        for col, t, soft_t in zip((left, right), Ts, soft):
+            draw_soft_label_chart(col, soft_t["probs"][row], int(pool["y"][index]), names, t,
+                                  float(soft_t["entropy"][row]), height=200)
