@@ -479,8 +479,74 @@ def test_methods_tab_trains_a_method_and_its_baseline_and_shows_the_table(app):
     _clean(app)
     table = tour.load(rec, get_teacher("mnist", "cnn")[0])  # trained with the tour's own T and alpha
     assert {("DKD", 3), ("scratch", 3)} <= set(zip(table["method"], table["seed"]))
-    shown = app.dataframe[0].value
-    assert {"DKD", "scratch"} <= set(shown.index) and "gain_vs_scratch" in shown.columns
-    dkd_gain = shown.loc["DKD", "gain_vs_scratch"]
+    assert "tour_request" not in app.session_state
+    shown = app.dataframe[0].value  # seven short columns that fit the page (issue 28: the table overflowed)
+    assert list(shown.columns) == ["method", "family", "accuracy (%)", "seeds", "gain vs scratch (points)",
+                                   "gain vs Hinton KD (points)", "seconds per run"]
+    shown = shown.set_index("method")
+    assert {"DKD", "scratch"} <= set(shown.index) and shown.loc["scratch", "gain vs scratch (points)"] == "—"
     wide = table[table.seed == 3].set_index("method")["accuracy"]
-    assert dkd_gain == pytest.approx(round(100 * (wide["DKD"] - wide["scratch"]), 2), abs=0.01)
+    gain = shown.loc["DKD", "gain vs scratch (points)"]  # '+1.23 (one seed)' or '+1.23 ± 0.45'
+    paired = set(table[table.method == "DKD"].seed) & set(table[table.method == "scratch"].seed)
+    if paired == {3}:
+        assert gain == f"{100 * (wide['DKD'] - wide['scratch']):+.2f} (one seed)"
+    else:
+        assert " ± " in gain
+    charts = _charts(app.tabs[4], "test errors per method")
+    assert len(charts) == 1  # drawn by the browser, from the table this run loaded: a bar for every method
+    spec, runs = charts[0]
+    assert sorted(zip(runs["method"], runs["seed"])) == sorted(zip(table["method"], table["seed"]))
+    assert spec["layer"][0]["encoding"]["y"]["title"] == "test errors"  # a short axis title, nothing cut off
+    assert spec["layer"][0]["encoding"]["color"]["scale"]["range"] == [soft_tab.BASE_COLOUR, soft_tab.MAIN_COLOUR]
+
+
+def test_methods_tab_draws_a_finished_training_in_the_run_that_finds_it(monkeypatch, tmp_path):
+    """Issue 28: a bar was briefly missing after training finished. A full run that finds the request done draws
+    the table and the chart from the finished result itself; it does not hand over to the fragment (which reruns
+    the page) first."""
+    from kd_lessons.app import methods_tab
+    from kd_lessons.runs import tour
+
+    monkeypatch.setenv("KD_QUICK", "1")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    teacher = _linear_teacher("mnist")[0]
+    rows = [{"method": m, "seed": 0, "accuracy": a, "errors": e, "seconds": 1.0, "device": "cpu"}
+            for m, a, e in (("scratch", 0.8, 2000), ("Hinton KD", 0.85, 1500), ("DKD", 0.86, 1400))]
+    monkeypatch.setattr(tour, "load", lambda rec, t: __import__("pandas").DataFrame(rows))
+    queue = jobs.TrainingQueue(lock_file=False)
+    job = queue.submit("k", "DKD, seed 0", lambda job: rows)
+    job.future.result(timeout=30)
+    handed = []
+    shared = type("S", (), {"teacher": lambda self, d, arch: ((teacher, {}), "full"), "queue": queue,
+                            "queued": lambda self, request, panel: handed.append(request)})()
+    page = _Recorder({"tour_request": {"key": "k"}})
+    methods_tab.render(page, shared, "mnist", 4.0, 0.9, busy=False)
+    assert handed == [] and "tour_request" not in page.session_state
+    assert [name for name, _ in page.calls].count("altair_chart") == 1
+    chart = dict(page.calls)["altair_chart"][0].to_dict()
+    data = next(iter(chart["datasets"].values()))
+    assert [d["method"] for d in data] == ["scratch", "Hinton KD", "DKD"]
+    gate = threading.Event()
+    pending = queue.submit("k2", "DKD, seed 1", lambda job: gate.wait(30) and rows)
+    page = _Recorder({"tour_request": {"key": "k2"}})
+    methods_tab.render(page, shared, "mnist", 4.0, 0.9, busy=False)
+    gate.set()
+    assert handed == ["tour_request"]  # still training: the fragment shows its progress
+    pending.future.result(timeout=30)
+
+
+class _Recorder:
+    """A stand-in for `st`: records each call (name, args); widgets return their default."""
+
+    def __init__(self, state: dict):
+        self.session_state, self.calls = dict(state), []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args))
+            if name in ("selectbox",):
+                return args[1][kwargs.get("index", 0)]
+            if name == "number_input":
+                return args[3]
+            return False
+        return call

@@ -1,7 +1,8 @@
 """The real thing: `streamlit run app.py` (quick mode) driven by headless Chromium through selenium.
 
-Checks that the page renders its title and the soft-label panel with no exception or error box,
-and saves artifacts/app_screenshot.png. Skips (with the install command) without Chromium.
+Checks that the page renders its title and the soft-label panel with no exception or error box, that the
+Accuracy tab's heatmap, the Compare tab's charts and the Methods tab's table and chart render in the browser
+(issue 28), and saves screenshots under artifacts/. Skips (with the install command) without Chromium.
 """
 import os
 import shutil
@@ -182,11 +183,63 @@ def _heatmap_fills(browser, out: Path) -> None:
     browser.save_screenshot(str(out / "app_accuracy_screenshot.png"))
     assert state == "ready", [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
 
-    def heatmap_shown(driver):
-        return any(i.is_displayed() for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img'))
-
-    assert WebDriverWait(browser, 30, ignored_exceptions=_stale()).until(heatmap_shown), \
+    assert WebDriverWait(browser, 30, ignored_exceptions=_stale()).until(lambda d: _charts_shown(d) >= 1), \
         "no heatmap on the Accuracy tab"
+
+
+def _charts_shown(driver) -> int:
+    """Vega-Lite charts drawn (a canvas or svg inside) on the visible tab."""
+    from selenium.webdriver.common.by import By
+
+    return sum(1 for c in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')
+               if c.is_displayed() and c.find_elements(By.CSS_SELECTOR, "canvas, svg"))
+
+
+def _compare_draws_soft_label_charts(browser, out: Path) -> None:
+    """The Compare tab draws the Soft labels tab's chart for each image at both Ts (no matplotlib images)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open_tab(browser, "Compare")
+    assert WebDriverWait(browser, 60, ignored_exceptions=_stale()).until(lambda d: _charts_shown(d) == 8), \
+        f"the Compare tab shows {_charts_shown(browser)} charts, not 2 x 4"
+    images = [i for i in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img') if i.is_displayed()]
+    assert len(images) == 4  # the digits, one a row
+    time.sleep(1)
+    browser.save_screenshot(str(out / "app_compare_screenshot.png"))
+
+
+def _methods_table_fits(browser, out: Path) -> None:
+    """The Methods tab: its table fits its column (no sideways scrolling) and its chart is drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open_tab(browser, "Methods")
+    wait = WebDriverWait(browser, WAIT_S, ignored_exceptions=_stale())
+
+    def table(driver):
+        shown = [t for t in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]') if t.is_displayed()]
+        return shown[0] if shown else False
+
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        WebDriverWait(browser, 20, ignored_exceptions=_stale()).until(table)
+    except TimeoutException:  # nothing trained in this cache yet: train the default method
+        buttons = [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.is_displayed() and
+                   b.text.startswith("Train ") and "seed" in b.text]
+        buttons[0].click()
+    grid = wait.until(table)
+    assert wait.until(lambda d: _charts_shown(d) >= 1), "no chart on the Methods tab"
+    time.sleep(2)
+    scroller = grid.find_elements(By.CSS_SELECTOR, ".dvn-scroller")
+    widths = browser.execute_script("const s = arguments[0]; return [s.scrollWidth, s.clientWidth];", scroller[0]) \
+        if scroller else None
+    box, column = grid.rect["width"], grid.find_element(By.XPATH, "..").rect["width"]
+    print(f"Methods table: {box:.0f} px wide in a {column:.0f} px column; scroll/client width {widths}")
+    browser.save_screenshot(str(out / "app_methods_screenshot.png"))
+    assert box <= column + 1 and (widths is None or widths[0] <= widths[1] + 1), (box, column, widths)
+    assert not browser.find_elements(By.CSS_SELECTOR, BAD)
 
 
 def _beta_slider_redraws(browser, out: Path) -> None:
@@ -230,4 +283,6 @@ def test_app_renders_in_a_real_browser(server, browser):
     _soft_labels_render(server, browser, out)
     _t_slider_moves_the_heading(browser)
     _heatmap_fills(browser, out)
+    _compare_draws_soft_label_charts(browser, out)
+    _methods_table_fits(browser, out)
     _beta_slider_redraws(browser, out)
