@@ -227,3 +227,31 @@ def test_grid_caption_describes_one_cell_from_the_recipe(monkeypatch):
     full = demo.grid_caption(grid.recipe("mnist", student_width=100, n_labeled=250))
     assert "two hidden layers of 100" in full and "labels of 250 images of all training images" in full
     assert "3000 steps of batch 128, full mode" in full
+
+
+def test_cached_chart_builds_each_spec_once_and_hands_out_copies():
+    import altair as alt
+
+    from kd_lessons.app import page
+
+    built, drawn = [], []
+
+    class Page:
+        def vega_lite_chart(self, spec, **kwargs):
+            drawn.append(spec)
+            spec.pop("datasets")  # as Streamlit does with the data it ships separately
+
+    def build(values):
+        built.append(values)
+        return alt.Chart(pd.DataFrame({"x": values})).mark_bar().encode(x="x:Q")
+
+    key = ("test chart", object())  # a key no other test uses
+    for _ in range(3):
+        page.cached_chart(Page(), key, lambda: build([1, 2, 3]))
+    assert built == [[1, 2, 3]] and len(drawn) == 3
+    assert all(d == drawn[0] for d in drawn) and drawn[0] is not drawn[1]
+    assert "datasets" in page._SPECS[key]  # the cached spec keeps its data though each draw took it out
+    page.cached_chart(Page(), key[:1] + (object(),), lambda: build([4]))
+    assert built == [[1, 2, 3], [4]]
+    values = next(iter(page._SPECS[key].get("datasets").values()))
+    assert [v["x"] for v in values] == [1, 2, 3]

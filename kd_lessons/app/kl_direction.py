@@ -11,6 +11,7 @@ import time
 import altair as alt
 import pandas as pd
 
+from kd_lessons.app import page
 from kd_lessons.generative import lm_plots, toy
 
 __all__ = ["BETA_STEP", "SEPARATIONS", "WIDTH", "MASS_NOTE", "kl_direction_view", "fit_table", "curve_frame",
@@ -87,10 +88,14 @@ def render(st) -> None:
                    "(its left mode holds 60% of the mixture, the right one 40%)")
     m4.metric("Redraw time (server)", f"{view['seconds']:.3f} s",
               help="fitting (cached per setting after the first time) and preparing the chart")
-    curves = alt.Chart(view["frame"]).encode(x=alt.X("x:Q", title="position on the grid (the toy's vocabulary)"),
-                                             y=alt.Y("probability:Q"), color=alt.Color("curve:N", title=None))
-    chart = curves.transform_filter(alt.datum.curve == "teacher").mark_area(opacity=0.35) + \
-        curves.transform_filter(alt.datum.curve != "teacher").mark_line(strokeWidth=2.5)
-    st.altair_chart(chart.properties(height=300))
+    page.cached_chart(st, ("kl direction", beta, separation, reference), lambda: _curves_chart(view["frame"]))
     st.dataframe(view["table"])
     st.caption(MASS_NOTE)
+
+
+def _curves_chart(frame) -> alt.Chart:
+    curves = alt.Chart(frame).encode(x=alt.X("x:Q", title="position on the grid (the toy's vocabulary)"),
+                                     y=alt.Y("probability:Q"), color=alt.Color("curve:N", title=None))
+    chart = curves.transform_filter(alt.datum.curve == "teacher").mark_area(opacity=0.35) + \
+        curves.transform_filter(alt.datum.curve != "teacher").mark_line(strokeWidth=2.5)
+    return chart.properties(height=300)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from kd_lessons.app import panels
+from kd_lessons.app import page, panels
 from kd_lessons.app.page import NO_POOL, Shared
 from kd_lessons.data import class_names
 
@@ -38,11 +38,16 @@ def render(st, shared: Shared, dataset: str, width: int, T: float, alpha: float,
     m2.metric("T² · KL(teacher ‖ student) (soft)", f"{parts['kd']:.4f}",
               f"× alpha = {parts['weighted_kd']:.4f}", delta_color="off", delta_arrow="off")
     m3.metric("Total loss", f"{parts['total']:.4f}")
+    key = ("loss anatomy", tuple(zb.flatten().tolist()), tuple(tb.flatten().tolist()), int(yb[0]), T, alpha)
+    page.cached_chart(st, key, lambda: _curves_chart(zb, tb, yb, T, alpha))
+    st.caption("alpha moves weight from the label's cross-entropy to the teacher's soft term; the dashed line is "
+               "the current alpha. Raising T changes the soft term itself (T² keeps its gradients comparable).")
+
+
+def _curves_chart(zb, tb, yb, T: float, alpha: float) -> alt.Chart:
     curves = panels.loss_vs_alpha(zb, tb, yb, T).rename(columns={
         "weighted_cross_entropy": "(1 - alpha) · CE", "weighted_kd": "alpha · T²·KL", "total": "total"})
     long = curves.melt("alpha", ["(1 - alpha) · CE", "alpha · T²·KL", "total"], var_name="term", value_name="loss")
     lines = alt.Chart(long).mark_line().encode(x="alpha:Q", y="loss:Q", color="term:N")
     rule = alt.Chart(pd.DataFrame({"alpha": [alpha]})).mark_rule(color="black", strokeDash=[4, 4]).encode(x="alpha:Q")
-    st.altair_chart(lines + rule)
-    st.caption("alpha moves weight from the label's cross-entropy to the teacher's soft term; the dashed line is "
-               "the current alpha. Raising T changes the soft term itself (T² keeps its gradients comparable).")
+    return lines + rule

@@ -7,7 +7,10 @@ builds with its st.cache_* / st.fragment wrappers, so this package never imports
 from __future__ import annotations
 
 import contextlib
+import copy
+import threading
 import warnings
+from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,7 +20,7 @@ from kd_lessons.app import jobs, panels
 from kd_lessons.cache import CacheWarning
 
 __all__ = ["TABS", "NO_POOL", "Shared", "guarded", "teacher_with_progress", "starter_notice", "queued_training",
-           "missing_datasets", "figure_png"]
+           "missing_datasets", "figure_png", "cached_chart"]
 
 TABS = ("Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Generative KD: KL direction", "Code")
 NO_POOL = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
@@ -151,3 +154,26 @@ def figure_png(name: str, *args) -> bytes:
         raise ValueError(f"no app figure named {name!r}; pick one of {sorted(_FIGURES)}")
     draw, dpi = _FIGURES[name]
     return panels.figure_png(draw(*args), dpi=dpi)
+
+
+_SPECS: OrderedDict = OrderedDict()  # key -> Vega-Lite spec, shared by the server's sessions
+_SPECS_LOCK, SPECS_KEEP = threading.Lock(), 2000
+
+
+def cached_chart(st, key, build: Callable[[], Any], **kwargs) -> None:
+    """Draw an Altair chart (build() makes it) whose Vega-Lite spec is made once per key. Notebook 00_start_here.
+
+    Profiling 10 load-test sessions showed building and validating Altair specs as the largest share of a
+    redraw's CPU; a slider move mostly redraws charts seen before. key must name everything the chart shows.
+    """
+    with _SPECS_LOCK:
+        spec = _SPECS.get(key)
+        if spec is not None:
+            _SPECS.move_to_end(key)
+    if spec is None:
+        spec = build().to_dict()
+        with _SPECS_LOCK:
+            _SPECS[key] = spec
+            while len(_SPECS) > SPECS_KEEP:
+                _SPECS.popitem(last=False)
+    st.vega_lite_chart(copy.deepcopy(spec), **kwargs)  # a copy: Streamlit takes the data out of the spec it gets
