@@ -52,7 +52,7 @@ KEYS = {
         "grid:mnist": "f056403267ee",
         "few_labels:fashion_mnist": "08ae565fa95d",
         "grid:fashion_mnist": "41a0e3e95a2f",
-        "lm_students": "3a6c9afce875",
+        "lm_students": "ef453b11efc8",
         "trace_students": "8e7e3e251eee",
     },
 }

@@ -67,7 +67,7 @@ class LMStudentsRecipe(Recipe):
     warm_share: float = 0.5  # WARM_START: this share of the steps is token KD, the rest on-policy GKD
     sharpen_T: tuple[float, ...] = (0.7, 0.8, 0.9)  # the sharpening control: sampling temperatures below 1
     sharpen_methods: tuple[str, ...] = ("scratch", "token KD")
-    long_steps: int = pick(600, 0)  # one longer budget on the first seed (0: none)
+    long_steps: int = pick(450, 0)  # one longer budget (3x) on the first seed (0: none)
     long_methods: tuple[str, ...] = ("scratch", "token KD", WARM_START)
     eval_chars: int = pick(20_000, 3_000)
     sample_prompts: int = pick(32, 8)
