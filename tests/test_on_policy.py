@@ -154,3 +154,23 @@ def test_an_arm_runs_keeps_its_ledger_and_rejects_a_foreign_teacher():
         op.run_arm("OPD", warm, foreign, sets, rec, seed=0)
     with pytest.raises(ValueError, match="arm="):
         op.run_arm("DPO", warm, teacher, sets, rec, seed=0)
+
+
+def test_carryless_addition_and_the_forgetting_run():
+    from kd_lessons.runs import on_policy_forgetting as forgetting
+
+    assert forgetting.carryless(357, 681) == "938" and forgetting.carryless(55, 55) == "00"
+    with pytest.raises(ValueError, match="equal length"):
+        forgetting.carryless(5, 55)
+    rec = op.recipe(warm_traces=40, warm_steps=3, rounds=2, sequences=8, n_val=8, n_test=8, eval_every=1)
+    trec = rr.recipe(digits=2, teacher_problems=50)
+    torch.manual_seed(0)
+    teacher = rr._model((16, 1, 2), trec.context)
+    sets = op.problem_sets(rec, trec)
+    new = forgetting.new_skill_sets(sets, 2, n_train=30, n_test=10)
+    assert not set(new["test"]) & set(new["train"])
+    out = forgetting.forget_and_recover(teacher, teacher, sets, new, rec, seed=0, steps=2)
+    assert set(out) == {"old_before", "old_after_ft", "old_after_opd", "new_before", "new_after_ft", "new_after_opd"}
+    assert all(0 <= v <= 1 for v in out.values())
+    with pytest.raises(ValueError, match="old teacher on-policy"):
+        forgetting.forget_and_recover(teacher, teacher, sets, new, rec, seed=0, arm="GRPO")
