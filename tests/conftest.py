@@ -107,7 +107,7 @@ LESSONS = {
     "test_runs_students.py": (4, 5, 6, 11, 12, 13, 14), "test_few_labels.py": (4,), "test_grid.py": (4,),
     "test_deploy.py": (4, 6), "test_hinton2015.py": (7,), "test_tour.py": (11,),
     "test_runs_synthetic_sets.py": (12,), "test_runs_trace_students.py": (13,), "test_compression.py": (8, 14),
-    "test_runs_lm_students.py": (10,),
+    "test_runs_lm_students.py": (10,), "test_runs_lm_measures.py": (10,), "test_generative_cost_positions.py": (10,),
     "test_methods_feature_kd.py": (5, 6), "test_methods_logits.py": (8, 11), "test_methods_relations.py": (8, 11),
     "test_methods_contrastive.py": (11,), "test_methods_schemes.py": (11,), "test_methods_deep_inversion.py": (8, 12),
     "test_generative_divergences.py": (8, 10), "test_generative_toy.py": (8, 10), "test_generative_text.py": (10,),
