@@ -84,7 +84,7 @@ def test_every_tab_renders_and_trains_with_every_dataset(dataset, request, monke
     captions = [c for image in soft.image for c in image.captions]
     assert len(captions) == n_images and all(c.split(": ", 1)[1] in datasets.class_names(dataset) for c in captions)
     accuracy = tabs["Accuracy"]
-    assert accuracy.image and any(m.label == RATIO for m in accuracy.metric)  # heatmap and seed spread
+    assert accuracy.get("vega_lite_chart") and any(m.label == RATIO for m in accuracy.metric)  # heatmap, seed spread
     assert any(m.label.startswith("Distilled student (T=4, alpha=0.9)") for m in accuracy.metric)
     rec = grid.recipe(dataset, student_width=100)
     assert rec.dataset == dataset and len(grid.load(rec)) >= 4  # the quick 2 x 2 grid, on this dataset
@@ -92,7 +92,8 @@ def test_every_tab_renders_and_trains_with_every_dataset(dataset, request, monke
     assert any(m.label == "Total loss" for m in loss.metric)
     compare = tabs["Compare"]
     assert any(m.label == "Mean entropy at T = 1" for m in compare.metric)
-    assert len(compare.image) == 2 * n_images  # each side shows the images' soft-label bars
+    assert len(compare.image) == n_images  # each image once, ...
+    assert len(compare.get("vega_lite_chart")) == 2 * n_images  # ... with its soft-label bars at both temperatures
     methods = tabs["Methods"]
     assert [s.value for s in methods.subheader] == ["Methods tour: one teacher, one student, one budget (notebook 11)"]
     tour_dataset = tour.recipe().dataset
