@@ -50,11 +50,12 @@ def _charts(block, title_start: str = "") -> list[tuple[dict, "object"]]:
 
 
 def _heatmap_cells(at: AppTest) -> dict:
-    """The Accuracy tab's heatmap as {(T, alpha): accuracy} (NaN: not trained yet)."""
+    """The Accuracy tab's heatmap as {(T, alpha): accuracy} (NaN: not trained yet; the spec's JSON says null)."""
     charts = _charts(at.tabs[1], "student test accuracy")
     assert len(charts) == 1, f"{len(charts)} heatmaps on the Accuracy tab"
     frame = charts[0][1]
-    return {(float(t), float(a)): float(v) for t, a, v in zip(frame["T"], frame["alpha"], frame["accuracy"])}
+    return {(float(t), float(a)): math.nan if v is None else float(v)
+            for t, a, v in zip(frame["T"], frame["alpha"], frame["accuracy"])}
 
 
 def _clean(at: AppTest) -> None:
@@ -522,8 +523,8 @@ def test_methods_tab_draws_a_finished_training_in_the_run_that_finds_it(monkeypa
     page = _Recorder({"tour_request": {"key": "k"}})
     methods_tab.render(page, shared, "mnist", 4.0, 0.9, busy=False)
     assert handed == [] and "tour_request" not in page.session_state
-    assert [name for name, _ in page.calls].count("altair_chart") == 1
-    chart = dict(page.calls)["altair_chart"][0].to_dict()
+    assert [name for name, _ in page.calls].count("vega_lite_chart") == 1
+    chart = dict(page.calls)["vega_lite_chart"][0]
     data = next(iter(chart["datasets"].values()))
     assert [d["method"] for d in data] == ["scratch", "Hinton KD", "DKD"]
     gate = threading.Event()

@@ -215,20 +215,6 @@ def test_grid_summary_without_or_with_a_zero_spread():
         demo.grid_summary(table.iloc[:0], None)
 
 
-def test_grid_caption_describes_one_cell_from_the_recipe(monkeypatch):
-    from kd_lessons.runs import grid
-
-    monkeypatch.setenv("KD_QUICK", "1")
-    quick = demo.grid_caption(grid.recipe("mnist", student_width=30))
-    assert "two hidden layers of 30" in quick and "keeps the labels of 500 images" in quick
-    assert "a 5000-image training pool" in quick and "alpha = 0: no teacher" in quick
-    assert "300 steps of batch 128, quick mode" in quick
-    monkeypatch.setenv("KD_QUICK", "0")
-    full = demo.grid_caption(grid.recipe("mnist", student_width=100, n_labeled=250))
-    assert "two hidden layers of 100" in full and "labels of 250 images of all training images" in full
-    assert "3000 steps of batch 128, full mode" in full
-
-
 def test_cached_chart_builds_each_spec_once_and_hands_out_copies():
     import altair as alt
 

@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 
 from kd_lessons import config
-from kd_lessons.app import jobs, panels
+from kd_lessons.app import jobs, page, panels
 from kd_lessons.app.page import Shared, guarded
 from kd_lessons.data import load_tensors
 from kd_lessons.datasets import DataUnavailableError
@@ -154,7 +154,7 @@ def heatmap(st, shared: Shared, rec: grid.GridRecipe, T: float, alpha: float) ->
         table = grid.load(rec)
         Ts, alphas = grid.default_grid()
         frame, exact = heatmap_frame(table, Ts, alphas, T, alpha)
-        st.altair_chart(heatmap_chart(frame))
+        page.cached_chart(st, ("heatmap", frame.to_json()), lambda: heatmap_chart(frame))
         trained = bool(frame.loc[frame["current"], "accuracy"].notna().any())
         st.caption("Red box: the current (T, alpha)." if exact else
                    "Red box: the cell nearest to the current (T, alpha); train it below to add it." if trained else

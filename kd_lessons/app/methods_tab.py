@@ -12,7 +12,7 @@ import altair as alt
 import pandas as pd
 
 from kd_lessons import config, datasets
-from kd_lessons.app import jobs
+from kd_lessons.app import jobs, page
 from kd_lessons.app.page import Shared
 from kd_lessons.app.soft_tab import BASE_COLOUR, MAIN_COLOUR
 from kd_lessons.runs import tour
@@ -117,4 +117,4 @@ def render(st, shared: Shared, dataset: str, T: float, alpha: float, busy: bool)
     summary = tour.summary(StudentRuns(table))
     st.caption(seeds_caption(summary))
     st.dataframe(summary_table(summary), hide_index=True, width="stretch")
-    st.altair_chart(errors_chart(table))
+    page.cached_chart(st, ("method errors", table.to_json()), lambda: errors_chart(table))

@@ -131,21 +131,7 @@ def missing_datasets(available: list[str]) -> list[str]:
             for name, info in datasets.DATASETS.items() if name not in available]
 
 
-def _soft_label_bars(pool: dict, dataset: str, index: int, T: float):
-    soft = panels.soft_labels(pool["teacher_logits"][index:index + 1], pool["y"][index:index + 1], T)
-    return plots.soft_label_bars(soft["probs"][0], int(pool["y"][index]), datasets.class_names(dataset), T=T)
-
-
-def _heatmap(values, rows: list[str], cols: list[str], mark: tuple[int, int]):
-    return plots.heatmap(values, rows, cols, mark=mark, xlabel="temperature T", ylabel="alpha (soft weight)",
-                         title="student test accuracy",
-                         style=plots.HeatmapStyle(fmt=".3f", colorbar_label="accuracy"))
-
-
-_FIGURES = {"soft label": (_soft_label_bars, 80), "heatmap": (_heatmap, 90),
-            "curves": (plots.training_curves, 100),
-            "method bars": (lambda table: plots.method_bars(table, value="errors", title="test errors per method"),
-                            100)}
+_FIGURES = {"curves": (plots.training_curves, 100)}  # the Accuracy tab's training curves (matplotlib)
 
 
 def figure_png(name: str, *args) -> bytes:

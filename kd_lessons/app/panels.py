@@ -26,7 +26,7 @@ from kd_lessons.train import predict_logits
 
 __all__ = ["STUDENT_WIDTHS", "label", "available_datasets", "temperatures", "nearest", "test_pool", "pick_examples",
            "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
-           "student_logits", "heatmap_table", "grid_caption", "grid_summary", "kd_source", "figure_png",
+           "student_logits", "heatmap_table", "grid_summary", "kd_source", "figure_png",
            "explain_error"]
 
 STUDENT_WIDTHS = (30, 100, 300, 800)
@@ -164,15 +164,6 @@ def heatmap_table(df: pd.DataFrame, T: float, alpha: float, value: str = "accura
     row = alphas.index(nearest(alpha, alphas, log=False))
     exact = math.isclose(Ts[col], T) and math.isclose(alphas[row], alpha) and bool(np.isfinite(table.iat[row, col]))
     return table.to_numpy(dtype=float), [f"{a:g}" for a in alphas], [f"{t:g}" for t in Ts], (row, col), exact
-
-
-def grid_caption(rec: dict) -> str:
-    """What one heatmap cell is, in words, from the grid recipe. Notebook 04_distill_mnist."""
-    w = rec.student_width
-    pool = "all training images" if rec.n_pool is None else f"a {rec.n_pool}-image training pool"
-    return (f"Each cell: an MLP student (two hidden layers of {w}) that keeps the labels of {rec.n_labeled} images "
-            f"of {pool}; the teacher labels all of them (alpha = 0: no teacher, the labelled images alone). "
-            f"{rec.steps} steps of batch {rec.batch_size}, {rec.mode} mode, tested on the full test set.")
 
 
 def grid_summary(table: pd.DataFrame, spread: pd.DataFrame | None) -> dict:
