@@ -4,7 +4,8 @@ Introduced in notebook 10_generative_kd. `transfer_corpus` (sequence-level KD: t
 prompts, eval mode, no grad; `cached_transfer_corpus` writes it once) and `topk_pool` (an API's answer: the
 teacher's top-k log-probs at every position) feed `lm_objectives.SequenceKD` and `lm_objectives.TopKKD`.
 `CostMeter` counts teacher and student forward positions, generated characters and the positions that carry
-a loss, so the cost model of the lesson is measured from the runs, not derived from formulas.
+a loss during the runs; the lesson checks these counts against the closed-form cost model (with and without a KV
+cache), so a miscount in either one fails an assert.
 """
 from __future__ import annotations
 
