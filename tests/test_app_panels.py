@@ -99,17 +99,22 @@ def test_pick_examples_prefers_distinct_classes_and_shuffles_with_the_seed():
         demo.pick_examples(y, 0)
 
 
-def test_heatmap_table_marks_the_current_cell_or_the_nearest():
+def test_heatmap_frame_marks_the_current_cell_or_the_nearest():
+    from kd_lessons.app.accuracy_tab import heatmap_frame
+
     df = pd.DataFrame({"T": [1.0, 4.0, 1.0, 4.0], "alpha": [0.0, 0.0, 0.9, 0.9],
                        "accuracy": [0.9, 0.9, 0.91, 0.95], "errors": [1, 1, 1, 1], "seconds": [1.0] * 4,
                        "source": ["sweep"] * 4})
-    values, rows, cols, mark, exact = demo.heatmap_table(df, 4.0, 0.9)
-    assert rows == ["0", "0.9"] and cols == ["1", "4"] and mark == (1, 1) and exact
-    assert values[1, 1] == 0.95
-    _, _, _, mark, exact = demo.heatmap_table(df, 3.0, 0.8)
-    assert mark == (1, 1) and not exact
-    with pytest.raises(ValueError, match="empty"):
-        demo.heatmap_table(df.iloc[:0], 1.0, 0.5)
+    frame, exact = heatmap_frame(df, [1.0, 4.0], [0.0, 0.9], 4.0, 0.9)
+    assert sorted(set(frame["alpha"])) == [0.0, 0.9] and sorted(set(frame["T"])) == [1.0, 4.0] and exact
+    marked = frame[frame["current"]]
+    assert len(marked) == 1
+    assert (marked["T"].item(), marked["alpha"].item(), marked["accuracy"].item()) == (4.0, 0.9, 0.95)
+    frame, exact = heatmap_frame(df, [1.0, 4.0], [0.0, 0.9], 3.0, 0.8)
+    marked = frame[frame["current"]]
+    assert (marked["T"].item(), marked["alpha"].item()) == (4.0, 0.9) and not exact
+    frame, exact = heatmap_frame(df.iloc[:0], [1.0, 4.0], [0.0, 0.9], 1.0, 0.5)  # nothing trained: grey cells
+    assert len(frame) == 4 and frame["accuracy"].isna().all() and not exact
 
 
 def test_kd_source_is_the_library_code():

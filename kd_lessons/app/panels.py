@@ -26,7 +26,7 @@ from kd_lessons.train import predict_logits
 
 __all__ = ["STUDENT_WIDTHS", "label", "available_datasets", "temperatures", "nearest", "test_pool", "pick_examples",
            "soft_labels", "soft_label_frame", "loss_anatomy", "loss_vs_alpha", "untrained_student",
-           "student_logits", "heatmap_table", "grid_summary", "kd_source", "figure_png",
+           "student_logits", "grid_summary", "kd_source", "figure_png",
            "explain_error"]
 
 STUDENT_WIDTHS = (30, 100, 300, 800)
@@ -147,23 +147,6 @@ def untrained_student(dataset: str, width: int, seed: int = 0) -> torch.nn.Modul
 def student_logits(student: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A student's logits on a few images (eval mode, CPU)."""
     return predict_logits(student, x)
-
-
-def heatmap_table(df: pd.DataFrame, T: float, alpha: float, value: str = "accuracy"):
-    """Pivot a sweep (rows alpha, columns T) and find the cell to mark for the current setting.
-
-    Introduced in notebook 04_distill_mnist. Returns (values [rows, cols], row_labels, col_labels,
-    mark (row, col), exact) where exact says whether (T, alpha) itself was trained or the nearest cell
-    is marked instead.
-    """
-    if df.empty:
-        raise ValueError("the sweep table is empty; run sweep.load_or_run(...) first")
-    table = df.pivot_table(index="alpha", columns="T", values=value, aggfunc="last").sort_index().sort_index(axis=1)
-    Ts, alphas = [float(t) for t in table.columns], [float(a) for a in table.index]
-    col = Ts.index(nearest(T, Ts))
-    row = alphas.index(nearest(alpha, alphas, log=False))
-    exact = math.isclose(Ts[col], T) and math.isclose(alphas[row], alpha) and bool(np.isfinite(table.iat[row, col]))
-    return table.to_numpy(dtype=float), [f"{a:g}" for a in alphas], [f"{t:g}" for t in Ts], (row, col), exact
 
 
 def grid_summary(table: pd.DataFrame, spread: pd.DataFrame | None) -> dict:
