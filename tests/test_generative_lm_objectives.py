@@ -135,6 +135,16 @@ def test_sequence_kd_trains_on_the_teachers_part_only():
     assert plug.meter.trained_positions == 3 * (L - 3)
 
 
+def test_sequence_kd_reads_its_rows_in_epochs():
+    ids = torch.arange(7)[:, None].repeat(1, 5)  # row r holds r everywhere: x[:, 0] names the row
+    plug = gm.SequenceKD({"ids": ids, "prompt_len": 2}, batch_size=3)
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([plug.batch_fn(gen)[0][:, 0] for _ in range(7)])  # 21 rows = 3 epochs of 7
+    for epoch in drawn.view(3, 7):
+        assert sorted(epoch.tolist()) == list(range(7))  # every row once before any repeats
+    assert not torch.equal(drawn[:7], drawn[7:14])      # each epoch has its own shuffle
+
+
 def confident_student(token=3):
     s = model(0)
     with torch.no_grad():

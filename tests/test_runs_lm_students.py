@@ -189,3 +189,12 @@ def test_result_figures_and_their_input_checks():
         gplots.topk_sweep(table)
     with pytest.raises(ValueError, match="pass \\{k: mean top-k mass\\}"):
         gplots.topk_mass({})
+    points = pd.DataFrame({"distinct_written": [100, 1000], "mean": [0.2, -0.1], "low": [0.1, -0.2],
+                           "high": [0.3, 0.0]})
+    from kd_lessons.stats import Interval
+    fig = gplots.seq_kd_sizes(points, token=Interval(-0.3, -0.4, -0.2, 5), scratch_positions=2000)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.patches) == 1           # the token-KD band
+    assert [round(y, 3) for y in ax.lines[0].get_ydata()] == [0.2, -0.1]  # the means, in size order
+    with pytest.raises(ValueError, match="distinct_written, mean, low, high"):
+        gplots.seq_kd_sizes(table)

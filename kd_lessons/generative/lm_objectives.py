@@ -82,7 +82,9 @@ class TokenKD:
 class SequenceKD:
     """Sequence-level KD: cross-entropy on the teacher's text (prompt targets skipped). Notebook 10_generative_kd.
 
-    `batch_fn` draws batch_size rows of a `transfer_corpus`; `__call__` is the loss_fn.
+    `batch_fn` draws batch_size rows of a `transfer_corpus` in epochs (a fresh shuffle each time the rows run
+    out, so no row repeats before every row has been read, as a fine-tuning run reads its data); `__call__` is
+    the loss_fn.
     """
 
     def __init__(self, transfer: dict, batch_size: int, meter: CostMeter | None = None):
@@ -91,9 +93,12 @@ class SequenceKD:
             raise ValueError("transfer must be the dict of transfer_corpus(...) with ids [n, length + 1]")
         self.ids, self.prompt_len, self.batch_size = ids, int(transfer["prompt_len"]), batch_size
         self.meter = meter if meter is not None else CostMeter()
+        self._queue = torch.empty(0, dtype=torch.long)  # row order of the epoch being read
 
     def batch_fn(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.ids[torch.randint(0, len(self.ids), (self.batch_size,), generator=generator)]
+        while len(self._queue) < self.batch_size:  # the epoch ran out: append a new shuffle of every row
+            self._queue = torch.cat([self._queue, torch.randperm(len(self.ids), generator=generator)])
+        rows, self._queue = self.ids[self._queue[:self.batch_size]], self._queue[self.batch_size:]
         x, y = rows[:, :-1], rows[:, 1:].clone()
         y[:, :self.prompt_len - 1] = IGNORE  # those targets are corpus text, not the teacher's
         return x, y

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from kd_lessons.plots import new_figure as _figure
 
-__all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep"]
+__all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep", "seq_kd_sizes"]
 
 _COLORS = {"forward": "#1f77b4", "reverse": "#d62728", "jsd": "#2ca02c"}
 
@@ -104,4 +104,28 @@ def topk_sweep(sweep, baseline: float | None = None, value: str = "val_bpc") -> 
         ax.axhline(baseline, color="grey", ls="--", label="scratch (same seed)")
     ax.set(xlabel="k", ylabel="held-out bits/char", title="top-k KD, one seed")
     ax.legend(fontsize=8)
+    return fig
+
+
+def seq_kd_sizes(points, token=None, scratch_positions: int | None = None) -> Figure:
+    """Seq-KD minus scratch (paired, 95% interval) against its transfer-set size: where is the break-even? Notebook 10.
+
+    points: columns distinct_written, mean, low, high (one row per size); token: token KD - scratch's Interval.
+    """
+    if not {"distinct_written", "mean", "low", "high"} <= set(points.columns):
+        raise ValueError(f"pass columns distinct_written, mean, low, high; got {list(points.columns)}")
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    x, mean = points["distinct_written"], points["mean"]
+    ax.errorbar(x, mean, yerr=[mean - points["low"], points["high"] - mean], fmt="o-", capsize=4,
+                label="seq-level KD - scratch (95% interval)")
+    ax.set_xscale("log")
+    ax.axhline(0.0, color="grey", ls="--", label="scratch (break-even)")
+    if token is not None:
+        ax.axhspan(token.low, token.high, color="#2ca02c", alpha=0.2, label="token KD - scratch (95% interval)")
+    if scratch_positions:
+        ax.axvline(scratch_positions, color="#888888", ls=":", label="positions scratch trains on")
+    ax.set(xlabel="distinct characters the teacher wrote (log)", ylabel="held-out bits/char, minus scratch",
+           title="sequence-level KD with more teacher text (paired per seed)")
+    ax.legend(fontsize=7)
     return fig

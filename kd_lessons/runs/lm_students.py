@@ -35,8 +35,8 @@ from kd_lessons.runs.lm_costs import cost_closed_forms, cost_table
 from kd_lessons.runs.lm_measures import sample_measures, text_measures, word_set
 
 __all__ = ["METHODS", "EXTRA_ARMS", "WARM_START", "LMStudentsRecipe", "recipe", "word_set", "text_measures",
-           "sample_measures", "evaluate", "sharpened", "train_method", "run", "cached_run", "VALUES", "summarize",
-           "cost_table", "cost_closed_forms"]
+           "sample_measures", "reference", "evaluate", "sharpened", "train_method", "run", "cached_run", "VALUES",
+           "summarize", "cost_table", "cost_closed_forms"]
 
 METHODS = tuple(spec.name for spec in registry.methods("generative"))  # the registry's order (notebook 10, tests)
 WARM_START = "token KD, then on-policy GKD"  # the papers' order: a supervised student first, then on-policy
@@ -56,6 +56,7 @@ class LMStudentsRecipe(Recipe):
     alpha: float = 1.0
     seq_sequences: int = pick(256, 32)
     seq_prompt: int = 16
+    seq_sweep: tuple[int, ...] = pick((256, 600, 1200, 2400), (32, 960))  # lm_seq_sweep: transfer-set sizes
     onpolicy_prompt: int = pick(48, 16)
     lam: float = 0.5
     beta: float = 0.5
@@ -82,6 +83,8 @@ class LMStudentsRecipe(Recipe):
                        "threads")
         for name in ("alpha", "lam", "beta", "extra_beta", "warm_share"):
             self._between(name, 0.0, 1.0)
+        if not self.seq_sweep or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.seq_sweep):
+            raise ValueError(f"seq_sweep={self.seq_sweep!r}: transfer-set sizes, whole numbers of sequences >= 1")
         if any(not T > 0 for T in self.sharpen_T):
             raise ValueError(f"sharpen_T={self.sharpen_T!r}: sampling temperatures must be > 0")
         for name in ("sharpen_methods", "long_methods"):
@@ -213,11 +216,15 @@ def _shared(teacher, corpus: Corpus, rec: LMStudentsRecipe, seeds, progress: boo
         pool[seed] = gm.topk_pool(teacher, corpus.train, rec.topk_windows, rec.context,
                                   k_max if seed == seeds[0] else rec.topk, seed=seed, progress=progress)
         pool[seed]["seconds"] = time.perf_counter() - start
+    return {"transfer": transfer, "pool": pool}, reference(teacher, corpus, rec)
+
+
+def reference(teacher, corpus: Corpus, rec: LMStudentsRecipe) -> dict:
+    """What every student is measured against (fixed: the test set): the teacher's argmax, prompts, vocabulary."""
     prompts, _ = sample_windows(corpus.val, rec.sample_prompt, rec.sample_prompts,
                                 generator=torch.Generator().manual_seed(1234))
-    reference = {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec.context, rec.eval_chars),
-                 "prompts": prompts, "vocabulary": word_set(corpus.vocab.decode(corpus.train))}
-    return {"transfer": transfer, "pool": pool}, reference
+    return {"teacher_argmax": _teacher_argmax(teacher, corpus.val, rec.context, rec.eval_chars),
+            "prompts": prompts, "vocabulary": word_set(corpus.vocab.decode(corpus.train))}
 
 
 def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True) -> dict:
@@ -306,7 +313,7 @@ def cached_run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), 
                refresh: bool = False) -> dict:
     """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 10."""
     blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
-                          "teacher": cache.state_digest(teacher), "version": 3})
+                          "teacher": cache.state_digest(teacher), "version": 4})
     path = cache.path("sweeps", f"generative-{config.mode()}-{blob_key}.pt")
     meta = {"key": blob_key, "kind": "kd_lessons.generative_runs"}
     return cache.build_once(path, meta, lambda: run(rec, teacher, corpus, seeds, progress),
