@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.generative import transfer_data
 from kd_lessons.generative.divergences import forward_kl
+from kd_lessons.generative.kv_cache import cached_positions, uncached_positions
 from kd_lessons.generative.lm import LMOptions, train_lm
 from kd_lessons.generative.transformer import CharTransformer
 
@@ -120,6 +121,16 @@ def test_greedy_transfer_corpus_takes_the_teachers_argmax():
         for i in range(4, L + 1):
             nxt = t(ids[:, max(0, i - L):i])[:, -1].argmax(-1)
             assert torch.equal(nxt, ids[:, i])
+
+
+def test_transfer_corpus_with_a_kv_cache_writes_the_same_text_for_fewer_positions():
+    data, t = torch.arange(200) % V, model(1)
+    slow = gm.transfer_corpus(t, data, gm.TransferSettings(5, 4, L, seed=3), progress=False)
+    fast = gm.transfer_corpus(t, data, gm.TransferSettings(5, 4, L, seed=3, kv_cache=True), progress=False)
+    assert torch.equal(fast["ids"], slow["ids"])  # the same generator: the same samples
+    n = L + 1 - 4
+    assert fast["meter"].teacher_generation_positions == cached_positions(5, 4, n)
+    assert slow["meter"].teacher_generation_positions == uncached_positions(5, 4, n, L)
 
 
 def test_sequence_kd_trains_on_the_teachers_part_only():

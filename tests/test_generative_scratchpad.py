@@ -171,8 +171,11 @@ def test_cached_generate_matches_generate(one_thread, greedy):
     model.train()
     cached_generate(model, prompt, 2)
     assert model.training  # the caller's mode is restored
-    with pytest.raises(ValueError, match="must be 1..40"):
-        cached_generate(model, prompt, 40)
+    longest = model.context + 1 - prompt.shape[1]  # the last new id needs no position of its own
+    full = cached_generate(model, prompt, longest, greedy=True)
+    assert full.shape[1] == model.context + 1 and torch.equal(full, generate(model, prompt, longest, greedy=True))
+    with pytest.raises(ValueError, match="must be 1..41"):
+        cached_generate(model, prompt, longest + 1)
     with pytest.raises(ValueError, match="T=0"):
         cached_generate(model, prompt, 3, T=0)
 

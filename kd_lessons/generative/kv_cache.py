@@ -48,7 +48,8 @@ def cached_generate(model: CharTransformer, prompt_idx: torch.Tensor, num_tokens
     """Prompt + `num_tokens` new ids, like `generate` but with a key/value cache. Notebook 13_reasoning_distillation.
 
     prompt_idx is [B, L] or [L]; the whole text must fit the model's context (no cropping, unlike
-    `generate`). Greedy takes the argmax; otherwise samples from softmax(logits / T).
+    `generate`; the last new id is never fed back, so prompt + num_tokens may reach context + 1). Greedy takes the
+    argmax; otherwise samples from softmax(logits / T).
     """
     if not isinstance(model, CharTransformer):
         raise ValueError(f"cached_generate needs a CharTransformer (it reuses its layers), got {type(model).__name__}")
@@ -56,9 +57,10 @@ def cached_generate(model: CharTransformer, prompt_idx: torch.Tensor, num_tokens
         raise ValueError(f"T={T!r}, num_tokens={num_tokens!r}: use T > 0 (1.0 = the model's distribution) and n >= 0")
     one = prompt_idx.dim() == 1
     idx = (prompt_idx[None] if one else prompt_idx).to(_device(model))
-    if idx.shape[1] < 1 or idx.shape[1] + num_tokens > model.context:
-        raise ValueError(f"prompt of {idx.shape[1]} ids + {num_tokens} new ones must be 1..{model.context} "
-                         "(the model's context); shorten the prompt or use transformer.generate, which crops")
+    if idx.shape[1] < 1 or idx.shape[1] + num_tokens > model.context + 1:  # the last new id is never fed back
+        raise ValueError(f"prompt of {idx.shape[1]} ids + {num_tokens} new ones must be 1..{model.context + 1} "
+                         "(the model's context, plus the last id, which is never fed back); shorten the prompt or use "
+                         "transformer.generate, which crops")
     cache: list = [None] * len(model.blocks)
     with _evaluating(model):
         logits = _step(model, idx, 0, cache)

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kd_lessons import cache
+from kd_lessons.generative.kv_cache import cached_generate, cached_positions
 from kd_lessons.generative.text import sample_windows
 from kd_lessons.generative.transformer import generate
 from kd_lessons.losses import check_T
@@ -31,7 +32,7 @@ class CostMeter:
 
     trained_positions: int = 0            # positions whose loss the student trains on
     teacher_positions: int = 0            # teacher forward positions spent scoring (KD targets)
-    teacher_generation_positions: int = 0  # teacher forward positions spent generating (no KV cache)
+    teacher_generation_positions: int = 0  # teacher forward positions spent generating (as run: cached or not)
     teacher_generated: int = 0            # characters the teacher generated
     student_generation_positions: int = 0  # student forward positions spent sampling
     student_generated: int = 0            # characters the student generated
@@ -67,7 +68,10 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor, meter: CostMeter | None 
 
 @dataclasses.dataclass(frozen=True)
 class TransferSettings:
-    """A transfer corpus: n_sequences corpus prompts of prompt_len ids continued to length + 1 at T. Notebook 10."""
+    """A transfer corpus: n_sequences corpus prompts of prompt_len ids continued to length + 1 at T. Notebook 10.
+
+    kv_cache=True writes with `kv_cache.cached_generate` (the same distribution, a fraction of the positions).
+    """
 
     n_sequences: int
     prompt_len: int
@@ -75,6 +79,7 @@ class TransferSettings:
     T: float = 1.0
     greedy: bool = False
     seed: int = 0
+    kv_cache: bool = False
 
     def __post_init__(self):
         if not 1 <= self.prompt_len < self.length + 1 or self.n_sequences < 1:
@@ -93,7 +98,7 @@ def transfer_corpus(teacher: nn.Module, data: torch.Tensor, settings: TransferSe
     """
     if not isinstance(settings, TransferSettings):
         raise ValueError(f"settings must be a TransferSettings(n_sequences, prompt_len, length), not {settings!r}")
-    n_sequences, prompt_len, length, T, greedy, seed = dataclasses.astuple(settings)
+    n_sequences, prompt_len, length, T, greedy, seed, kv_cache = dataclasses.astuple(settings)
     generator = torch.Generator().manual_seed(seed)
     prompts, _ = sample_windows(data, prompt_len, n_sequences, generator=generator)
     num_tokens = length + 1 - prompt_len
@@ -103,10 +108,12 @@ def transfer_corpus(teacher: nn.Module, data: torch.Tensor, settings: TransferSe
     for start in tqdm(range(0, n_sequences, batch_size), desc="teacher writes the transfer corpus",
                       disable=not progress, leave=False):
         batch = prompts[start:start + batch_size]
-        rows.append(generate(teacher, batch, num_tokens, T=T, greedy=greedy, generator=gen_device).cpu())
+        write = cached_generate if kv_cache else generate
+        rows.append(write(teacher, batch, num_tokens, T=T, greedy=greedy, generator=gen_device).cpu())
         meter.teacher_generated += batch.shape[0] * num_tokens
-        meter.teacher_generation_positions += _generation_positions(batch.shape[0], prompt_len, num_tokens,
-                                                                    teacher.context)
+        meter.teacher_generation_positions += (cached_positions(batch.shape[0], prompt_len, num_tokens) if kv_cache else
+                                               _generation_positions(batch.shape[0], prompt_len, num_tokens,
+                                                                     teacher.context))
     return {"ids": torch.cat(rows), "prompt_len": prompt_len, "T": T, "greedy": greedy, "meter": meter}
 
 
@@ -116,8 +123,10 @@ def cached_transfer_corpus(teacher: nn.Module, data: torch.Tensor, settings: Tra
 
     The meter keeps the counts of the generation that made the file.
     """
-    key = cache.key({"teacher": cache.state_digest(teacher), "data": cache.tensor_digest(data),
-                     **dict(zip(("n", "prompt_len", "length", "T", "greedy", "seed"), dataclasses.astuple(settings)))})
+    named = dict(zip(("n", "prompt_len", "length", "T", "greedy", "seed", "kv_cache"), dataclasses.astuple(settings)))
+    if not named["kv_cache"]:
+        del named["kv_cache"]  # the files written before the option keep their keys
+    key = cache.key({"teacher": cache.state_digest(teacher), "data": cache.tensor_digest(data), **named})
     built = []
 
     def build() -> dict:

@@ -62,7 +62,8 @@ def run(rec: LMStudentsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progres
         written: dict = {}
         for seed, n in tqdm(plan, desc="seq-KD by transfer-set size", disable=not progress):
             if seed not in written:
-                settings = gm.TransferSettings(max(rec.seq_sweep), rec.seq_prompt, rec.context, seed=seed)
+                settings = gm.TransferSettings(max(rec.seq_sweep), rec.seq_prompt, rec.context, seed=seed,
+                                               kv_cache=True)  # the same text distribution, ~30x fewer positions
                 written = {seed: gm.cached_transfer_corpus(teacher, corpus.train, settings, progress=progress)}
             transfer = {**written[seed], "ids": written[seed]["ids"][:n]}
             row = train_method("seq-level KD", teacher, corpus, rec, {"transfer": transfer}, ref, seed)
