@@ -1,0 +1,312 @@
+"""The teacher's logits as data: what storing them costs, and a real on-disk top-k store with a rest bucket.
+
+Introduced for lesson 16 (part 3). The arithmetic: bytes per position for the full vocabulary (fp32 / fp16 /
+bf16) or for top-k values + token ids (+ one rest value, log(1 - sum of the top k)), and the total for a corpus.
+The store: shards of raw little-endian arrays (`shard-NNNNN.bin`: ids, values, rest; `tokens-NNNNN.bin`: the
+windows they belong to), each written atomically with a sha256 sidecar (kd_lessons.cache), and a manifest written
+last. `write_store` skips shards that already verify, so a crash or a corrupt shard costs that shard only;
+`read_store` verifies every shard and names the one to delete and rewrite.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kd_lessons import cache
+from kd_lessons.generative.divergences import check_mask, topk_kd_loss
+
+__all__ = ["VALUE_BYTES", "INDEX_BYTES", "index_dtype_for", "full_bytes_per_position", "topk_bytes_per_position",
+           "corpus_bytes", "human_bytes", "memory_table", "StoreLayout", "encode_topk", "CorruptShardError",
+           "write_store", "read_store", "verify_store", "store_bytes", "stored_kd_loss"]
+
+VALUE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+INDEX_BYTES = {"uint8": 1, "uint16": 2, "int32": 4}
+_INDEX_LIMIT = {"uint8": 2 ** 8, "uint16": 2 ** 16, "int32": 2 ** 31}
+_NP_VALUE = {"fp32": np.float32, "fp16": np.float16, "bf16": np.uint16}  # bf16: its raw 16 bits (numpy has none)
+_NP_INDEX = {"uint8": np.uint8, "uint16": np.uint16, "int32": np.int32}
+MANIFEST = "manifest.json"
+
+
+def _check_choice(name: str, value, table: dict) -> str:
+    if value not in table:
+        raise ValueError(f"{name}={value!r}: use one of {list(table)}")
+    return value
+
+
+def index_dtype_for(vocab_size: int) -> str:
+    """The narrowest token-id dtype that holds every id of the vocabulary (uint8 <= 256 <= uint16 <= 65,536)."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(f"vocab_size={vocab_size!r}: a vocabulary has a positive whole number of tokens")
+    return next(name for name, limit in _INDEX_LIMIT.items() if vocab_size <= limit)
+
+
+def full_bytes_per_position(vocab_size: int, dtype: str = "fp16") -> int:
+    """Bytes of one position's full next-token distribution (one value per vocabulary entry)."""
+    index_dtype_for(vocab_size)
+    return vocab_size * VALUE_BYTES[_check_choice("dtype", dtype, VALUE_BYTES)]
+
+
+def topk_bytes_per_position(k: int, vocab_size: int, value_dtype: str = "fp16", index_dtype: str | None = None,
+                            rest: bool = True) -> int:
+    """Bytes of one position's top-k: k values + k token ids (+ one rest value). Lesson 16."""
+    index_dtype = index_dtype or index_dtype_for(vocab_size)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
+        raise ValueError(f"k={k!r}: use a whole number in [1, vocab_size={vocab_size}]")
+    if vocab_size > _INDEX_LIMIT[_check_choice("index_dtype", index_dtype, INDEX_BYTES)]:
+        raise ValueError(f"index_dtype={index_dtype} holds ids below {_INDEX_LIMIT[index_dtype]:,}, but the "
+                         f"vocabulary has {vocab_size:,} tokens; use {index_dtype_for(vocab_size)} or int32")
+    value = VALUE_BYTES[_check_choice("value_dtype", value_dtype, VALUE_BYTES)]
+    return k * (value + INDEX_BYTES[index_dtype]) + (value if rest else 0)
+
+
+def corpus_bytes(bytes_per_position: int, tokens: int = 10 ** 9) -> int:
+    """Bytes for a whole corpus: one stored distribution per token position (1B tokens by default)."""
+    return int(bytes_per_position) * int(tokens)
+
+
+def human_bytes(n: float) -> str:
+    """A byte count in binary units (KiB, MiB, ...), e.g. 98,304 -> '96.0 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def memory_table(vocab_size: int, ks=(1, 5, 20, 100), tokens: int = 10 ** 9, value_dtype: str = "fp16") -> list[dict]:
+    """What storing the teacher costs per position and per corpus: full fp32/fp16/bf16, then top-k. Lesson 16."""
+    rows = [{"layout": f"full vocabulary, {d}", "bytes_per_position": full_bytes_per_position(vocab_size, d)}
+            for d in VALUE_BYTES]
+    ids = index_dtype_for(vocab_size)
+    for k in (k for k in ks if k <= vocab_size):
+        for rest in (False, True):
+            rows.append({"layout": f"top-{k}, {value_dtype} values + {ids} ids" + (" + rest" if rest else ""),
+                         "bytes_per_position": topk_bytes_per_position(k, vocab_size, value_dtype, ids, rest)})
+    for row in rows:
+        row["corpus_bytes"] = corpus_bytes(row["bytes_per_position"], tokens)
+        row["corpus"] = human_bytes(row["corpus_bytes"])
+    return rows
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """What one stored position holds: top-k ids and log-probs in the given dtypes, and the rest bucket or not."""
+
+    k: int
+    vocab_size: int
+    value_dtype: str = "fp16"
+    index_dtype: str | None = None  # None: the narrowest that fits (index_dtype_for)
+    rest: bool = True
+
+    def __post_init__(self):
+        if self.index_dtype is None:
+            object.__setattr__(self, "index_dtype", index_dtype_for(self.vocab_size))
+        topk_bytes_per_position(self.k, self.vocab_size, self.value_dtype, self.index_dtype, self.rest)
+
+    @property
+    def bytes_per_position(self) -> int:
+        return topk_bytes_per_position(self.k, self.vocab_size, self.value_dtype, self.index_dtype, self.rest)
+
+
+def encode_topk(teacher_logits: torch.Tensor, k: int, T: float = 1.0):
+    """(ids int64 [..., k], log-probs [..., k], rest log-prob [...]) of logits: what the store keeps. Lesson 16.
+
+    The rest is log(1 - sum of the k probabilities), taken as the logsumexp of the other log-probs, so it never
+    suffers the rounding of 1 - sum (it is -inf at k = V, where nothing is left).
+    """
+    log_p = F.log_softmax(teacher_logits.detach().float() / T, dim=-1)
+    values, ids = log_p.topk(k, dim=-1)
+    rest = torch.logsumexp(log_p.scatter(-1, ids, float("-inf")), dim=-1)
+    return ids, values, rest
+
+
+class CorruptShardError(cache.CorruptFileError):
+    """A shard of a top-k store is missing, truncated or changed; the message names it and what to do."""
+
+
+def _shard_files(directory: Path, i: int) -> tuple[Path, Path]:
+    return directory / f"shard-{i:05d}.bin", directory / f"tokens-{i:05d}.bin"
+
+
+def _to_numpy(t: torch.Tensor, dtype: str, table: dict) -> np.ndarray:
+    if dtype == "bf16":
+        return t.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
+    return t.numpy().astype(table[dtype])
+
+
+def _write_file(file: Path, data: bytes, meta: dict) -> None:
+    cache.atomic_write_bytes(file, data)
+    record = {"sha256": cache.sha256_bytes(data), "bytes": len(data), **meta}
+    cache.atomic_write_bytes(cache.sidecar(file), json.dumps(record, indent=1).encode())
+
+
+def _check_file(file: Path, meta: dict) -> None:
+    """Raise CorruptShardError unless `file` exists, has its recorded size and sha256, and matches `meta`."""
+    todo = (f"run write_store again with the same teacher and windows: it rewrites only this shard and keeps the "
+            f"others (or delete {file.name} and {cache.sidecar(file).name} now and rewrite later)")
+    side = cache.sidecar(file)
+    if not file.exists() or not side.exists():
+        raise CorruptShardError(f"{file} (or its checksum file) is missing; {todo}")
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptShardError(f"{side} is unreadable ({exc}); {todo}") from exc
+    size = file.stat().st_size
+    if size != record.get("bytes"):
+        raise CorruptShardError(f"{file} has {size:,} bytes but was written with {record.get('bytes'):,} "
+                                f"(truncated or appended to); {todo}")
+    if cache.file_digest(file) != record.get("sha256"):
+        raise CorruptShardError(f"{file} does not match its recorded sha256 (corrupt or changed); {todo}")
+    wrong = {key: record.get(key) for key, value in meta.items() if record.get(key) != value}
+    if wrong:
+        raise CorruptShardError(f"{file} belongs to another store ({wrong}); {todo}")
+
+
+def _shard_meta(layout: StoreLayout, rows: int, context: int, meta: dict) -> dict:
+    return {"kind": "kd_lessons.topk_shard", "rows": rows, "context": context, **asdict(layout), **meta}
+
+
+def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, shard_windows: int = 256,
+                T: float = 1.0, meta: dict | None = None) -> dict:
+    """Write the teacher's top-k (+ rest) at every position of `windows` [n, context + 1] in shards. Lesson 16.
+
+    `teacher(x)` returns logits [rows, context, V] (run here in eval mode, without a graph). Shards that already
+    verify are kept, so rerunning after a crash or a deleted corrupt shard redoes only what is missing. Returns
+    the manifest (written last, atomically): layout, shards, rows, positions, seconds spent on the teacher.
+    """
+    from kd_lessons.generative.transfer_data import teacher_logits
+
+    directory, meta = Path(directory), dict(meta or {})
+    if windows.dim() != 2 or windows.shape[1] < 2 or len(windows) < 1:
+        raise ValueError(f"windows must be int ids [n, context + 1], got shape {list(windows.shape)}")
+    context, shards, written = windows.shape[1] - 1, [], 0
+    for i, start in enumerate(range(0, len(windows), shard_windows)):
+        rows = windows[start:start + shard_windows]
+        shard, tokens = _shard_files(directory, i)
+        shard_meta = _shard_meta(layout, len(rows), context, meta)
+        shards.append({"shard": shard.name, "tokens": tokens.name, "rows": len(rows)})
+        try:
+            _check_file(shard, shard_meta)
+            _check_file(tokens, shard_meta)
+            continue  # already there and intact
+        except CorruptShardError:
+            pass
+        x = rows[:, :-1]
+        logits = teacher_logits(teacher, x) if isinstance(teacher, torch.nn.Module) else teacher(x)
+        ids, values, rest = encode_topk(logits, layout.k, T)
+        parts = [_to_numpy(ids, layout.index_dtype, _NP_INDEX), _to_numpy(values, layout.value_dtype, _NP_VALUE)]
+        parts += [_to_numpy(rest, layout.value_dtype, _NP_VALUE)] if layout.rest else []
+        _write_file(shard, b"".join(p.tobytes() for p in parts), shard_meta)
+        _write_file(tokens, _to_numpy(rows, layout.index_dtype, _NP_INDEX).tobytes(), shard_meta)
+        written += 1
+    manifest = {"kind": "kd_lessons.topk_store", "layout": asdict(layout), "context": context, "T": T,
+                "rows": len(windows), "positions": len(windows) * context, "shards": shards, "meta": meta}
+    cache.atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
+    return {**manifest, "shards_written": written}
+
+
+def _manifest(directory: Path) -> dict:
+    try:
+        return json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory} holds no {MANIFEST}: the store was never finished; run write_store "
+                                "(it keeps the shards already written)") from None
+    except ValueError as exc:
+        raise cache.CorruptFileError(f"{directory / MANIFEST} is unreadable ({exc}); delete it and run "
+                                     "write_store again (the shards are kept)") from exc
+
+
+def verify_store(directory) -> list[str]:
+    """The problems of a store, one line per bad shard (empty when every shard verifies). Lesson 16."""
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    layout, problems = StoreLayout(**manifest["layout"]), []
+    for entry in manifest["shards"]:
+        shard_meta = _shard_meta(layout, entry["rows"], manifest["context"], manifest["meta"])
+        for name in (entry["shard"], entry["tokens"]):
+            try:
+                _check_file(directory / name, shard_meta)
+            except CorruptShardError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def _from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
+    if dtype == "bf16":
+        return torch.from_numpy(np.array(a).view(np.int16)).view(torch.bfloat16).float()
+    return torch.from_numpy(a.astype(np.float32 if dtype in VALUE_BYTES else np.int64))
+
+
+def read_store(directory, verify: bool = True) -> dict:
+    """The whole store, verified shard by shard, as tensors (numpy memmap, then copies). Lesson 16.
+
+    Returns {"tokens" int64 [n, context + 1], "ids" int64 [n, context, k], "logprobs" float32 [n, context, k],
+    "rest" float32 [n, context] (None without a rest bucket), "layout", "manifest"}. A bad shard raises
+    CorruptShardError naming it and saying to delete it and rerun write_store (the other shards are kept).
+    """
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    layout, L = StoreLayout(**manifest["layout"]), manifest["context"]
+    k, out = layout.k, {"tokens": [], "ids": [], "logprobs": [], "rest": []}
+    for entry in manifest["shards"]:
+        n = entry["rows"]
+        if verify:
+            shard_meta = _shard_meta(layout, n, L, manifest["meta"])
+            for name in (entry["shard"], entry["tokens"]):
+                _check_file(directory / name, shard_meta)
+        ib, vb = INDEX_BYTES[layout.index_dtype], VALUE_BYTES[layout.value_dtype]
+        index_np, value_np = _NP_INDEX[layout.index_dtype], _NP_VALUE[layout.value_dtype]
+        raw = np.memmap(directory / entry["shard"], dtype=np.uint8, mode="r")
+        ids_end, values_end = n * L * k * ib, n * L * k * (ib + vb)
+        out["ids"].append(_from_numpy(raw[:ids_end].view(index_np).reshape(n, L, k), layout.index_dtype))
+        out["logprobs"].append(_from_numpy(raw[ids_end:values_end].view(value_np).reshape(n, L, k),
+                                           layout.value_dtype))
+        if layout.rest:
+            out["rest"].append(_from_numpy(raw[values_end:].view(value_np).reshape(n, L), layout.value_dtype))
+        tokens = np.memmap(directory / entry["tokens"], dtype=index_np, mode="r").reshape(n, L + 1)
+        out["tokens"].append(_from_numpy(tokens, layout.index_dtype))
+        del raw, tokens
+    joined = {key: torch.cat(parts) if parts else None for key, parts in out.items()}
+    return {**joined, "layout": layout, "manifest": manifest}
+
+
+def store_bytes(directory) -> dict:
+    """Bytes on disk, measured from the files: top-k shards, token files, sidecars + manifest, per position."""
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    size = {"shards": 0, "tokens": 0, "overhead": (directory / MANIFEST).stat().st_size}
+    for entry in manifest["shards"]:
+        for key, name in (("shards", entry["shard"]), ("tokens", entry["tokens"])):
+            size[key] += (directory / name).stat().st_size
+            size["overhead"] += cache.sidecar(directory / name).stat().st_size
+    positions = manifest["positions"]
+    return {**size, "positions": positions, "topk_bytes_per_position": size["shards"] / positions,
+            "all_bytes_per_position": sum(size.values()) / positions,
+            "arithmetic_bytes_per_position": StoreLayout(**manifest["layout"]).bytes_per_position}
+
+
+def stored_kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor,
+                   rest: torch.Tensor | None = None, renormalize: bool = False, mask=None) -> torch.Tensor:
+    """Forward KL from stored top-k (+ rest): over k + 1 outcomes, or renormalised over the k. Lesson 16.
+
+    With the stored rest, the teacher's k + 1 values are normalised together (fp16 rounding leaves their exps a
+    little off 1) and the student's rest is the logsumexp of its other log-probs, so nothing is computed as
+    1 - sum. Without it (rest=None), topk_kd_loss's rest bucket from 1 - sum of the stored k is used.
+    """
+    if renormalize or rest is None:
+        return topk_kd_loss(student_logits, ids, logprobs, renormalize=renormalize, mask=mask)
+    mask = check_mask(mask, student_logits.shape[:-1])
+    log_q_all = F.log_softmax(student_logits.float(), dim=-1)
+    fill = torch.finfo(log_q_all.dtype).min / 2  # finite, so the gradient stays finite when k = V
+    log_q = torch.cat([log_q_all.gather(-1, ids), torch.logsumexp(log_q_all.scatter(-1, ids, fill), -1,
+                                                                    keepdim=True)], -1)
+    log_p = torch.cat([logprobs, rest[..., None]], -1).detach().float()
+    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    per_position = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), 0.0).sum(-1)
+    if mask is not None:
+        return per_position[mask].mean()
+    return per_position.mean()
