@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons import cache
-from kd_lessons.generative.divergences import check_mask, topk_kd_loss
+from kd_lessons.generative.divergences import check_mask
 
 __all__ = ["VALUE_BYTES", "INDEX_BYTES", "index_dtype_for", "full_bytes_per_position", "topk_bytes_per_position",
            "corpus_bytes", "human_bytes", "memory_table", "StoreLayout", "encode_topk", "CorruptShardError",
@@ -174,7 +174,8 @@ def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, 
                 T: float = 1.0, meta: dict | None = None) -> dict:
     """Write the teacher's top-k (+ rest) at every position of `windows` [n, context + 1] in shards. Lesson 16.
 
-    `teacher(x)` returns logits [rows, context, V] (run here in eval mode, without a graph). Shards that already
+    `teacher(x)` returns logits [rows, context, V] (a module runs in eval mode, without a graph), or `teacher` is
+    those logits for all the windows (a tensor [n, context, V], e.g. to write several k). Shards that already
     verify are kept, so rerunning after a crash or a deleted corrupt shard redoes only what is missing. Returns
     the manifest (written last, atomically): layout, shards, rows, positions, seconds spent on the teacher.
     """
@@ -196,7 +197,10 @@ def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, 
         except CorruptShardError:
             pass
         x = rows[:, :-1]
-        logits = teacher_logits(teacher, x) if isinstance(teacher, torch.nn.Module) else teacher(x)
+        if isinstance(teacher, torch.Tensor):  # the logits themselves, [n, context, V]
+            logits = teacher[start:start + shard_windows]
+        else:
+            logits = teacher_logits(teacher, x) if isinstance(teacher, torch.nn.Module) else teacher(x)
         ids, values, rest = encode_topk(logits, layout.k, T)
         parts = [_to_numpy(ids, layout.index_dtype, _NP_INDEX), _to_numpy(values, layout.value_dtype, _NP_VALUE)]
         parts += [_to_numpy(rest, layout.value_dtype, _NP_VALUE)] if layout.rest else []
@@ -291,22 +295,22 @@ def store_bytes(directory) -> dict:
 
 def stored_kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor,
                    rest: torch.Tensor | None = None, renormalize: bool = False, mask=None) -> torch.Tensor:
-    """Forward KL from stored top-k (+ rest): over k + 1 outcomes, or renormalised over the k. Lesson 16.
+    """Forward KL from stored top-k: over the k + 1 outcomes (rest bucket), or renormalised over the k. Lesson 16.
 
-    With the stored rest, the teacher's k + 1 values are normalised together (fp16 rounding leaves their exps a
-    little off 1) and the student's rest is the logsumexp of its other log-probs, so nothing is computed as
-    1 - sum. Without it (rest=None), topk_kd_loss's rest bucket from 1 - sum of the stored k is used.
+    The teacher's stored values (k, plus the rest unless renormalize) are normalised together, since fp16 rounding
+    leaves their exps a little off 1; the student's rest is the logsumexp of its other log-probs, so nothing is
+    computed as 1 - sum. Mean over the positions of `mask` (all when None).
     """
-    if renormalize or rest is None:
-        return topk_kd_loss(student_logits, ids, logprobs, renormalize=renormalize, mask=mask)
+    if rest is None and not renormalize:
+        raise ValueError("the rest bucket needs the stored rest log-probs (read_store(...)['rest']); pass them, "
+                         "or renormalize=True for the top-k alone")
     mask = check_mask(mask, student_logits.shape[:-1])
     log_q_all = F.log_softmax(student_logits.float(), dim=-1)
-    fill = torch.finfo(log_q_all.dtype).min / 2  # finite, so the gradient stays finite when k = V
-    log_q = torch.cat([log_q_all.gather(-1, ids), torch.logsumexp(log_q_all.scatter(-1, ids, fill), -1,
-                                                                    keepdim=True)], -1)
-    log_p = torch.cat([logprobs, rest[..., None]], -1).detach().float()
+    log_q, log_p = log_q_all.gather(-1, ids), logprobs.detach().float()
+    if not renormalize:
+        fill = torch.finfo(log_q_all.dtype).min / 2  # finite, so the gradient stays finite when k = V
+        log_q = torch.cat([log_q, torch.logsumexp(log_q_all.scatter(-1, ids, fill), -1, keepdim=True)], -1)
+        log_p = torch.cat([log_p, rest.detach().float()[..., None]], -1)
     log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
     per_position = torch.where(log_p > float("-inf"), log_p.exp() * (log_p - log_q), 0.0).sum(-1)
-    if mask is not None:
-        return per_position[mask].mean()
-    return per_position.mean()
+    return per_position.mean() if mask is None else per_position[mask].mean()
