@@ -115,12 +115,12 @@ class StoreLayout:
 def encode_topk(teacher_logits: torch.Tensor, k: int, T: float = 1.0):
     """(ids int64 [..., k], log-probs [..., k], rest log-prob [...]) of logits: what the store keeps. Lesson 16.
 
-    The rest is log(1 - sum of the k probabilities), taken as the logsumexp of the other log-probs, so it never
-    suffers the rounding of 1 - sum (it is -inf at k = V, where nothing is left).
+    The rest is log(1 - sum of the k probabilities), taken as the log of the sum of the other probabilities, so it
+    never suffers the cancellation of 1 - sum (it is -inf at k = V, where nothing is left).
     """
     log_p = F.log_softmax(teacher_logits.detach().float() / T, dim=-1)
     values, ids = log_p.topk(k, dim=-1)
-    rest = torch.logsumexp(log_p.scatter(-1, ids, float("-inf")), dim=-1)
+    rest = log_p.exp().scatter_(-1, ids, 0.0).sum(-1).log()
     return ids, values, rest
 
 
