@@ -1,11 +1,12 @@
 """The teacher's logits as data: what storing them costs, and a real on-disk top-k store with a rest bucket.
 
 Introduced for lesson 16 (part 3). The arithmetic: bytes per position for the full vocabulary (fp32 / fp16 /
-bf16) or for top-k values + token ids (+ one rest value, log(1 - sum of the top k)), and the total for a corpus.
+bf16) or for top-k values + token ids (+ one rest value: the log of the mass outside the top k), and the total for
+a corpus.
 The store: shards of raw little-endian arrays (`shard-NNNNN.bin`: ids, values, rest; `tokens-NNNNN.bin`: the
 windows they belong to), each written atomically with a sha256 sidecar (kd_lessons.cache), and a manifest written
 last. `write_store` skips shards that already verify, so a crash or a corrupt shard costs that shard only;
-`read_store` verifies every shard and names the one to delete and rewrite.
+`read_store` verifies every shard and names the bad one and how to rewrite it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from kd_lessons import cache
 from kd_lessons.generative.divergences import check_mask
+from kd_lessons.generative.transfer_data import teacher_logits
 
 __all__ = ["VALUE_BYTES", "INDEX_BYTES", "index_dtype_for", "full_bytes_per_position", "topk_bytes_per_position",
            "corpus_bytes", "human_bytes", "memory_table", "StoreLayout", "encode_topk", "CorruptShardError",
@@ -70,26 +72,23 @@ def corpus_bytes(bytes_per_position: int, tokens: int = 10 ** 9) -> int:
 
 
 def human_bytes(n: float) -> str:
-    """A byte count in binary units (KiB, MiB, ...), e.g. 98,304 -> '96.0 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+    """A byte count in binary units, e.g. 98,304 -> '96.0 KiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while abs(n) >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
 
 
 def memory_table(vocab_size: int, ks=(1, 5, 20, 100), tokens: int = 10 ** 9, value_dtype: str = "fp16") -> list[dict]:
     """What storing the teacher costs per position and per corpus: full fp32/fp16/bf16, then top-k. Lesson 16."""
-    rows = [{"layout": f"full vocabulary, {d}", "bytes_per_position": full_bytes_per_position(vocab_size, d)}
-            for d in VALUE_BYTES]
     ids = index_dtype_for(vocab_size)
-    for k in (k for k in ks if k <= vocab_size):
-        for rest in (False, True):
-            rows.append({"layout": f"top-{k}, {value_dtype} values + {ids} ids" + (" + rest" if rest else ""),
-                         "bytes_per_position": topk_bytes_per_position(k, vocab_size, value_dtype, ids, rest)})
-    for row in rows:
-        row["corpus_bytes"] = corpus_bytes(row["bytes_per_position"], tokens)
-        row["corpus"] = human_bytes(row["corpus_bytes"])
-    return rows
+    rows = [(f"full vocabulary, {d}", full_bytes_per_position(vocab_size, d)) for d in VALUE_BYTES]
+    rows += [(f"top-{k}, {value_dtype} values + {ids} ids" + (" + rest" if rest else ""),
+              topk_bytes_per_position(k, vocab_size, value_dtype, ids, rest))
+             for k in ks if k <= vocab_size for rest in (False, True)]
+    return [{"layout": name, "bytes_per_position": b, "corpus_bytes": corpus_bytes(b, tokens),
+             "corpus": human_bytes(corpus_bytes(b, tokens))} for name, b in rows]
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,6 @@ class CorruptShardError(cache.CorruptFileError):
     """A shard of a top-k store is missing, truncated or changed; the message names it and what to do."""
 
 
-def _shard_files(directory: Path, i: int) -> tuple[Path, Path]:
-    return directory / f"shard-{i:05d}.bin", directory / f"tokens-{i:05d}.bin"
-
-
 def _to_numpy(t: torch.Tensor, dtype: str, table: dict) -> np.ndarray:
     if dtype == "bf16":
         return t.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
@@ -144,30 +139,39 @@ def _write_file(file: Path, data: bytes, meta: dict) -> None:
     cache.atomic_write_bytes(cache.sidecar(file), json.dumps(record, indent=1).encode())
 
 
-def _check_file(file: Path, meta: dict) -> None:
-    """Raise CorruptShardError unless `file` exists, has its recorded size and sha256, and matches `meta`."""
-    todo = (f"run write_store again with the same teacher and windows: it rewrites only this shard and keeps the "
-            f"others (or delete {file.name} and {cache.sidecar(file).name} now and rewrite later)")
+def _problem(file: Path, meta: dict) -> str | None:
+    """Why `file` is unusable (missing, unreadable sidecar, wrong size or sha256, another store's), or None."""
     side = cache.sidecar(file)
     if not file.exists() or not side.exists():
-        raise CorruptShardError(f"{file} (or its checksum file) is missing; {todo}")
+        return f"{file} (or its checksum file) is missing"
     try:
         record = json.loads(side.read_text())
     except (OSError, ValueError) as exc:
-        raise CorruptShardError(f"{side} is unreadable ({exc}); {todo}") from exc
-    size = file.stat().st_size
-    if size != record.get("bytes"):
-        raise CorruptShardError(f"{file} has {size:,} bytes but was written with {record.get('bytes'):,} "
-                                f"(truncated or appended to); {todo}")
+        return f"{side} is unreadable ({exc})"
+    if (size := file.stat().st_size) != record.get("bytes"):
+        return f"{file} has {size:,} bytes but was written with {record.get('bytes'):,} (truncated or appended to)"
     if cache.file_digest(file) != record.get("sha256"):
-        raise CorruptShardError(f"{file} does not match its recorded sha256 (corrupt or changed); {todo}")
+        return f"{file} does not match its recorded sha256 (corrupt or changed)"
     wrong = {key: record.get(key) for key, value in meta.items() if record.get(key) != value}
-    if wrong:
-        raise CorruptShardError(f"{file} belongs to another store ({wrong}); {todo}")
+    return f"{file} belongs to another store ({wrong})" if wrong else None
+
+
+def _check_file(file: Path, meta: dict) -> None:
+    """Raise CorruptShardError, saying what to do, unless `file` verifies."""
+    if (problem := _problem(file, meta)) is not None:
+        raise CorruptShardError(f"{problem}; run write_store again with the same teacher and windows: it rewrites "
+                                f"only this shard and keeps the others (or delete {file.name} and "
+                                f"{cache.sidecar(file).name} now and rewrite later)")
 
 
 def _shard_meta(layout: StoreLayout, rows: int, context: int, meta: dict) -> dict:
     return {"kind": "kd_lessons.topk_shard", "rows": rows, "context": context, **asdict(layout), **meta}
+
+
+def _logits(teacher, x: torch.Tensor, rows: slice) -> torch.Tensor:
+    if isinstance(teacher, torch.Tensor):  # the logits themselves, [n, context, V]
+        return teacher[rows]
+    return teacher_logits(teacher, x) if isinstance(teacher, torch.nn.Module) else teacher(x)
 
 
 def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, shard_windows: int = 256,
@@ -176,32 +180,21 @@ def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, 
 
     `teacher(x)` returns logits [rows, context, V] (a module runs in eval mode, without a graph), or `teacher` is
     those logits for all the windows (a tensor [n, context, V], e.g. to write several k). Shards that already
-    verify are kept, so rerunning after a crash or a deleted corrupt shard redoes only what is missing. Returns
-    the manifest (written last, atomically): layout, shards, rows, positions, seconds spent on the teacher.
+    verify are kept, so rerunning after a crash or a corrupt shard redoes only that shard. Returns the manifest
+    (written last, atomically: layout, shards, rows, positions, meta) and shards_written.
     """
-    from kd_lessons.generative.transfer_data import teacher_logits
-
     directory, meta = Path(directory), dict(meta or {})
     if windows.dim() != 2 or windows.shape[1] < 2 or len(windows) < 1:
         raise ValueError(f"windows must be int ids [n, context + 1], got shape {list(windows.shape)}")
     context, shards, written = windows.shape[1] - 1, [], 0
     for i, start in enumerate(range(0, len(windows), shard_windows)):
         rows = windows[start:start + shard_windows]
-        shard, tokens = _shard_files(directory, i)
+        shard, tokens = directory / f"shard-{i:05d}.bin", directory / f"tokens-{i:05d}.bin"
         shard_meta = _shard_meta(layout, len(rows), context, meta)
         shards.append({"shard": shard.name, "tokens": tokens.name, "rows": len(rows)})
-        try:
-            _check_file(shard, shard_meta)
-            _check_file(tokens, shard_meta)
+        if _problem(shard, shard_meta) is None and _problem(tokens, shard_meta) is None:
             continue  # already there and intact
-        except CorruptShardError:
-            pass
-        x = rows[:, :-1]
-        if isinstance(teacher, torch.Tensor):  # the logits themselves, [n, context, V]
-            logits = teacher[start:start + shard_windows]
-        else:
-            logits = teacher_logits(teacher, x) if isinstance(teacher, torch.nn.Module) else teacher(x)
-        ids, values, rest = encode_topk(logits, layout.k, T)
+        ids, values, rest = encode_topk(_logits(teacher, rows[:, :-1], slice(start, start + len(rows))), layout.k, T)
         parts = [_to_numpy(ids, layout.index_dtype, _NP_INDEX), _to_numpy(values, layout.value_dtype, _NP_VALUE)]
         parts += [_to_numpy(rest, layout.value_dtype, _NP_VALUE)] if layout.rest else []
         _write_file(shard, b"".join(p.tobytes() for p in parts), shard_meta)
@@ -213,66 +206,63 @@ def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, 
     return {**manifest, "shards_written": written}
 
 
-def _manifest(directory: Path) -> dict:
+def _manifest(directory: Path) -> tuple[dict, StoreLayout]:
     try:
-        return json.loads((directory / MANIFEST).read_text())
+        manifest = json.loads((directory / MANIFEST).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{directory} holds no {MANIFEST}: the store was never finished; run write_store "
                                 "(it keeps the shards already written)") from None
     except ValueError as exc:
         raise cache.CorruptFileError(f"{directory / MANIFEST} is unreadable ({exc}); delete it and run "
                                      "write_store again (the shards are kept)") from exc
+    return manifest, StoreLayout(**manifest["layout"])
 
 
 def verify_store(directory) -> list[str]:
-    """The problems of a store, one line per bad shard (empty when every shard verifies). Lesson 16."""
-    directory = Path(directory)
-    manifest = _manifest(directory)
-    layout, problems = StoreLayout(**manifest["layout"]), []
+    """The problems of a store, one line per bad file (empty when every shard verifies). Lesson 16."""
+    (manifest, layout), problems = _manifest(Path(directory)), []
     for entry in manifest["shards"]:
-        shard_meta = _shard_meta(layout, entry["rows"], manifest["context"], manifest["meta"])
         for name in (entry["shard"], entry["tokens"]):
             try:
-                _check_file(directory / name, shard_meta)
+                _check_file(Path(directory) / name, _shard_meta(layout, entry["rows"], manifest["context"],
+                                                                manifest["meta"]))
             except CorruptShardError as exc:
                 problems.append(str(exc))
     return problems
 
 
-def _from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
+def _from_numpy(a: np.ndarray, dtype: str, shape) -> torch.Tensor:
+    a = np.array(a).reshape(shape)  # a copy: the memmap is closed afterwards
     if dtype == "bf16":
-        return torch.from_numpy(np.array(a).view(np.int16)).view(torch.bfloat16).float()
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).float()
     return torch.from_numpy(a.astype(np.float32 if dtype in VALUE_BYTES else np.int64))
 
 
 def read_store(directory, verify: bool = True) -> dict:
-    """The whole store, verified shard by shard, as tensors (numpy memmap, then copies). Lesson 16.
+    """The whole store, verified shard by shard, as tensors (read through numpy memmap). Lesson 16.
 
     Returns {"tokens" int64 [n, context + 1], "ids" int64 [n, context, k], "logprobs" float32 [n, context, k],
     "rest" float32 [n, context] (None without a rest bucket), "layout", "manifest"}. A bad shard raises
-    CorruptShardError naming it and saying to delete it and rerun write_store (the other shards are kept).
+    CorruptShardError naming it and saying how to rewrite it (the other shards are kept).
     """
     directory = Path(directory)
-    manifest = _manifest(directory)
-    layout, L = StoreLayout(**manifest["layout"]), manifest["context"]
+    manifest, layout = _manifest(directory)
+    L = manifest["context"]
+    if verify and (problems := verify_store(directory)):
+        raise CorruptShardError(problems[0] + (f" ({len(problems) - 1} more bad files)" if len(problems) > 1 else ""))
     k, out = layout.k, {"tokens": [], "ids": [], "logprobs": [], "rest": []}
+    ib, vb = INDEX_BYTES[layout.index_dtype], VALUE_BYTES[layout.value_dtype]
+    ids_np, values_np = _NP_INDEX[layout.index_dtype], _NP_VALUE[layout.value_dtype]
     for entry in manifest["shards"]:
         n = entry["rows"]
-        if verify:
-            shard_meta = _shard_meta(layout, n, L, manifest["meta"])
-            for name in (entry["shard"], entry["tokens"]):
-                _check_file(directory / name, shard_meta)
-        ib, vb = INDEX_BYTES[layout.index_dtype], VALUE_BYTES[layout.value_dtype]
-        index_np, value_np = _NP_INDEX[layout.index_dtype], _NP_VALUE[layout.value_dtype]
         raw = np.memmap(directory / entry["shard"], dtype=np.uint8, mode="r")
-        ids_end, values_end = n * L * k * ib, n * L * k * (ib + vb)
-        out["ids"].append(_from_numpy(raw[:ids_end].view(index_np).reshape(n, L, k), layout.index_dtype))
-        out["logprobs"].append(_from_numpy(raw[ids_end:values_end].view(value_np).reshape(n, L, k),
-                                           layout.value_dtype))
+        a, b = n * L * k * ib, n * L * k * (ib + vb)  # the ends of the ids and of the values
+        out["ids"].append(_from_numpy(raw[:a].view(ids_np), layout.index_dtype, (n, L, k)))
+        out["logprobs"].append(_from_numpy(raw[a:b].view(values_np), layout.value_dtype, (n, L, k)))
         if layout.rest:
-            out["rest"].append(_from_numpy(raw[values_end:].view(value_np).reshape(n, L), layout.value_dtype))
-        tokens = np.memmap(directory / entry["tokens"], dtype=index_np, mode="r").reshape(n, L + 1)
-        out["tokens"].append(_from_numpy(tokens, layout.index_dtype))
+            out["rest"].append(_from_numpy(raw[b:].view(values_np), layout.value_dtype, (n, L)))
+        tokens = np.memmap(directory / entry["tokens"], dtype=ids_np, mode="r")
+        out["tokens"].append(_from_numpy(tokens, layout.index_dtype, (n, L + 1)))
         del raw, tokens
     joined = {key: torch.cat(parts) if parts else None for key, parts in out.items()}
     return {**joined, "layout": layout, "manifest": manifest}
@@ -281,7 +271,7 @@ def read_store(directory, verify: bool = True) -> dict:
 def store_bytes(directory) -> dict:
     """Bytes on disk, measured from the files: top-k shards, token files, sidecars + manifest, per position."""
     directory = Path(directory)
-    manifest = _manifest(directory)
+    manifest, layout = _manifest(directory)
     size = {"shards": 0, "tokens": 0, "overhead": (directory / MANIFEST).stat().st_size}
     for entry in manifest["shards"]:
         for key, name in (("shards", entry["shard"]), ("tokens", entry["tokens"])):
@@ -290,7 +280,7 @@ def store_bytes(directory) -> dict:
     positions = manifest["positions"]
     return {**size, "positions": positions, "topk_bytes_per_position": size["shards"] / positions,
             "all_bytes_per_position": sum(size.values()) / positions,
-            "arithmetic_bytes_per_position": StoreLayout(**manifest["layout"]).bytes_per_position}
+            "arithmetic_bytes_per_position": layout.bytes_per_position}
 
 
 def stored_kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor,

@@ -81,7 +81,7 @@ def write_stores(rec: LogitStorageRecipe, teacher, corpus: Corpus) -> dict:
     x, y = sample_windows(corpus.train, rec.context, rec.windows, generator=generator)
     windows = torch.cat([x, y[:, -1:]], dim=1)
     V = corpus.vocab_size
-    meta = {"teacher": cache.state_digest(teacher), "windows": cache.tensor_digest(windows)}
+    meta = {"teacher": cache.state_digest(teacher), "windows": cache.tensor_digest(windows), "format": 2}
     key = cache.key({**meta, "value_dtype": rec.value_dtype})
     start = time.perf_counter()
     logits = torch.cat([teacher_logits(teacher, rows).float().cpu() for rows in x.split(256)])
@@ -154,7 +154,7 @@ def run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool = True)
 def cached_run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool = True, refresh: bool = False) -> dict:
     """`run`, cached (cache.build_once) by recipe, mode, corpus and teacher weights. Lesson 16."""
     key = cache.key({"recipe": rec.asdict(), "mode": config.mode(), "corpus": corpus.name,
-                     "teacher": cache.state_digest(teacher), "version": 1})
+                     "teacher": cache.state_digest(teacher), "version": 2})
     return cache.build_once(cache.path("sweeps", f"logit-storage-{config.mode()}-{key}.pt"),
                             {"key": key, "kind": "kd_lessons.logit_storage"},
                             lambda: run(rec, teacher, corpus, progress), "the logit-storage sweep", refresh=refresh)
