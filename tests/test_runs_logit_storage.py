@@ -65,6 +65,10 @@ def test_sweep_trains_from_the_stores_and_tables_them(corpus, teacher, tmp_cache
     assert rows[L.FULL]["minus_full"] is None and rows["top-1 + rest"]["seeds"] == 2
     assert rows["top-1 + rest"]["low"] <= rows["top-1 + rest"]["minus_full"] <= rows["top-1 + rest"]["high"]
     assert rows["top-1 + rest"]["bytes_per_position"] == 5
+    (contrast,) = L.rest_vs_renormalised(result)
+    renorm = [r["val_bpc"] for r in result["rows"] if r["arm"] == "top-1 renormalised"]
+    rest = [r["val_bpc"] for r in result["rows"] if r["arm"] == "top-1 + rest"]
+    assert contrast["k"] == 1 and contrast["renormalised_minus_rest"] == pytest.approx(sum(renorm) / 2 - sum(rest) / 2)
     again = L.cached_run(rec, teacher, corpus, progress=False)
     assert again["rows"] == result["rows"]  # from the cache
     stores = list((tmp_cache / "logits").glob("topk-store-*/k1/shard-*.bin"))

@@ -25,7 +25,8 @@ from kd_lessons.generative.transformer import bits_per_char
 from kd_lessons.generative.zoo import make_text_student
 from kd_lessons.recipes import Recipe, check_recipe, pick
 
-__all__ = ["LogitStorageRecipe", "recipe", "arms", "write_stores", "run", "cached_run", "table", "smollm2"]
+__all__ = ["LogitStorageRecipe", "recipe", "arms", "write_stores", "run", "cached_run", "table",
+           "rest_vs_renormalised", "smollm2"]
 
 FULL = "full-vocabulary KD"
 
@@ -179,6 +180,18 @@ def table(result: dict) -> list[dict]:
                     "verdict": None if d is None else stats.verdict(d, higher_is_better=False),
                     "bytes_per_position": size.get("topk_bytes_per_position"),
                     "arithmetic": size.get("arithmetic_bytes_per_position"), "topk_mass": size.get("topk_mass")})
+    return out
+
+
+def rest_vs_renormalised(result: dict) -> list[dict]:
+    """Per k of the contrast: paired 95% interval of renormalised minus rest-bucket bits/char (> 0: rest wins)."""
+    out = []
+    for k in sorted({r["k"] for r in result["rows"] if r["renormalize"]}):
+        renorm, rest = ([r["val_bpc"] for r in sorted(result["rows"], key=lambda r: r["seed"])
+                         if r["k"] == k and r["renormalize"] is flag] for flag in (True, False))
+        d = stats.paired(renorm, rest)
+        out.append({"k": k, "renormalised_minus_rest": d.mean, "low": d.low, "high": d.high, "seeds": d.n,
+                    "verdict": stats.verdict(d, higher_is_better=True)})
     return out
 
 
