@@ -19,6 +19,7 @@ from kd_lessons.exercises.kl_loss import (
     FixTSquared,
     KDLoss,
 )
+from kd_lessons.exercises.logit_store import TopKRestBucket
 from kd_lessons.exercises.method_losses import DKDSplit, RKDDistance
 from kd_lessons.exercises.mutual_step import MutualStep
 from kd_lessons.exercises.on_policy import ClippedRatio, GRPOAdvantage, ReverseKLReward
@@ -39,4 +40,5 @@ __all__ = [
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
     "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
+    "TopKRestBucket",
 ]

@@ -121,6 +121,16 @@ Q76 | - | - | What does the clipped importance ratio in PPO / GRPO do, and when 
 Q77 | - | - | How do RL, SFT on teacher traces and on-policy distillation compare in compute, and what does each
     count?
 Q78 | - | - | When would you expect on-policy distillation to fail, or to lose to plain SFT?
+## LLM distillation in practice
+Q79 | - | - | Why do people store the teacher's top-k log-probs instead of its logits, and what does each cost in
+    bytes?
+Q80 | - | - | What does a rest bucket buy over renormalising the top-k, and how do you compute it without NaNs?
+Q81 | - | - | Teacher and student have different tokenizers of the same size: why does index-matched KL train
+    silently, and why is it wrong?
+Q82 | - | - | How do ULD and alignment through the shared text distil across tokenizers?
+Q83 | - | - | Why is speculative decoding's acceptance rate 1 - TV(p, q), and why does the draft's training
+    divergence matter?
+Q84 | - | - | Why does DistillSpec train the draft on its own samples (on-policy), and what does that need?
 """
 
 
