@@ -121,7 +121,8 @@ LESSONS = {
     "test_exercises_trace_filter.py": (9,), "test_exercises_sequence_kd.py": (9,),
     "test_exercises_on_policy.py": (9,), "test_exercises_cross_tokenizer.py": (9,),
     # lesson 16 (cross-tokenizer KD): name 16 here once notebooks/16_*.ipynb exists (test_course checks the numbers)
-    "test_generative_subword.py": (), "test_generative_cross_tokenizer.py": (), "test_runs_cross_tokenizer_students.py": (),
+    "test_generative_subword.py": (), "test_generative_cross_tokenizer.py": (),
+    "test_runs_cross_tokenizer_students.py": (),
 }
 
 
