@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from kd_lessons.generative import cross_tokenizer as xt
 from kd_lessons.generative.divergences import forward_kl
-from kd_lessons.generative.subword import SubwordVocab
-from kd_lessons.generative.text import CharVocab
+from kd_lessons.generative.subword import SubwordVocab, load_subword_corpus
+from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, sample_windows, split
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.losses import kd_loss
 
@@ -154,3 +154,27 @@ def test_same_tokenizer_losses_name_both_sizes_and_point_here():
         kd_loss(s, t, 2.0)
     with pytest.raises(ValueError, match=r"vocabulary mismatch.* 5 tokens.* 6 .*generative\.cross_tokenizer"):
         forward_kl(s[None], t[None])
+
+
+def test_teacher_view_reads_the_corpus_at_the_windows_offset(tmp_path, monkeypatch, one_thread):
+    """On the real corpus and a trained BPE: the teacher's characters are the text where the token window starts."""
+    try:
+        text = load_text("shakespeare")[:20_000]
+    except DataUnavailableError as exc:
+        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    chars = CharVocab.from_text(text)
+    data = chars.encode(text)
+    sub = load_subword_corpus(Corpus("shakespeare", text, chars, data, *split(data, 0.2)), 300)
+    align = xt.CharAlignment(sub.vocab, chars)
+    offsets = sub.offsets(sub.train)
+    x, y = sample_windows(sub.train, 12, 5, generator=torch.Generator().manual_seed(0))
+    starts = [int(torch.nonzero((sub.train.unfold(0, 12, 1) == row).all(1))[0]) for row in x]
+    view, rows, mask = align.teacher_view(x, 24)
+    for b, k in enumerate(starts):
+        n = min(24, int(offsets[k + 12] - offsets[k]))  # the window's own text, then zeros the rows never use
+        assert torch.equal(view[b, :n], data[offsets[k]:offsets[k] + n]) and not view[b, n:].any()
+        for j in range(12):  # row j predicts the first character of y[b, j], the token after x[b, :j + 1]
+            if mask[b, j]:
+                assert offsets[k + j + 1] - offsets[k] - 1 == rows[b, j]
+                assert chars.chars[int(data[offsets[k] + rows[b, j] + 1])] == sub.vocab.strings[int(y[b, j])][0]
