@@ -78,9 +78,14 @@ def check_logits(student_logits, teacher_logits) -> None:
     check_float("student_logits", student_logits, ndim=2)
     check_float("teacher_logits", teacher_logits, ndim=2)
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits has shape {list(student_logits.shape)} but teacher_logits "
-                         f"has shape {list(teacher_logits.shape)}; both must be [batch_size, "
-                         "num_classes] for the same batch and the same classes.")
+        s, t = list(student_logits.shape), list(teacher_logits.shape)
+        vocab = ""
+        if s[0] == t[0]:
+            vocab = (f" The student has {s[1]} classes and the teacher {t[1]}: a KD loss compares the same classes "
+                     "in the same order. Models with different vocabularies (tokenizers) need a cross-tokenizer "
+                     "loss: kd_lessons.generative.cross_tokenizer (uld_loss, alignment_loss).")
+        raise ValueError(f"student_logits has shape {s} but teacher_logits has shape {t}; both must be "
+                         f"[batch_size, num_classes] for the same batch and the same classes.{vocab}")
 
 
 def check_labels(y, batch_size: int, num_classes: int) -> None:

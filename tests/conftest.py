@@ -121,7 +121,10 @@ LESSONS = {
     "test_exercises_method_losses.py": (9,), "test_exercises_bn_statistics.py": (9,),
     "test_exercises_trace_filter.py": (9,), "test_exercises_sequence_kd.py": (9,),
     "test_exercises_on_policy.py": (9,), "test_exercises_logit_store.py": (9,),
+    "test_exercises_cross_tokenizer.py": (9,),
     "test_generative_logit_store.py": (16,), "test_runs_logit_storage.py": (16,),
+    "test_generative_subword.py": (16,), "test_generative_cross_tokenizer.py": (16,),
+    "test_runs_cross_tokenizer_students.py": (16,),
 }
 
 

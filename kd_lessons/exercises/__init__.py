@@ -8,6 +8,7 @@ modelled on the source articles' mistakes, summarised in docs/references.md.
 from kd_lessons.exercises.bn_statistics import BNStatisticsLoss
 from kd_lessons.exercises.caching import FixCachedLogits
 from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
+from kd_lessons.exercises.cross_tokenizer import ULDLoss
 from kd_lessons.exercises.hint_loss import HintLoss, MakeHintRegressor
 from kd_lessons.exercises.kl_loss import (
     FixLogProbs,
@@ -39,6 +40,6 @@ __all__ = [
     "DKDSplit", "RKDDistance", "MutualStep",
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
-    "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
+    "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio", "ULDLoss",
     "TopKRestBucket",
 ]

@@ -14,5 +14,7 @@ tokens_per_second), `lm` (train_lm: the one training loop, with a loss_fn hook f
 `transfer_data` (what the teacher prepares once for them: transfer corpus, top-k pool; CostMeter),
 `pretrained` (optional: SmolLM2-135M as a real-LLM teacher through its top-k log-probs; extra `llm`),
 `scratchpad` (addition with a scratchpad for notebook 13_reasoning_distillation) and `kv_cache`
-(generation with a key/value cache, for the many traces notebook 13 writes).
+(generation with a key/value cache, for the many traces notebook 13 writes), `subword` (a byte-level BPE
+trained on the corpus, bits per character of token models) and `cross_tokenizer` (index-matched KL, ULD and
+first-character alignment between a character teacher and a BPE student; lesson 16).
 """

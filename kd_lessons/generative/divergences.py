@@ -56,8 +56,8 @@ def check_pair(student_logits, teacher_logits) -> None:
     if s[:-1] == t[:-1] and s[-1] != t[-1]:
         raise ValueError(f"vocabulary mismatch: the student's logits have {s[-1]} tokens (shape {s}) but the "
                          f"teacher's have {t[-1]} (shape {t}); per-token KD needs one shared tokenizer (same "
-                         "tokens in the same order). Build the student with the teacher's vocabulary, or map "
-                         "the two tokenizers onto each other first (tokenizer mismatch, notebook 10).")
+                         "tokens in the same order). Build the student with the teacher's vocabulary, or use a "
+                         "cross-tokenizer loss: kd_lessons.generative.cross_tokenizer (uld_loss, alignment_loss).")
     if s != t:
         raise ValueError(f"student_logits has shape {s} but teacher_logits has shape {t}; both must be "
                          "[..., vocab_size] for the same sequences and positions (same batch, same length).")
@@ -203,7 +203,8 @@ def _check_topk(student_logits, topk_idx, topk_lp) -> None:
     _check_k(topk_idx.shape[-1], vocab)
     if bool((topk_idx < 0).any()) or bool((topk_idx >= vocab).any()):
         raise ValueError(f"topk_idx holds ids from {int(topk_idx.min())} to {int(topk_idx.max())} but the student "
-                         f"has a vocabulary of {vocab}: teacher and student must share one tokenizer.")
+                         f"has a vocabulary of {vocab}: teacher and student must share one tokenizer (different "
+                         "tokenizers: kd_lessons.generative.cross_tokenizer).")
     ordered = topk_idx.sort(dim=-1).values
     if bool((ordered[..., 1:] == ordered[..., :-1]).any()):
         raise ValueError("topk_idx repeats a token id within one position; each of the k ids must differ.")
