@@ -198,3 +198,7 @@ def test_result_figures_and_their_input_checks():
     assert [round(y, 3) for y in ax.lines[0].get_ydata()] == [0.2, -0.1]  # the means, in size order
     with pytest.raises(ValueError, match="distinct_written, mean, low, high"):
         gplots.seq_kd_sizes(table)
+    curves = gplots.loss_curves({0: [3.0, 2.0, 1.5], 1: [3.1, 2.2]}, "a loss")
+    assert [len(line.get_ydata()) for line in curves.axes[0].lines] == [3, 2]
+    with pytest.raises(ValueError, match="seed"):
+        gplots.loss_curves({}, "empty")

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from kd_lessons.plots import new_figure as _figure
 
-__all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep", "seq_kd_sizes"]
+__all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep", "seq_kd_sizes",
+           "loss_curves"]
 
 _COLORS = {"forward": "#1f77b4", "reverse": "#d62728", "jsd": "#2ca02c"}
 
@@ -92,7 +93,8 @@ def topk_mass(mass: dict) -> Figure:
     return fig
 
 
-def topk_sweep(sweep, baseline: float | None = None, value: str = "val_bpc") -> Figure:
+def topk_sweep(sweep, baseline: float | None = None, value: str = "val_bpc", title: str = "top-k KD, one seed",
+               baseline_label: str = "scratch (same seed)") -> Figure:
     """Held-out bits/char against k, renormalised vs with a rest bucket (one seed). Notebook 10_generative_kd."""
     if not {"k", "renormalize", value} <= set(sweep.columns):
         raise ValueError(f"pass the sweep rows (columns k, renormalize, {value}), got {list(sweep.columns)}")
@@ -101,8 +103,8 @@ def topk_sweep(sweep, baseline: float | None = None, value: str = "val_bpc") -> 
     for renormalize, rows in sweep.sort_values("k").groupby("renormalize"):
         ax.semilogx(rows["k"], rows[value], "o-", label="renormalised" if renormalize else "rest bucket")
     if baseline is not None:
-        ax.axhline(baseline, color="grey", ls="--", label="scratch (same seed)")
-    ax.set(xlabel="k", ylabel="held-out bits/char", title="top-k KD, one seed")
+        ax.axhline(baseline, color="grey", ls="--", label=baseline_label)
+    ax.set(xlabel="k", ylabel="held-out bits/char", title=title)
     ax.legend(fontsize=8)
     return fig
 
@@ -127,5 +129,18 @@ def seq_kd_sizes(points, token=None, scratch_positions: int | None = None) -> Fi
         ax.axvline(scratch_positions, color="#888888", ls=":", label="positions scratch trains on")
     ax.set(xlabel="distinct characters the teacher wrote (log)", ylabel="held-out bits/char, minus scratch",
            title="sequence-level KD with more teacher text (paired per seed)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def loss_curves(curves: dict, title: str, ylabel: str = "loss (nats)") -> Figure:
+    """One line per seed of a loss against the step: does it fall? Notebook 16 (index-matched KL trains)."""
+    if not curves:
+        raise ValueError("pass {seed: [loss per step]}, e.g. from a cross_tokenizer_students run's logs")
+    fig = _figure(6.0, 3.0)
+    ax = fig.add_subplot()
+    for seed, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, lw=1, label=f"seed {seed}")
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
     ax.legend(fontsize=7)
     return fig
