@@ -31,7 +31,7 @@ KEYS = {
         "grid:mnist": "376e34221b3b",
         "few_labels:fashion_mnist": "c26a876b6ab3",
         "grid:fashion_mnist": "3d6bc2eb969f",
-        "lm_students": "1f7bad1a8e93",
+        "lm_students": "edce1b3da35d",  # seq_sweep added (issue 24, F5)
         "trace_students": "6c5091e9c692",
     },
     "full": {
@@ -52,7 +52,7 @@ KEYS = {
         "grid:mnist": "f056403267ee",
         "few_labels:fashion_mnist": "08ae565fa95d",
         "grid:fashion_mnist": "41a0e3e95a2f",
-        "lm_students": "ef453b11efc8",
+        "lm_students": "016d02b2b55b",  # seq_sweep added (issue 24, F5)
         "trace_students": "8e7e3e251eee",
     },
 }
