@@ -119,7 +119,8 @@ LESSONS = {
     "test_exercises_step.py": (9,), "test_exercises_hint_loss.py": (9,), "test_exercises_caching.py": (9,),
     "test_exercises_method_losses.py": (9,), "test_exercises_bn_statistics.py": (9,),
     "test_exercises_trace_filter.py": (9,), "test_exercises_sequence_kd.py": (9,),
-    "test_exercises_on_policy.py": (9,),
+    "test_exercises_on_policy.py": (9,), "test_exercises_speculative.py": (9,),
+    "test_generative_speculative.py": (9, 16), "test_runs_speculative_drafts.py": (16,),
 }
 
 
