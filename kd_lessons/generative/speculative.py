@@ -241,9 +241,17 @@ def acceptance_rate(target_logits: torch.Tensor, draft_logits: torch.Tensor, T: 
     return torch.minimum(p, q).sum(-1)
 
 
-def exact_alpha(target: CharTransformer, draft: CharTransformer, windows: torch.Tensor, T: float = 1.0) -> float:
-    """Mean of 1 - TV(p, q) over every position of the windows [B, L] (held-out text, or target samples)."""
+def exact_alpha(target: CharTransformer, draft: CharTransformer, windows: torch.Tensor, T: float = 1.0,
+                from_position: int = 0) -> float:
+    """Mean of 1 - TV(p, q) over the windows [B, L] (held-out text, or target samples), positions >= from_position.
+
+    Lesson 16. Position t predicts id t + 1: for samples after a prompt of P ids, from_position=P - 1 scores
+    the generated ids only.
+    """
     _check(target, draft, 1, T)
+    if not 0 <= from_position < windows.shape[-1]:
+        raise ValueError(f"from_position={from_position!r}: use 0..{windows.shape[-1] - 1} (the windows' positions)")
     with _inference(target, draft):
         x = windows.to(_device(target))
-        return float(acceptance_rate(target(x), draft(x.to(_device(draft))).to(x.device), T).mean())
+        rate = acceptance_rate(target(x), draft(x.to(_device(draft))).to(x.device), T)
+        return float(rate[:, from_position:].mean())
