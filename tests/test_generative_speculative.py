@@ -178,3 +178,13 @@ def test_bad_input_says_what_to_do(pair, kwargs, words):
         args["draft"] = tiny(2, vocab=6)
     with pytest.raises(ValueError, match=words):
         sp.speculative_generate(**args)
+
+
+def test_exact_alpha_from_a_position_scores_only_the_later_ones(pair):
+    target, draft = pair
+    windows = torch.randint(0, V, (3, 6), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        rate = sp.acceptance_rate(target(windows), draft(windows))
+    assert sp.exact_alpha(target, draft, windows, from_position=2) == pytest.approx(float(rate[:, 2:].mean()))
+    with pytest.raises(ValueError, match="from_position=6"):
+        sp.exact_alpha(target, draft, windows, from_position=6)
