@@ -49,15 +49,15 @@ def main() -> None:
         drafts[name], seconds, _ = sd.train_draft(name, teacher, corpus, rec, seed=0)
         print(f"trained draft {name!r} ({rec.steps} steps, {seconds:.1f} s)", flush=True)
     prompts = sample_windows(corpus.val, rec.prompt_len, rec.prompts, generator=torch.Generator().manual_seed(1234))[0]
-    sd._decode(teacher, drafts[rec.drafts[0]], prompts, rec, gammas[0], 0)  # warm-up
+    sd.timed_decode(teacher, drafts[rec.drafts[0]], prompts, rec, gammas[0], 0)  # warm-up
     print(f"\n{'decoding':<28s} {'gamma':>5s} {'tok/s wall':>11s} {'x':>6s} {'tok/s CPU':>10s} {'x':>6s} "
           f"{'alpha':>6s} {'ids/call':>8s}")
     for gamma in gammas:
-        base = sd._decode(teacher, None, prompts, rec, gamma, gamma)
+        base = sd.timed_decode(teacher, None, prompts, rec, gamma, gamma)
         wall, cpu = base["new_tokens"] / base["seconds"], base["new_tokens"] / base["cpu_seconds"]
         print(f"{'target only':<28s} {'-':>5s} {wall:11.1f} {1.0:5.2f}x {cpu:10.1f} {1.0:5.2f}x {'':>6s} {1.0:8.2f}")
         for name, draft in drafts.items():
-            out = sd._decode(teacher, draft, prompts, rec, gamma, gamma)
+            out = sd.timed_decode(teacher, draft, prompts, rec, gamma, gamma)
             w, c = out["new_tokens"] / out["seconds"], out["new_tokens"] / out["cpu_seconds"]
             alpha = out["accepted"] / max(out["accepted"] + out["rejected"], 1)
             print(f"{'speculative, ' + name:<28s} {gamma:5d} {w:11.1f} {w / wall:5.2f}x {c:10.1f} {c / cpu:5.2f}x "

@@ -1,18 +1,17 @@
-"""Distilled drafts for speculative decoding: acceptance and real speed of three drafts of one size, per seed.
+"""Distilled drafts for speculative decoding: acceptance and real speed of drafts of one size, per seed.
 
-Introduced in lesson 16 (DistillSpec, Zhou et al., 2024). The target is the course's text teacher
-(zoo.get_text_teacher); every draft is a zoo "tiny" student with the seed's init and the same step budget:
-"scratch" (cross-entropy on the corpus), "token KD" (forward KL on corpus windows: off-policy distillation),
-"on-policy FKL" (DistillSpec: the draft samples continuations, the target scores every sampled position,
-forward KL) and "on-policy TVD" (the same data, total variation: the acceptance rate is 1 - TV, so this loss
-targets it directly). Measured per draft and seed: the exact acceptance alpha = mean of 1 - TV(p, q) on held-out
-text and on the target's own samples (the contexts speculative decoding sees), held-out bits/char, and for each
-gamma the counts and tokens/s of real speculative runs beside target-only decoding timed in the same loop
-(same prompts), as wall-clock and as CPU time (this thread's: other work on a shared machine does not enter
-it), with the theoretical speedup from the measured alpha and cost ratio c, and a cost model that also counts
-what the target's (gamma + 1)-position verifying call costs here. Each seed
-redraws the init, batch order, samples and target samples; the held-out windows and prompts are fixed. The
-result (plain data) is cached (kind "sweeps") by recipe, seeds, mode and the teacher's weights.
+Introduced in lesson 16 (DistillSpec, Zhou et al., 2024). The target is the course's text teacher; every draft
+is a zoo "tiny" student with the seed's init and the same step budget: "scratch" (cross-entropy), "token KD"
+(forward KL on corpus windows: off-policy), "on-policy FKL" (DistillSpec: the draft samples, the target scores
+every sampled position), "on-policy TVD" (the same data with total variation, since the acceptance rate is
+1 - TV) and WARM_START (token KD for half the steps, then on-policy TVD: DistillSpec distils a trained draft).
+Measured per draft and seed: the exact alpha = mean 1 - TV(p, q) on held-out text and on the target's own
+samples (the contexts decoding sees), bits/char, and per gamma the counts and tokens/s of real speculative runs
+beside target-only decoding timed in the same loop, by wall clock and by CPU time (this thread's, which other
+work on a shared machine does not enter), with the theoretical speedup from the measured alpha and cost ratio
+c and a cost model that also counts the target's (gamma + 1)-position call. Each seed redraws init, batch
+order and samples; held-out windows and prompts are fixed. Cached (kind "sweeps") by recipe, seeds, mode and
+the teacher's weights.
 """
 from __future__ import annotations
 
@@ -33,10 +32,11 @@ from kd_lessons.generative.transformer import bits_per_char
 from kd_lessons.generative.zoo import make_text_student
 from kd_lessons.recipes import Recipe, check_recipe, pick
 
-__all__ = ["DRAFTS", "SpecDraftsRecipe", "recipe", "total_variation", "OnPolicyTVD", "train_draft", "run",
-           "cached_run", "alpha_table", "speed_table", "paired_alpha"]
+__all__ = ["DRAFTS", "WARM_START", "SpecDraftsRecipe", "recipe", "total_variation", "OnPolicyTVD", "train_draft", "run",
+           "call_seconds", "timed_decode", "cached_run", "alpha_table", "speed_table", "paired_alpha"]
 
-DRAFTS = ("scratch", "token KD", "on-policy FKL", "on-policy TVD")
+WARM_START = "token KD, then on-policy TVD"  # DistillSpec's order: a distilled draft first, then its own samples
+DRAFTS = ("scratch", "token KD", "on-policy FKL", "on-policy TVD", WARM_START)
 
 
 @dataclass(frozen=True)
@@ -115,14 +115,18 @@ def train_draft(name: str, teacher, corpus: Corpus, rec: SpecDraftsRecipe, seed:
     if name not in DRAFTS:
         raise ValueError(f"draft {name!r}: use one of {DRAFTS}")
     draft = make_text_student(corpus.vocab_size, rec.size, seed=seed, context=rec.context)
-    cpu_start = time.thread_time()
-    history = train_lm(draft, corpus.train, rec.steps, lr=rec.lr, batch_size=rec.batch_size,
-                       loss_fn=_loss(name, teacher, rec, seed),
-                       options=LMOptions(context=rec.context, seed=seed, progress=False, desc=name))
-    return draft.eval(), history["seconds"], time.thread_time() - cpu_start
+    cpu_start, seconds = time.thread_time(), 0.0
+    warm = min(rec.steps - 1, max(1, rec.steps // 2))
+    phases = [("token KD", warm), ("on-policy TVD", rec.steps - warm)] if name == WARM_START else [(name, rec.steps)]
+    for phase, steps in phases:  # a warm start: a new warm-up and cosine schedule and fresh AdamW moments
+        history = train_lm(draft, corpus.train, steps, lr=rec.lr, batch_size=rec.batch_size,
+                           loss_fn=_loss(phase, teacher, rec, seed),
+                           options=LMOptions(context=rec.context, seed=seed, progress=False, desc=name))
+        seconds += history["seconds"]
+    return draft.eval(), seconds, time.thread_time() - cpu_start
 
 
-def _call_seconds(model, prompt: torch.Tensor, calls: int, width: int = 1) -> float:
+def call_seconds(model, prompt: torch.Tensor, calls: int, width: int = 1) -> float:
     """Median CPU seconds (this thread's) of one cached forward call on `width` new positions after the prompt.
 
     width 1 is the per-id cost; CPU time, not wall time, so other processes on the cores do not enter c.
@@ -138,8 +142,8 @@ def _call_seconds(model, prompt: torch.Tensor, calls: int, width: int = 1) -> fl
     return float(torch.tensor(times).median())
 
 
-def _decode(target, draft, prompts, rec, gamma, seed):
-    """Counts and seconds of speculative (draft given) or target-only decoding of every prompt.
+def timed_decode(target, draft, prompts, rec: SpecDraftsRecipe, gamma: int, seed: int) -> dict:
+    """Counts and seconds of speculative (draft given) or target-only (draft None) decoding of every prompt.
 
     The same ids rec.repeats times (the generator reseeded each time); seconds is the fastest repeat's wall
     time, the one least disturbed by other work on the machine, cpu_seconds its CPU time (this thread's).
@@ -166,11 +170,11 @@ def _seed_rows(teacher, corpus, rec, seed, fixed) -> tuple[list, list]:
     samples = torch.stack([cached_generate(teacher, p, rec.context - rec.prompt_len, T=rec.T, generator=g)
                            for p in sample_windows(corpus.val, rec.prompt_len, rec.alpha_samples, generator=g)[0]])
     drafts, rows = {}, []
-    target_call = _call_seconds(teacher, prompts[0], rec.timing_calls)
+    target_call = call_seconds(teacher, prompts[0], rec.timing_calls)
     for name in rec.drafts:
         draft, seconds, cpu_seconds = train_draft(name, teacher, corpus, rec, seed)
         drafts[name] = draft
-        draft_call = _call_seconds(draft, prompts[0], rec.timing_calls)
+        draft_call = call_seconds(draft, prompts[0], rec.timing_calls)
         rows.append({"seed": seed, "draft": name, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
                      "val_bpc": bits_per_char(draft, corpus.val, rec.context, max_chars=rec.eval_chars),
                      "alpha_heldout": sp.exact_alpha(teacher, draft, windows, rec.T),
@@ -179,10 +183,10 @@ def _seed_rows(teacher, corpus, rec, seed, fixed) -> tuple[list, list]:
                      "c": draft_call / target_call})
     speed = []
     for gamma in rec.gammas:  # the baseline is timed inside the same loop, right before the drafts
-        verify_cost = _call_seconds(teacher, prompts[0], rec.timing_calls, gamma + 1) / target_call
-        base = _decode(teacher, None, prompts, rec, gamma, seed * 100 + gamma)
+        verify_cost = call_seconds(teacher, prompts[0], rec.timing_calls, gamma + 1) / target_call
+        base = timed_decode(teacher, None, prompts, rec, gamma, seed * 100 + gamma)
         for row in rows:
-            out = _decode(teacher, drafts[row["draft"]], prompts, rec, gamma, seed * 100 + gamma)
+            out = timed_decode(teacher, drafts[row["draft"]], prompts, rec, gamma, seed * 100 + gamma)
             alpha = sp.alpha_from_counts(out["accepted"], out["rejected"])
             speed.append({"seed": seed, "draft": row["draft"], "gamma": gamma, **out, "alpha_hat": alpha,
                           "target_seconds": base["seconds"], "target_cpu_seconds": base["cpu_seconds"],
@@ -258,15 +262,21 @@ def alpha_table(result: dict) -> pd.DataFrame:
 
 
 def speed_table(result: dict) -> pd.DataFrame:
-    """Per draft and gamma: mean over seeds of tokens/s (target-only beside speculative), speedups. Lesson 16."""
-    cols = ["target_tokens_per_s", "tokens_per_s", "speedup", "cpu_speedup", "theoretical_speedup",
-            "cost_model_speedup",
-            "verify_cost", "tokens_per_call",
-            "expected_tokens_per_call", "alpha_hat"]
+    """Per draft and gamma, means over seeds: tokens/s (wall, CPU) of target-only beside speculative, speedups.
+
+    Lesson 16. speedup / cpu_speedup: target-only seconds over speculative seconds (wall clock / CPU time);
+    theoretical_speedup: Leviathan et al.'s formula from the measured alpha and c; cost_model_speedup: the same
+    with the measured cost of the target's (gamma + 1)-position call.
+    """
     df = pd.DataFrame(result["speed"])
+    df = df.assign(target_cpu_tokens_per_s=df["new_tokens"] / df["target_cpu_seconds"],
+                   cpu_tokens_per_s=df["new_tokens"] / df["cpu_seconds"])
+    cols = ["target_tokens_per_s", "tokens_per_s", "speedup", "target_cpu_tokens_per_s", "cpu_tokens_per_s",
+            "cpu_speedup", "theoretical_speedup", "cost_model_speedup", "verify_cost", "tokens_per_call",
+            "expected_tokens_per_call", "alpha_hat"]
     out = df.groupby(["draft", "gamma"], sort=False)[cols].mean().reset_index()
-    spread = df.groupby(["draft", "gamma"], sort=False)["speedup"].apply(lambda v: _interval(v).half_width)
-    return out.assign(speedup_half_width=spread.to_numpy())
+    spread = df.groupby(["draft", "gamma"], sort=False)["cpu_speedup"].apply(lambda v: _interval(v).half_width)
+    return out.assign(cpu_speedup_half_width=spread.to_numpy())
 
 
 def paired_alpha(result: dict, draft: str, baseline: str = "scratch", value: str = "alpha_target") -> stats.Interval:
