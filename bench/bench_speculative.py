@@ -50,17 +50,17 @@ def main() -> None:
         print(f"trained draft {name!r} ({rec.steps} steps, {seconds:.1f} s)", flush=True)
     prompts = sample_windows(corpus.val, rec.prompt_len, rec.prompts, generator=torch.Generator().manual_seed(1234))[0]
     sd.timed_decode(teacher, drafts[rec.drafts[0]], prompts, rec, gammas[0], 0)  # warm-up
-    print(f"\n{'decoding':<28s} {'gamma':>5s} {'tok/s wall':>11s} {'x':>6s} {'tok/s CPU':>10s} {'x':>6s} "
+    print(f"\n{'decoding':<40s} {'gamma':>5s} {'tok/s wall':>11s} {'x':>6s} {'tok/s CPU':>10s} {'x':>6s} "
           f"{'alpha':>6s} {'ids/call':>8s}")
     for gamma in gammas:
         base = sd.timed_decode(teacher, None, prompts, rec, gamma, gamma)
         wall, cpu = base["new_tokens"] / base["seconds"], base["new_tokens"] / base["cpu_seconds"]
-        print(f"{'target only':<28s} {'-':>5s} {wall:11.1f} {1.0:5.2f}x {cpu:10.1f} {1.0:5.2f}x {'':>6s} {1.0:8.2f}")
+        print(f"{'target only':<40s} {'-':>5s} {wall:11.1f} {1.0:5.2f}x {cpu:10.1f} {1.0:5.2f}x {'':>6s} {1.0:8.2f}")
         for name, draft in drafts.items():
             out = sd.timed_decode(teacher, draft, prompts, rec, gamma, gamma)
             w, c = out["new_tokens"] / out["seconds"], out["new_tokens"] / out["cpu_seconds"]
             alpha = out["accepted"] / max(out["accepted"] + out["rejected"], 1)
-            print(f"{'speculative, ' + name:<28s} {gamma:5d} {w:11.1f} {w / wall:5.2f}x {c:10.1f} {c / cpu:5.2f}x "
+            print(f"{'speculative, ' + name:<40s} {gamma:5d} {w:11.1f} {w / wall:5.2f}x {c:10.1f} {c / cpu:5.2f}x "
                   f"{alpha:6.3f} {out['new_tokens'] / out['target_calls']:8.2f}", flush=True)
     print("\nx: tokens/s over target-only's in the same gamma block. Speculative decoding pays when the draft is "
           "cheap next to the target and the target's (gamma + 1)-position call costs about what a 1-position "
