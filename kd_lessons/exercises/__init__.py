@@ -27,6 +27,7 @@ from kd_lessons.exercises.on_policy import ClippedRatio, GRPOAdvantage, ReverseK
 from kd_lessons.exercises.questions import QUESTIONS
 from kd_lessons.exercises.sequence_kd import GeneralizedJSD, SequenceReverseKL, TopKRenormalized
 from kd_lessons.exercises.sequence_kd_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
+from kd_lessons.exercises.speculative import SpeculativeAccept
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
 from kd_lessons.exercises.teacher_sequences import TeacherSequences
 from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
@@ -40,6 +41,6 @@ __all__ = [
     "DKDSplit", "RKDDistance", "MutualStep",
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
-    "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio", "ULDLoss",
-    "TopKRestBucket",
+    "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
+    "SpeculativeAccept", "ULDLoss", "TopKRestBucket",
 ]
