@@ -87,7 +87,7 @@ def cifar_standin(tmp_path, monkeypatch):
 # the notebooks' `from kd_lessons...` lines). EVERY marks the plumbing each lesson runs on (settings, cache, locks,
 # the notebooks' own hygiene). A notebook belongs to the lesson of its number (notebooks/solutions/ too), so a new
 # lesson needs no entry; a new test file does (tests/test_course.py fails until it has one).
-EVERY = tuple(range(16))
+EVERY = tuple(range(17))
 LESSONS = {
     "test_app.py": (0,), "test_lab_settings.py": (0,),
     "test_app_browser.py": (0,), "test_app_jobs.py": (0,), "test_load_app.py": (0,),
