@@ -136,3 +136,31 @@ def sample_size_note(d: Interval, margin: float) -> str:
     need = seeds_for(std, margin)
     return (f"{d}: half-width {d.half_width:.3g} with {d.n} seeds; about {need} seeds would bring it to "
             f"{margin:.3g} at this spread")
+
+
+def chi_square_p(counts, expected_probs) -> float:
+    """Pearson's chi-square p-value of counts against exact probabilities (cells expecting < 5 pooled). Notebook 16.
+
+    Tests "these samples come from that distribution" (notebook 16: speculative sampling is exact); a p-value
+    below the chosen false-alarm rate rejects it.
+    """
+    import torch  # only this test needs the regularised incomplete gamma function
+
+    o = torch.as_tensor(counts, dtype=torch.double).flatten()
+    probs = torch.as_tensor(expected_probs, dtype=torch.double).flatten()
+    if o.shape != probs.shape or (o < 0).any() or not o.sum() > 0 or (probs < 0).any() \
+            or abs(float(probs.sum()) - 1) > 1e-6:
+        raise ValueError(f"counts ({tuple(o.shape)}, >= 0, not all 0) and expected_probs ({tuple(probs.shape)}, "
+                         ">= 0, summing to 1) must describe the same cells")
+    e = probs * o.sum()
+    small = e < 5
+    if small.any():
+        e, o = torch.cat([e[~small], e[small].sum()[None]]), torch.cat([o[~small], o[small].sum()[None]])
+    keep = e > 0
+    if (o[~keep] > 0).any():
+        return 0.0  # a count where the distribution puts no mass: impossible under it
+    e, o = e[keep], o[keep]
+    if len(e) < 2:
+        return 1.0  # one cell: every sample agrees
+    stat = ((o - e) ** 2 / e).sum()
+    return float(torch.special.gammaincc(torch.tensor((len(e) - 1) / 2, dtype=torch.double), stat / 2))

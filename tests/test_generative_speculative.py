@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from kd_lessons.generative import speculative as sp
 from kd_lessons.generative.kv_cache import cached_generate
 from kd_lessons.generative.transformer import CharTransformer
+from kd_lessons.stats import chi_square_p
 
 V, PROMPT, FALSE_ALARM = 5, torch.tensor([1, 3]), 1e-3
 
@@ -42,17 +43,6 @@ def exact_joint(target, prompt, T):
         both = torch.cat([prompt.repeat(V, 1), torch.arange(V)[:, None]], dim=1)
         p2 = F.softmax(target(both)[:, -1] / T, -1)
     return (p1[:, None] * p2).double()
-
-
-def chi_square_p(counts: torch.Tensor, expected_probs: torch.Tensor) -> float:
-    """Pearson's chi-square p-value; cells expecting fewer than 5 are pooled into one."""
-    n = counts.sum()
-    e, o = expected_probs.flatten() * n, counts.flatten().double()
-    small = e < 5
-    e = torch.cat([e[~small], e[small].sum()[None]]) if small.any() else e
-    o = torch.cat([o[~small], o[small].sum()[None]]) if small.any() else o
-    stat = ((o - e) ** 2 / e).sum()
-    return float(torch.special.gammaincc(torch.tensor((len(e) - 1) / 2, dtype=torch.double), stat / 2))
 
 
 def sample_counts(target, draft, gamma, T, n, seed=0):

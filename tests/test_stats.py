@@ -95,3 +95,20 @@ def test_bad_margin_and_df_are_refused():
         stats.verdict(stats.paired([1, 2], [0, 0]), margin=0)
     with pytest.raises(ValueError, match="degrees of freedom"):
         stats.t_quantile_975(0)
+
+
+def test_chi_square_p_against_known_quantiles():
+    # df = 1: a statistic of 3.841 is the 95% quantile; two cells of 100 expected each, 100 +- d: 2 d^2 / 100
+    d = (3.841 * 50) ** 0.5
+    counts = torch.tensor([100 + d, 100 - d])
+    assert stats.chi_square_p(counts, torch.tensor([0.5, 0.5])) == pytest.approx(0.05, abs=2e-3)
+    assert stats.chi_square_p(torch.tensor([50, 50]), torch.tensor([0.5, 0.5])) == pytest.approx(1.0)
+    assert stats.chi_square_p(torch.tensor([0, 10]), torch.tensor([1.0, 0.0])) == 0.0     # impossible counts
+    # 6 cells (df = 5): the 99.9% quantile is 20.515
+    e = torch.full((6,), 100.0)
+    o = e.clone()
+    o[0] += (20.515 * 100 / 2) ** 0.5  # the statistic: 2 d^2 / 100 = 20.515
+    o[1] -= (20.515 * 100 / 2) ** 0.5
+    assert stats.chi_square_p(o, e / e.sum()) == pytest.approx(1e-3, rel=0.01)
+    with pytest.raises(ValueError, match="same cells"):
+        stats.chi_square_p(torch.tensor([1, 2]), torch.tensor([0.3, 0.3, 0.4]))
