@@ -202,3 +202,9 @@ def test_result_figures_and_their_input_checks():
     assert [len(line.get_ydata()) for line in curves.axes[0].lines] == [3, 2]
     with pytest.raises(ValueError, match="seed"):
         gplots.loss_curves({}, "empty")
+    speed = pd.DataFrame([{"draft": d, "gamma": g, "cpu_speedup": 1.0 / g, "theoretical_speedup": 1.1 / g}
+                          for d in ("a", "b") for g in (1, 2, 4)])
+    fig = gplots.speedups(speed, ["a", "b"])
+    assert len(fig.axes[0].lines) == 5   # measured and theory per draft, and the break-even line
+    with pytest.raises(ValueError, match="speed_table"):
+        gplots.speedups(table, ["a"])

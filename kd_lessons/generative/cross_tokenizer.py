@@ -54,7 +54,7 @@ def check_cross_pair(student_logits, teacher_logits, same_positions: bool = True
 
 
 def index_matched_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T=1.0) -> torch.Tensor:
-    """The silent failure: forward KL over truncated vocabularies, positions by index (TRL #2215, #4562). Lesson 16.
+    """The silent failure: forward KL over truncated vocabularies, positions by index (TRL #2215, #4562). Notebook 16.
 
     student_logits [B, Ls, Vs], teacher_logits [B, Lt, Vt]: both cut to the first min(Ls, Lt) positions and the
     first min(Vs, Vt) vocabulary entries, then KL(softmax(teacher / T) || softmax(student / T)), mean per position.
@@ -71,7 +71,7 @@ def index_matched_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 def uld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T=1.0, mask=None,
              reduction: str = "mean") -> torch.Tensor:
-    """ULD (Boizard et al., 2024): L1 between sorted, zero-padded probability vectors per position. Lesson 16.
+    """ULD (Boizard et al., 2024): L1 between sorted, zero-padded probability vectors per position. Notebook 16.
 
     p = softmax(teacher / T), q = softmax(student / T) over their own vocabularies; both sorted descending,
     the shorter padded with zeros to max(Vs, Vt); loss = sum_i |q_(i) - p_(i)| per position (reduced over
@@ -88,7 +88,7 @@ def uld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T=1.0, 
 
 
 def first_char_marginal(student_logits: torch.Tensor, first_char: torch.Tensor, T=1.0) -> torch.Tensor:
-    """q(c) = sum of softmax(student / T) over tokens whose text starts with character c: [..., C]. Lesson 16.
+    """q(c) = sum of softmax(student / T) over tokens whose text starts with character c: [..., C]. Notebook 16.
 
     first_char: a [Vs, C] 0/1 matrix (CharAlignment.first_char). Tokens starting with a character outside the
     teacher's vocabulary (e.g. lone bytes) belong to no column, so q sums to at most 1.
@@ -99,7 +99,7 @@ def first_char_marginal(student_logits: torch.Tensor, first_char: torch.Tensor, 
 
 def alignment_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, first_char: torch.Tensor, T=1.0,
                    mask=None, reduction: str = "mean") -> torch.Tensor:
-    """KL(teacher's next character || the student's first-character marginal) at aligned positions. Lesson 16.
+    """KL(teacher's next character || the student's first-character marginal) at aligned positions. Notebook 16.
 
     student_logits [..., Vs] at token boundaries, teacher_logits [..., C] at the same text prefixes
     (CharAlignment.teacher_view), first_char [Vs, C]. Zero exactly when q(c) = p_T(c) for every c.
@@ -129,7 +129,7 @@ class CharAlignment:
         self.single_char_ids = subword.single_char_ids(chars)      # [C]: where tokens coincide (-1: none)
 
     def teacher_view(self, x: torch.Tensor, teacher_context: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(chars [B, Ct], rows [B, L], mask [B, L]) for student token windows x [B, L]. Lesson 16.
+        """(chars [B, Ct], rows [B, L], mask [B, L]) for student token windows x [B, L]. Notebook 16.
 
         chars: the window's text from its first character, cut (or zero-padded) to teacher_context; rows[b, j]:
         the teacher row predicting the first character of token x[b, j + 1] (= characters of x[b, :j + 1], minus 1);
@@ -155,7 +155,7 @@ class CharAlignment:
 
 
 class CrossTokenizerKD:
-    """loss_fn(model, x, y) for train_lm: alpha * cross-tokenizer KD + (1 - alpha) * CE on BPE windows. Lesson 16.
+    """loss_fn(model, x, y) for train_lm: alpha * cross-tokenizer KD + (1 - alpha) * CE on BPE windows. Notebook 16.
 
     kind: one of KINDS. The teacher reads the window's text (CharAlignment.teacher_view); index matching pairs
     its rows with the student's by index, ULD and alignment at the aligned rows. `log` keeps each step's KD and

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from kd_lessons.plots import new_figure as _figure
 
 __all__ = ["fit_label", "kl_direction", "beta_sweep", "generated_text", "topk_mass", "topk_sweep", "seq_kd_sizes",
-           "loss_curves"]
+           "loss_curves", "speedups"]
 
 _COLORS = {"forward": "#1f77b4", "reverse": "#d62728", "jsd": "#2ca02c"}
 
@@ -142,5 +142,24 @@ def loss_curves(curves: dict, title: str, ylabel: str = "loss (nats)") -> Figure
     for seed, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, lw=1, label=f"seed {seed}")
     ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def speedups(speed, drafts: Sequence[str]) -> Figure:
+    """Measured (CPU time) and theoretical speedup of speculative decoding against gamma, per draft. Notebook 16."""
+    if not {"draft", "gamma", "cpu_speedup", "theoretical_speedup"} <= set(speed.columns):
+        raise ValueError("pass speculative_drafts.speed_table(result): columns draft, gamma, cpu_speedup, "
+                         "theoretical_speedup")
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    for i, name in enumerate(drafts):
+        rows = speed[speed["draft"] == name].sort_values("gamma")
+        line, = ax.plot(rows["gamma"], rows["cpu_speedup"], "o-", label=f"{name}: measured")
+        ax.plot(rows["gamma"], rows["theoretical_speedup"], "--", color=line.get_color(), lw=1,
+                label="theory (alpha, c)" if i == 0 else None)
+    ax.axhline(1.0, color="grey", lw=1, ls=":", label="target alone")
+    ax.set(xlabel="gamma (tokens drafted per target call)", ylabel="speedup (CPU time)",
+           title="speculative decoding on this CPU: measured vs theory")
     ax.legend(fontsize=7)
     return fig

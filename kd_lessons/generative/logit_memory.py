@@ -35,7 +35,7 @@ def full_bytes_per_position(vocab_size: int, dtype: str = "fp16") -> int:
 
 def topk_bytes_per_position(k: int, vocab_size: int, value_dtype: str = "fp16", index_dtype: str | None = None,
                             rest: bool = True) -> int:
-    """Bytes of one position's top-k: k values + k token ids (+ one rest value). Lesson 16."""
+    """Bytes of one position's top-k: k values + k token ids (+ one rest value). Notebook 16."""
     index_dtype = index_dtype or index_dtype_for(vocab_size)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vocab_size:
         raise ValueError(f"k={k!r}: use a whole number in [1, vocab_size={vocab_size}]")
@@ -61,7 +61,7 @@ def human_bytes(n: float) -> str:
 
 
 def memory_table(vocab_size: int, ks=(1, 5, 20, 100), tokens: int = 10 ** 9, value_dtype: str = "fp16") -> list[dict]:
-    """What storing the teacher costs per position and per corpus: full fp32/fp16/bf16, then top-k. Lesson 16."""
+    """What storing the teacher costs per position and per corpus: full fp32/fp16/bf16, then top-k. Notebook 16."""
     ids = index_dtype_for(vocab_size)
     rows = [(f"full vocabulary, {d}", full_bytes_per_position(vocab_size, d)) for d in VALUE_BYTES]
     rows += [(f"top-{k}, {value_dtype} values + {ids} ids" + (" + rest" if rest else ""),

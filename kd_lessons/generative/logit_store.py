@@ -61,7 +61,7 @@ class StoreLayout:
 
 
 def encode_topk(teacher_logits: torch.Tensor, k: int, T: float = 1.0):
-    """(ids int64 [..., k], log-probs [..., k], rest log-prob [...]) of logits: what the store keeps. Lesson 16.
+    """(ids int64 [..., k], log-probs [..., k], rest log-prob [...]) of logits: what the store keeps. Notebook 16.
 
     The rest is log(1 - sum of the k probabilities), taken as the log of the sum of the other probabilities, so it
     never suffers the cancellation of 1 - sum (it is -inf at k = V, where nothing is left).
@@ -125,7 +125,7 @@ def _logits(teacher, x: torch.Tensor, rows: slice) -> torch.Tensor:
 
 def write_store(directory, windows: torch.Tensor, teacher, layout: StoreLayout, shard_windows: int = 256,
                 T: float = 1.0, meta: dict | None = None) -> dict:
-    """Write the teacher's top-k (+ rest) at every position of `windows` [n, context + 1] in shards. Lesson 16.
+    """Write the teacher's top-k (+ rest) at every position of `windows` [n, context + 1] in shards. Notebook 16.
 
     `teacher(x)` returns logits [rows, context, V] (a module runs in eval mode, without a graph), or `teacher` is
     those logits for all the windows (a tensor [n, context, V], e.g. to write several k). Shards that already
@@ -168,7 +168,7 @@ def _manifest(directory: Path) -> tuple[dict, StoreLayout]:
 
 
 def verify_store(directory) -> list[str]:
-    """The problems of a store, one line per bad file (empty when every shard verifies). Lesson 16."""
+    """The problems of a store, one line per bad file (empty when every shard verifies). Notebook 16."""
     (manifest, layout), problems = _manifest(Path(directory)), []
     for entry in manifest["shards"]:
         for name in (entry["shard"], entry["tokens"]):
@@ -188,7 +188,7 @@ def _from_numpy(a: np.ndarray, dtype: str, shape) -> torch.Tensor:
 
 
 def read_store(directory, verify: bool = True) -> dict:
-    """The whole store, verified shard by shard, as tensors (read through numpy memmap). Lesson 16.
+    """The whole store, verified shard by shard, as tensors (read through numpy memmap). Notebook 16.
 
     Returns {"tokens" int64 [n, context + 1], "ids" int64 [n, context, k], "logprobs" float32 [n, context, k],
     "rest" float32 [n, context] (None without a rest bucket), "layout", "manifest"}. A bad shard raises
@@ -234,7 +234,7 @@ def store_bytes(directory) -> dict:
 
 def stored_kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, logprobs: torch.Tensor,
                    rest: torch.Tensor | None = None, renormalize: bool = False, mask=None) -> torch.Tensor:
-    """Forward KL from stored top-k: over the k + 1 outcomes (rest bucket), or renormalised over the k. Lesson 16.
+    """Forward KL from stored top-k: over the k + 1 outcomes (rest bucket), or renormalised over the k. Notebook 16.
 
     The teacher's stored values (k, plus the rest unless renormalize) are normalised together, since fp16 rounding
     leaves their exps a little off 1; the student's rest is the logsumexp of its other log-probs, so nothing is

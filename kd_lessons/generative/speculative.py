@@ -54,7 +54,7 @@ class SpecResult:
 
 
 def verify(p: torch.Tensor, q: torch.Tensor, tokens: torch.Tensor, u: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """The accept / resample step: (ids kept, distribution of the next id). Lesson 16; exercise 34.
+    """The accept / resample step: (ids kept, distribution of the next id). Notebook 16; exercise 34.
 
     p [k + 1, V]: the target's probabilities at each proposal and after the last one; q [k, V]: the draft's;
     tokens [k]: the proposals; u [k]: uniforms. Proposal i is kept while u_i < min(1, p_i(x_i) / q_i(x_i));
@@ -154,7 +154,7 @@ def _check(target, draft, gamma, T) -> None:
 def speculative_generate(target: CharTransformer, draft: CharTransformer, prompt_idx: torch.Tensor,
                          num_tokens: int, gamma: int = 4, T: float = 1.0,
                          generator: torch.Generator | None = None) -> SpecResult:
-    """Prompt + num_tokens ids sampled from the target at T, with the draft's proposals. Lesson 16.
+    """Prompt + num_tokens ids sampled from the target at T, with the draft's proposals. Notebook 16.
 
     One prompt [L] (or [1, L]); the whole text must fit both contexts. Returns a SpecResult (ids on the
     prompt's device, counts). Same generator seed, same ids.
@@ -203,7 +203,7 @@ def _check_alpha(alpha) -> float:
 
 
 def expected_tokens_per_call(alpha: float, gamma: int) -> float:
-    """(1 - alpha^(gamma + 1)) / (1 - alpha): expected ids per target call at acceptance alpha. Lesson 16."""
+    """(1 - alpha^(gamma + 1)) / (1 - alpha): expected ids per target call at acceptance alpha. Notebook 16."""
     alpha = _check_alpha(alpha)
     if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 0:
         raise ValueError(f"gamma={gamma!r}: use an integer >= 0 (0 = target-only decoding)")
@@ -211,7 +211,7 @@ def expected_tokens_per_call(alpha: float, gamma: int) -> float:
 
 
 def theoretical_speedup(alpha: float, gamma: int, c: float) -> float:
-    """(1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1)): Leviathan et al.'s walltime factor. Lesson 16.
+    """(1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1)): Leviathan et al.'s walltime factor. Notebook 16.
 
     c: the draft's time per forward call over the target's. Assumes a target call on gamma + 1 positions
     costs what a call on one position does (true on parallel hardware; on a CPU it costs more).
@@ -224,7 +224,7 @@ def theoretical_speedup(alpha: float, gamma: int, c: float) -> float:
 def alpha_from_counts(accepted: int, rejected: int) -> float:
     """accepted / (accepted + rejected): the maximum-likelihood alpha if each proposal is kept with prob alpha.
 
-    Lesson 16. A round stops at its first rejection, so the tested proposals are the kept ones plus one per
+    Notebook 16. A round stops at its first rejection, so the tested proposals are the kept ones plus one per
     rejecting round; dividing by all proposals would count untested ones as rejected.
     """
     tested = accepted + rejected
@@ -232,7 +232,7 @@ def alpha_from_counts(accepted: int, rejected: int) -> float:
 
 
 def acceptance_rate(target_logits: torch.Tensor, draft_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
-    """Per position sum_v min(p_v, q_v) = 1 - TV(p, q): the chance a draft id is kept there. Lesson 16."""
+    """Per position sum_v min(p_v, q_v) = 1 - TV(p, q): the chance a draft id is kept there. Notebook 16."""
     if target_logits.shape[-1] != draft_logits.shape[-1]:
         raise ValueError(f"the target's logits have {target_logits.shape[-1]} tokens and the draft's "
                          f"{draft_logits.shape[-1]}: speculative sampling needs one shared vocabulary")
@@ -245,7 +245,7 @@ def exact_alpha(target: CharTransformer, draft: CharTransformer, windows: torch.
                 from_position: int = 0) -> float:
     """Mean of 1 - TV(p, q) over the windows [B, L] (held-out text, or target samples), positions >= from_position.
 
-    Lesson 16. Position t predicts id t + 1: for samples after a prompt of P ids, from_position=P - 1 scores
+    Notebook 16. Position t predicts id t + 1: for samples after a prompt of P ids, from_position=P - 1 scores
     the generated ids only.
     """
     _check(target, draft, 1, T)

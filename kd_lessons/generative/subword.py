@@ -38,7 +38,7 @@ def _tokenizers():
 
 @dataclass(frozen=True)
 class SubwordVocab:
-    """A trained BPE tokenizer (its JSON) and each token's text: subword ids <-> text. Lesson 16."""
+    """A trained BPE tokenizer (its JSON) and each token's text: subword ids <-> text. Notebook 16."""
 
     tokenizer_json: str
 
@@ -91,7 +91,7 @@ class SubwordVocab:
 
 
 def train_bpe(text: str, vocab_size: int = BPE_VOCAB) -> SubwordVocab:
-    """A byte-level BPE of `vocab_size` tokens trained on `text` (deterministic). Lesson 16."""
+    """A byte-level BPE of `vocab_size` tokens trained on `text` (deterministic). Notebook 16."""
     tk = _tokenizers()
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 257 <= vocab_size <= 65536:
         raise ValueError(f"vocab_size={vocab_size!r}: a byte-level BPE needs the 256 bytes plus at least one merge "
@@ -136,7 +136,7 @@ class SubwordCorpus:
 
 
 def load_subword_corpus(corpus: Corpus, vocab_size: int = BPE_VOCAB) -> SubwordCorpus:
-    """`corpus` re-encoded by a BPE trained on its training split, cached once (build_once). Lesson 16."""
+    """`corpus` re-encoded by a BPE trained on its training split, cached once (build_once). Notebook 16."""
     cut = len(corpus.train)
     train_text, val_text = corpus.text[:cut], corpus.text[cut:]
     version = _tokenizers().__version__
@@ -155,7 +155,7 @@ def load_subword_corpus(corpus: Corpus, vocab_size: int = BPE_VOCAB) -> SubwordC
 
 def bits_per_character(model, ids: torch.Tensor, vocab: SubwordVocab, context: int | None = None,
                        batch_size: int = 64) -> float:
-    """Teacher-forced cross-entropy of a token model in bits per CHARACTER: nats / characters / ln 2. Lesson 16.
+    """Teacher-forced cross-entropy of a token model in bits per CHARACTER: nats / characters / ln 2. Notebook 16.
 
     `ids` (1-D token ids, e.g. SubwordCorpus.val_prefix(n)) is cut into consecutive windows of `context` tokens;
     every token after a window's first is predicted once, and the characters of those tokens are the divisor.

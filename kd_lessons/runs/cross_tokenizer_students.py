@@ -40,7 +40,7 @@ METHODS = ("scratch", *CHAR_METHODS, *xt.KINDS)
 
 @dataclass(frozen=True)
 class CrossTokenizerRecipe(Recipe):
-    """The comparison's budget in the current mode (students: zoo.student_sizes()). Lesson 16."""
+    """The comparison's budget in the current mode (students: zoo.student_sizes()). Notebook 16."""
 
     size: str = "small"
     bpe_vocab: int = 512
@@ -66,7 +66,7 @@ class CrossTokenizerRecipe(Recipe):
 
 
 def recipe(**overrides) -> CrossTokenizerRecipe:
-    """The comparison's recipe in the current mode; overrides replace fields. Lesson 16."""
+    """The comparison's recipe in the current mode; overrides replace fields. Notebook 16."""
     return CrossTokenizerRecipe(**check_recipe(CrossTokenizerRecipe, overrides))
 
 
@@ -115,7 +115,7 @@ def train_method(method: str, teacher, sub: SubwordCorpus, align: xt.CharAlignme
 
 
 def run(rec: CrossTokenizerRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True) -> dict:
-    """Every method x seed: rows, KD-term logs, the teacher's bits/char, the tokenizer's numbers. Lesson 16."""
+    """Every method x seed: rows, KD-term logs, the teacher's bits/char, the tokenizer's numbers. Notebook 16."""
     if not seeds:
         raise ValueError("seeds is empty; pass e.g. seeds=(0, 1, 2)")
     threads = torch.get_num_threads()
@@ -147,7 +147,7 @@ def run(rec: CrossTokenizerRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), pro
 
 def cached_run(rec: CrossTokenizerRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), progress: bool = True,
                refresh: bool = False) -> dict:
-    """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Lesson 16."""
+    """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 16."""
     blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
                           "text": cache.sha256_bytes(corpus.text.encode()), "teacher": cache.state_digest(teacher),
                           "version": 1})
@@ -158,12 +158,12 @@ def cached_run(rec: CrossTokenizerRecipe, teacher, corpus: Corpus, seeds=(0, 1, 
 
 
 def summarize(result: dict) -> pd.DataFrame:
-    """Mean and sample std of bits/char (and seconds) per method. Lesson 16."""
+    """Mean and sample std of bits/char (and seconds) per method. Notebook 16."""
     return by_seed.summarize(result["table"], ("val_bpc", "seconds"))
 
 
 def versus_scratch(result: dict, baseline: str = "scratch") -> pd.DataFrame:
-    """Each method minus `baseline` in held-out bits/char: paired per seed, 95% t-interval, verdict. Lesson 16."""
+    """Each method minus `baseline` in held-out bits/char: paired per seed, 95% t-interval, verdict. Notebook 16."""
     table = pd.DataFrame(result["table"])
     wide = table.pivot_table(index="seed", columns="method", values="val_bpc", aggfunc="first")
     rows = []
@@ -175,7 +175,7 @@ def versus_scratch(result: dict, baseline: str = "scratch") -> pd.DataFrame:
 
 
 def kd_curve(result: dict, method: str = "index-matched KL", share: float = 0.1) -> dict:
-    """Per seed, the KD term's mean over the first and the last `share` of the steps (does it fall?). Lesson 16."""
+    """Per seed, the KD term's mean over the first and the last `share` of the steps (does it fall?). Notebook 16."""
     if method not in result["logs"]:
         raise ValueError(f"no KD log for {method!r}; have {sorted(result['logs'])}")
     out = {}

@@ -33,7 +33,7 @@ FULL = "full-vocabulary KD"
 
 @dataclass(frozen=True)
 class LogitStorageRecipe(Recipe):
-    """The sweep over k in the current mode: store, student budget, seeds. Lesson 16."""
+    """The sweep over k in the current mode: store, student budget, seeds. Notebook 16."""
 
     size: str = "small"  # a key of zoo.student_sizes()
     context: int = pick(32, 16)
@@ -61,7 +61,7 @@ class LogitStorageRecipe(Recipe):
 
 
 def recipe(**overrides) -> LogitStorageRecipe:
-    """The sweep's recipe in the current mode; overrides replace fields. Lesson 16."""
+    """The sweep's recipe in the current mode; overrides replace fields. Notebook 16."""
     return LogitStorageRecipe(**check_recipe(LogitStorageRecipe, overrides))
 
 
@@ -128,7 +128,7 @@ def _train(rec: LogitStorageRecipe, corpus: Corpus, store: dict | None, seed: in
 
 
 def run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool = True) -> dict:
-    """Every arm x seed from the stores, and the bytes of each store (plain data). Lesson 16."""
+    """Every arm x seed from the stores, and the bytes of each store (plain data). Notebook 16."""
     from tqdm.auto import tqdm
 
     threads = torch.get_num_threads()
@@ -153,7 +153,7 @@ def run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool = True)
 
 
 def cached_run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool = True, refresh: bool = False) -> dict:
-    """`run`, cached (cache.build_once) by recipe, mode, corpus and teacher weights. Lesson 16."""
+    """`run`, cached (cache.build_once) by recipe, mode, corpus and teacher weights. Notebook 16."""
     key = cache.key({"recipe": rec.asdict(), "mode": config.mode(), "corpus": corpus.name,
                      "teacher": cache.state_digest(teacher), "version": 2})
     return cache.build_once(cache.path("sweeps", f"logit-storage-{config.mode()}-{key}.pt"),
@@ -162,7 +162,7 @@ def cached_run(rec: LogitStorageRecipe, teacher, corpus: Corpus, progress: bool 
 
 
 def table(result: dict) -> list[dict]:
-    """Per arm: mean bits/char, paired 95% interval vs full-vocabulary KD, bytes per position on disk. Lesson 16."""
+    """Per arm: mean bits/char, paired 95% interval vs full-vocabulary KD, bytes per position on disk. Notebook 16."""
     rows, out = result["rows"], []
     by_arm = {}
     for r in rows:
@@ -198,7 +198,7 @@ def rest_vs_renormalised(result: dict) -> list[dict]:
 def smollm2(text: str, ks=(1, 5, 20), context: int = 64, max_windows: int = 4, value_dtype: str = "fp16") -> dict:
     """SmolLM2-135M's real top-k on a short text: bytes on disk per k vs the arithmetic, or why it is skipped.
 
-    Lesson 16. Without the optional extra returns {"skipped": reason with the install command, "missing": [...]}.
+    Notebook 16. Without the optional extra returns {"skipped": reason with the install command, "missing": [...]}.
     """
     from kd_lessons.generative import pretrained
 

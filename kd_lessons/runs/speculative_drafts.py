@@ -41,7 +41,7 @@ DRAFTS = ("scratch", "token KD", "on-policy FKL", "on-policy TVD", WARM_START)
 
 @dataclass(frozen=True)
 class SpecDraftsRecipe(Recipe):
-    """The drafts' budget and the measurement's sizes in the current mode. Lesson 16."""
+    """The drafts' budget and the measurement's sizes in the current mode. Notebook 16."""
 
     drafts: tuple[str, ...] = DRAFTS
     size: str = "tiny"  # a key of zoo.student_sizes()
@@ -79,19 +79,19 @@ class SpecDraftsRecipe(Recipe):
 
 
 def recipe(**overrides) -> SpecDraftsRecipe:
-    """The recipe in the current mode; overrides replace fields. Lesson 16."""
+    """The recipe in the current mode; overrides replace fields. Notebook 16."""
     return SpecDraftsRecipe(**check_recipe(SpecDraftsRecipe, overrides))
 
 
 def total_variation(student_logits, teacher_logits, mask=None, T: float = 1.0) -> torch.Tensor:
-    """Mean over (masked) positions of TV(p, q) = 0.5 sum_v |p_v - q_v|: 1 - acceptance rate. Lesson 16."""
+    """Mean over (masked) positions of TV(p, q) = 0.5 sum_v |p_v - q_v|: 1 - acceptance rate. Notebook 16."""
     p = F.softmax(teacher_logits.detach().float() / T, dim=-1)
     tv = 0.5 * (p - F.softmax(student_logits.float() / T, dim=-1)).abs().sum(-1)
     return tv.mean() if mask is None else (tv * mask).sum() / mask.sum().clamp_min(1)
 
 
 class OnPolicyTVD(gm.OnPolicyKD):
-    """OnPolicyKD's data (the draft samples, the teacher scores) with total variation as the loss. Lesson 16."""
+    """OnPolicyKD's data (the draft samples, the teacher scores) with total variation as the loss. Notebook 16."""
 
     def __init__(self, teacher, **kwargs):
         super().__init__(teacher, divergence="forward", **kwargs)
@@ -204,7 +204,7 @@ def _seed_rows(teacher, corpus, rec, seed, fixed) -> tuple[list, list]:
 
 
 def run(rec: SpecDraftsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2)) -> dict:
-    """Every draft x seed: "drafts" rows (alphas, bits/char, c) and "speed" rows (per gamma). Lesson 16.
+    """Every draft x seed: "drafts" rows (alphas, bits/char, c) and "speed" rows (per gamma). Notebook 16.
 
     Also "recipe", "seeds", "seconds" and "cpu_seconds" (this call's wall and process CPU time) and "threads".
     """
@@ -232,7 +232,7 @@ def run(rec: SpecDraftsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2)) -> dict
 
 
 def cached_run(rec: SpecDraftsRecipe, teacher, corpus: Corpus, seeds=(0, 1, 2), refresh: bool = False) -> dict:
-    """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Lesson 16."""
+    """`run`, cached (cache.build_once) by recipe, seeds, mode, corpus and teacher weights. Notebook 16."""
     blob_key = cache.key({"recipe": rec.asdict(), "seeds": list(seeds), "mode": config.mode(), "corpus": corpus.name,
                           "teacher": cache.state_digest(teacher), "version": 1})
     path = cache.path("sweeps", f"speculative-{config.mode()}-{blob_key}.pt")
@@ -246,7 +246,7 @@ def _interval(values) -> stats.Interval:
 
 
 def alpha_table(result: dict) -> pd.DataFrame:
-    """Per draft: mean and 95% interval over seeds of each alpha, bits/char and c. Lesson 16."""
+    """Per draft: mean and 95% interval over seeds of each alpha, bits/char and c. Notebook 16."""
     df, speed = pd.DataFrame(result["drafts"]), pd.DataFrame(result["speed"])
     pooled = speed.groupby(["draft", "seed"])[["accepted", "rejected"]].sum()
     df = df.join((pooled["accepted"] / (pooled["accepted"] + pooled["rejected"])).rename("alpha_measured"),
@@ -264,7 +264,7 @@ def alpha_table(result: dict) -> pd.DataFrame:
 def speed_table(result: dict) -> pd.DataFrame:
     """Per draft and gamma, means over seeds: tokens/s (wall, CPU) of target-only beside speculative, speedups.
 
-    Lesson 16. speedup / cpu_speedup: target-only seconds over speculative seconds (wall clock / CPU time);
+    Notebook 16. speedup / cpu_speedup: target-only seconds over speculative seconds (wall clock / CPU time);
     theoretical_speedup: Leviathan et al.'s formula from the measured alpha and c; cost_model_speedup: the same
     with the measured cost of the target's (gamma + 1)-position call.
     """
@@ -280,7 +280,7 @@ def speed_table(result: dict) -> pd.DataFrame:
 
 
 def paired_alpha(result: dict, draft: str, baseline: str = "scratch", value: str = "alpha_target") -> stats.Interval:
-    """Per-seed paired difference draft - baseline of one alpha column, with its 95% t-interval. Lesson 16."""
+    """Per-seed paired difference draft - baseline of one alpha column, with its 95% t-interval. Notebook 16."""
     df = pd.DataFrame(result["drafts"]).set_index(["draft", "seed"])[value]
     seeds = result["seeds"]
     return stats.paired([df[(draft, s)] for s in seeds], [df[(baseline, s)] for s in seeds])
