@@ -100,7 +100,7 @@ def record(name: str, values, unit: str, text: str = "", seeds=None, margin: flo
         d = mean_interval(list(values), name)
     if seeds is not None and len(seeds) != d.n:
         raise ValueError(f"{name}: {len(seeds)} seeds for {d.n} values; pass one seed per value")
-    entry = {"value": d.mean, "unit": unit, "n": d.n, "low": _clean(d.low), "high": _clean(d.high),
+    entry = {"value": float(d.mean), "unit": unit, "n": int(d.n), "low": _clean(d.low), "high": _clean(d.high),
              "values": [float(v) for v in d.values], "method": d.method if d.n > 1 else "single", "text": text,
              "seeds": [int(s) for s in seeds] if seeds is not None else None, "margin": margin,
              "verdict": verdict(d, margin, higher_is_better) if isinstance(values, Interval) and d.n > 1 else None}

@@ -40,6 +40,15 @@ def test_staged_numbers_and_stages_reach_the_ledger(ledger_env):
     assert not (ledger_env / ".staging" / "04_distill_mnist.json").exists()
 
 
+def test_numpy_numbers_reach_the_ledger_as_json(ledger_env):
+    import numpy as np
+    d = stats.Interval(np.float64(-0.5), np.float64(-0.7), np.float64(-0.3), np.int64(3))  # as pandas rows give them
+    results.record("numpy_minus_scratch", d, "bits/char", seeds=[0, 1, 2], higher_is_better=False)
+    results.finalize("04_distill_mnist", RUN, ledger_env)
+    entry = results.load("04_distill_mnist", ledger_env)["numbers"]["numpy_minus_scratch"]
+    assert entry["n"] == 3 and entry["verdict"] == "better"
+
+
 def test_an_interrupted_write_leaves_the_previous_ledger(ledger_env, monkeypatch):
     results.record("teacher_errors", 61, "errors")
     results.finalize("04_distill_mnist", RUN, ledger_env)
