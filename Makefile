@@ -69,6 +69,8 @@ full: setup data
 
 bench: setup data
 	$(BIN)/python bench/bench_epoch.py
+	$(BIN)/python bench/bench_logit_store.py
+	$(BIN)/python bench/bench_speculative.py
 
 # A class on one server: 10 simulated sessions move sliders (p50/p95 redraw, errors); "train now" queues.
 load-test: setup data
