@@ -176,3 +176,36 @@ def grid_jobs(monkeypatch, request):
             job.future.result(timeout=getattr(request.module, "FILL_TIMEOUT", 180))
         except Exception:  # noqa: BLE001 - the test itself checks what the page showed
             pass
+
+
+# ---------------------------------------------------------------- the generative lessons' small real text
+@pytest.fixture(scope="module")
+def corpus():
+    """The first 30,000 characters of the real corpus (a small real text; the whole one is not needed here)."""
+    from kd_lessons.generative.text import CharVocab, Corpus, load_text, split
+    from kd_lessons.generative.text import DataUnavailableError as TextUnavailable
+
+    try:
+        text = load_text("shakespeare")[:30_000]
+    except TextUnavailable as exc:
+        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
+    vocab = CharVocab.from_text(text)
+    ids = vocab.encode(text)
+    return Corpus("shakespeare", text, vocab, ids, *split(ids, 0.2))
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus):
+    """A tiny untrained character transformer over that text (context 16): the generative runs' stand-in teacher."""
+    from kd_lessons.generative.transformer import CharTransformer
+
+    torch.manual_seed(0)
+    return CharTransformer(corpus.vocab_size, 16, 1, 2, 16).eval()
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch, one_thread):
+    """An empty cache folder and quick mode, one torch thread."""
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KD_QUICK", "1")
+    return tmp_path / "cache"

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_lessons.generative.subword import SubwordVocab, bits_per_character, load_subword_corpus, train_bpe
-from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
+from kd_lessons.generative.text import CharVocab
 from kd_lessons.generative.transformer import CharTransformer
 
 TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
@@ -16,18 +16,6 @@ TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the 
 @pytest.fixture(scope="module")
 def vocab():
     return train_bpe(TEXT, 300)
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    """The first 30,000 characters of the real corpus."""
-    try:
-        text = load_text("shakespeare")[:30_000]
-    except DataUnavailableError as exc:
-        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
-    chars = CharVocab.from_text(text)
-    data = chars.encode(text)
-    return Corpus("shakespeare", text, chars, data, *split(data, 0.2))
 
 
 def test_training_is_deterministic_and_sized(vocab):

@@ -1,39 +1,11 @@
 """kd_lessons.runs.cross_tokenizer_students: the comparison's rows, logs, cache and paired summaries."""
 import pandas as pd
 import pytest
-import torch
 
-from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
-from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import cross_tokenizer_students as cx
 
 TINY = cx.recipe(size="tiny", bpe_vocab=300, token_context=8, steps=4, batch_size=3, eval_chars=300,
                  held_out_windows=2, threads=1)
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    """The first 30,000 characters of the real corpus (a small real text; the whole one is not needed here)."""
-    try:
-        text = load_text("shakespeare")[:30_000]
-    except DataUnavailableError as exc:
-        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
-    vocab = CharVocab.from_text(text)
-    data = vocab.encode(text)
-    return Corpus("shakespeare", text, vocab, data, *split(data, 0.2))
-
-
-@pytest.fixture(scope="module")
-def teacher(corpus):
-    torch.manual_seed(0)
-    return CharTransformer(corpus.vocab_size, 16, 1, 2, 16).eval()
-
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KD_QUICK", "1")
-    return tmp_path / "cache"
 
 
 def test_run_rows_logs_and_cache(corpus, teacher, tmp_cache):

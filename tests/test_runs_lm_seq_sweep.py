@@ -1,6 +1,6 @@
 """kd_lessons.runs.lm_seq_sweep: seq-KD by transfer-set size (notebook 10, review finding F5)."""
 import pytest
-from test_runs_lm_students import TINY, corpus, teacher, tmp_cache  # noqa: F401  (fixtures)
+from test_runs_lm_students import TINY
 
 from kd_lessons.generative import lm_objectives as gm
 from kd_lessons.runs import lm_seq_sweep as sweep
@@ -8,7 +8,7 @@ from kd_lessons.runs import lm_seq_sweep as sweep
 REC = TINY.replace(seq_sweep=(2, 12))  # 3 steps x 4 rows: 12 sequences are read once each
 
 
-def test_rows_per_size_and_seed_with_nested_transfer_sets(corpus, teacher, tmp_cache, monkeypatch):  # noqa: F811
+def test_rows_per_size_and_seed_with_nested_transfer_sets(corpus, teacher, tmp_cache, monkeypatch):
     written = []
     real = gm.cached_transfer_corpus
 
@@ -29,7 +29,7 @@ def test_rows_per_size_and_seed_with_nested_transfer_sets(corpus, teacher, tmp_c
     assert len(written) == 2 and [r["val_bpc"] for r in again] == [r["val_bpc"] for r in rows]  # from the cache
 
 
-def test_teacher_bill_matches_the_generation_count(corpus, teacher):  # noqa: F811
+def test_teacher_bill_matches_the_generation_count(corpus, teacher):
     m = sweep.matched_sequences(REC)
     made = gm.transfer_corpus(teacher, corpus.train, gm.TransferSettings(m, REC.seq_prompt, REC.context),
                               progress=False)
@@ -41,7 +41,7 @@ def test_teacher_bill_matches_the_generation_count(corpus, teacher):  # noqa: F8
     assert sweep.teacher_bill(REC, m // 2)["kv_cache"] == pytest.approx(bill["kv_cache"] / 2)
 
 
-def test_bad_sizes_say_what_to_do(corpus, teacher):  # noqa: F811
+def test_bad_sizes_say_what_to_do(corpus, teacher):
     with pytest.raises(ValueError, match="at most 12 sequences"):
         sweep.run(TINY.replace(seq_sweep=(13,)), teacher, corpus, seeds=(0,), progress=False)
     with pytest.raises(ValueError, match="seeds is empty"):

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from kd_lessons import cache
-from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import lm_students as rg
 from kd_lessons.runs.seeds import paired_differences
@@ -14,31 +13,6 @@ TINY = rg.recipe(**{"size": "tiny", "context": 16, "steps": 3, "batch_size": 4, 
         "topk_renormalize": True, "topk_windows": 16, "topk_sweep": (1, None), "eval_chars": 400,
         "sample_prompts": 3, "sample_prompt": 6, "sample_chars": 10, "threads": 1, "long_steps": 4,
         "long_methods": ("scratch", rg.WARM_START), "sharpen_T": (0.5,)})
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    """The first 30,000 characters of the real corpus (a small real text; the whole one is not needed here)."""
-    try:
-        text = load_text("shakespeare")[:30_000]
-    except DataUnavailableError as exc:
-        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
-    vocab = CharVocab.from_text(text)
-    data = vocab.encode(text)
-    return Corpus("shakespeare", text, vocab, data, *split(data, 0.2))
-
-
-@pytest.fixture(scope="module")
-def teacher(corpus):
-    torch.manual_seed(0)
-    return CharTransformer(corpus.vocab_size, 16, 1, 2, 16).eval()
-
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KD_QUICK", "1")
-    return tmp_path / "cache"
 
 
 def test_text_measures_count_whole_words_and_bigrams():

@@ -5,37 +5,11 @@ import pytest
 import torch
 
 from kd_lessons.generative import speculative as sp
-from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import speculative_drafts as sd
 
 TINY = dict(context=16, steps=2, batch_size=4, onpolicy_prompt=8, gammas=(1, 3), prompts=1, prompt_len=4,
             new_tokens=8, alpha_windows=4, alpha_samples=2, eval_chars=400, repeats=1, timing_calls=3)
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    """The first 30,000 characters of the real corpus (a small real text; the whole one is not needed here)."""
-    try:
-        text = load_text("shakespeare")[:30_000]
-    except DataUnavailableError as exc:
-        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
-    vocab = CharVocab.from_text(text)
-    data = vocab.encode(text)
-    return Corpus("shakespeare", text, vocab, data, *split(data, 0.2))
-
-
-@pytest.fixture(scope="module")
-def teacher(corpus):
-    torch.manual_seed(0)
-    return CharTransformer(corpus.vocab_size, 16, 1, 2, 16).eval()
-
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KD_QUICK", "1")
-    return tmp_path / "cache"
 
 
 def test_run_rows_counts_tables_and_cache(corpus, teacher, tmp_cache):
