@@ -4,7 +4,6 @@ import types
 import pytest
 import torch
 
-from kd_lessons.generative.text import CharVocab, Corpus, DataUnavailableError, load_text, split
 from kd_lessons.generative.transformer import CharTransformer
 from kd_lessons.runs import logit_storage as L
 
@@ -13,27 +12,10 @@ TINY = dict(size="tiny", context=8, windows=12, shard_windows=5, steps=2, batch_
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    try:
-        text = load_text("shakespeare")[:20_000]
-    except DataUnavailableError as exc:
-        pytest.skip(f"the Shakespeare corpus is not available: {exc}")
-    vocab = CharVocab.from_text(text)
-    data = vocab.encode(text)
-    return Corpus("shakespeare", text, vocab, data, *split(data, 0.2))
-
-
-@pytest.fixture(scope="module")
 def teacher(corpus):
+    """conftest's small real text, with a teacher of context 8 (the store's windows)."""
     torch.manual_seed(0)
     return CharTransformer(corpus.vocab_size, 16, 1, 2, 8).eval()
-
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KD_QUICK", "1")
-    return tmp_path / "cache"
 
 
 def test_recipe_checks_its_fields():
