@@ -26,8 +26,9 @@ __all__ = ["Tools", "KEYS", "picture", "init_state", "apply_preset", "settings_f
 SCALE = 2  # pixels per field point: GRID * SCALE pixels a side
 COLOURS = np.array([[245, 147, 34], [8, 119, 189]], dtype=np.float32)  # class 0 orange, class 1 blue
 KEYS = {name: f"pg_{name}" for name in ("dataset", "noise", "T", "alpha", "labels", "unlabelled", "width", "seed")}
-LABELS = {"dataset": "Data set", "noise": "Noise", "T": "Temperature T", "alpha": "alpha (teacher's weight)",
-          "labels": "Labelled points", "unlabelled": "Unlabelled points", "width": "Student width (units per layer)"}
+LABELS = {"dataset": "Data set", "noise": "Noise", "T": "Distillation temperature T",
+          "alpha": "alpha, the teacher's weight", "labels": "Labelled points",
+          "unlabelled": "Unlabelled points", "width": "Student width (units per layer)"}
 MODES = ("pause", "play", "slow")
 
 
@@ -141,8 +142,8 @@ def _widgets(st) -> None:
 
 def _player_buttons(st, last: int) -> None:
     cols = st.columns(6)
-    for col, (mode, label) in zip(cols, [("reset", "⏮ Start"), ("step", "Step"), ("play", "▶ Play"),
-                                         ("slow", "Slow motion"), ("pause", "⏸ Pause")]):
+    for col, (mode, label) in zip(cols, [("reset", "Back to step 0"), ("step", "Step"), ("play", "Play"),
+                                         ("slow", "Slow motion"), ("pause", "Pause")]):
         col.button(label, key=f"pg_{mode}", on_click=_set_mode, args=(st.session_state, mode, last),
                    use_container_width=True)
 
@@ -197,6 +198,7 @@ def frame(st, run: Run, advance: bool = False) -> None:
                 f"distilled on them plus {s.unlabelled} unlabelled points, alpha = {s.alpha:g})")
     for col, img, caption in zip(st.columns(4), shown, captions):
         col.image(img, caption=caption, width=GRID * SCALE)
+    st.caption("Held-out cross-entropy of both students as they train (log scale)")
     st.vega_lite_chart(_loss_spec(run, i), width="stretch")
 
 
@@ -213,10 +215,11 @@ def _grid() -> torch.Tensor:
 def _loss_spec(run: Run, i: int) -> dict:
     values = [{"step": step, "student": who, "loss": loss[k]} for step, loss in zip(run.steps[:i + 1],
               run.test_loss[:i + 1]) for k, who in enumerate(("scratch", "distilled"))]
-    return {"title": "Held-out cross-entropy of both students", "height": 180, "data": {"values": values},
+    return {"height": 170, "data": {"values": values},
             "mark": {"type": "line", "point": False},
             "encoding": {"x": {"field": "step", "type": "quantitative", "scale": {"domain": [0, run.steps[-1]]}},
-                         "y": {"field": "loss", "type": "quantitative", "title": "test cross-entropy"},
+                         "y": {"field": "loss", "type": "quantitative", "title": "test cross-entropy",
+                               "scale": {"type": "log"}},
                          "color": {"field": "student", "type": "nominal",
                                    "scale": {"domain": ["scratch", "distilled"], "range": ["#888888", "#0877bd"]}}}}
 
