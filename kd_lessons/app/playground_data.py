@@ -121,8 +121,8 @@ PRESETS = {  # name -> (changes from the defaults, what to see)
                           "One hidden unit per layer cannot bend around the moons: no teacher makes up for a student "
                           "that cannot draw the shape."),
     "noisy teacher": ({"noise": 0.5},
-                      "At noise 0.5 the classes overlap, the teacher is unsure near the boundary, and the student "
-                      "copies its doubts along with its shape."),
+                      "At noise 0.5 the classes overlap and the teacher is often wrong near the boundary: the "
+                      "distilled student copies its shape, doubts and mistakes, and ends near the teacher's accuracy."),
 }
 
 

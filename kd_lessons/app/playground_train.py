@@ -21,7 +21,7 @@ from kd_lessons.app.playground_data import Settings, grid_points, sample
 __all__ = ["Teacher", "Run", "train_teacher", "train_students", "five_seeds", "TEACHER_POINTS", "STEPS", "EVERY"]
 
 TEACHER_POINTS, TEACHER_WIDTH, TEACHER_STEPS = 2000, 64, 400
-STEPS, EVERY, LR, TEST_POINTS = 150, 5, 0.05, 1000
+STEPS, EVERY, LR, TEST_POINTS = 75, 3, 0.1, 1000
 
 
 @dataclass(frozen=True)
