@@ -90,6 +90,17 @@ def test_both_students_start_alike_and_alpha_0_trains_the_distilled_one_as_scrat
     assert not torch.equal(run.logits(x, 0), out)  # it did train
 
 
+def test_a_setting_trains_the_same_students_every_time_and_leaves_the_global_seed_alone(teacher):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    first = playground_train.train_students(Settings(seed=2), teacher)
+    assert torch.equal(torch.rand(3), expected)  # the sessions of a server train at once: no shared seed
+    again = playground_train.train_students(Settings(seed=2), teacher)
+    assert first.test_accuracy == again.test_accuracy
+    assert torch.equal(first.logits(first.x_lab), again.logits(again.x_lab))
+
+
 @pytest.mark.parametrize("changes", [{"labels": 0}, {"labels": 0, "unlabelled": 0}, {"width": 1}, {"T": 0.1},
                                      {"T": 20.0}, {"alpha": 1.0}, {"labels": 2, "unlabelled": 0}])
 def test_extreme_settings_train_to_finite_numbers(teacher, changes):

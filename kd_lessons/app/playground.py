@@ -132,7 +132,7 @@ def _widgets(st) -> None:
     row = st.columns(len(PRESETS))
     for col, name in zip(row, PRESETS):
         col.button(name, key=f"pg_preset_{name}", on_click=apply_preset, args=(st.session_state, name),
-                   use_container_width=True)
+                   width="stretch")
     top, bottom = st.columns(4), st.columns(4)
     top[0].selectbox(LABELS["dataset"], OPTIONS["dataset"], key=KEYS["dataset"])
     for col, name in zip([*top[1:], *bottom[:3]], ("noise", "T", "alpha", "labels", "unlabelled", "width")):
@@ -145,7 +145,7 @@ def _player_buttons(st, last: int) -> None:
     for col, (mode, label) in zip(cols, [("reset", "Back to step 0"), ("step", "Step"), ("play", "Play"),
                                          ("slow", "Slow motion"), ("pause", "Pause")]):
         col.button(label, key=f"pg_{mode}", on_click=_set_mode, args=(st.session_state, mode, last),
-                   use_container_width=True)
+                   width="stretch")
 
 
 # ---------------------------------------------------------------- the tab

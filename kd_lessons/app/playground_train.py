@@ -39,12 +39,25 @@ class Teacher:
             return self.net(x)
 
 
-def _mlp(width: int, depth: int = 2) -> nn.Sequential:
+def _mlp(width: int, seed: int, depth: int = 2) -> nn.Sequential:
+    """A 2-width-...-2 tanh MLP with PyTorch's default init (U(+-1/sqrt(fan_in))) drawn from its own generator.
+
+    Its own generator, not torch.manual_seed: the server's sessions train at once, and a shared global seed
+    would let them change each other's starts (a link must open the same picture).
+    """
     layers, inputs = [], 2
     for _ in range(depth):
-        layers += [nn.Linear(inputs, width), nn.Tanh()]
+        layers += [nn.utils.skip_init(nn.Linear, inputs, width), nn.Tanh()]  # skip_init: no global draws
         inputs = width
-    return nn.Sequential(*layers, nn.Linear(inputs, 2))
+    net = nn.Sequential(*layers, nn.utils.skip_init(nn.Linear, inputs, 2))
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                bound = m.in_features ** -0.5
+                m.weight.uniform_(-bound, bound, generator=g)
+                m.bias.uniform_(-bound, bound, generator=g)
+    return net
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -61,10 +74,9 @@ def train_teacher(dataset: str, noise: float) -> Teacher:
     with _TEACHERS_LOCK:
         if key in _TEACHERS:
             return _TEACHERS[key]
-        torch.manual_seed(1234)
         x, y = sample(dataset, noise, TEACHER_POINTS, seed=1234)
         x_test, y_test = sample(dataset, noise, TEST_POINTS, seed=4321)
-        net = _mlp(TEACHER_WIDTH)
+        net = _mlp(TEACHER_WIDTH, seed=1234)
         opt = torch.optim.Adam(net.parameters(), lr=0.01)
         for _ in range(TEACHER_STEPS):
             opt.zero_grad(set_to_none=True)
@@ -144,8 +156,7 @@ def train_students(s: Settings, teacher: Teacher) -> Run:
     if soft_target is not None:  # the checks once, not per step: kd_term is kd_loss without them
         losses.check_logits(soft_target, soft_target)
         losses.check_T(s.T)
-    torch.manual_seed(s.seed)
-    pair = _Pair(_mlp(s.width))
+    pair = _Pair(_mlp(s.width, seed=s.seed))
     opt = torch.optim.Adam(pair.parameters(), lr=LR, foreach=True)
     snapshots, steps, test_loss, test_acc = [], [], [], []
 
