@@ -43,8 +43,9 @@ def test_url_round_trip_and_bad_parameters_give_the_defaults_with_one_line():
     assert from_query(to_query(s)) == (s, None)
     assert from_query({}) == (Settings(), None)
     assert from_query({"embed": "true", "T": ["8"]}) == (Settings(T=8.0), None)
+    assert from_query({"labels": "50.0", "alpha": "0.30"}) == (Settings(labels=50, alpha=0.3), None)
     for bad in ({"T": "banana"}, {"T": "7"}, {"labels": "-1"}, {"width": "1e9"}, {"dataset": "mnist"},
-                {"seed": "99999"}, {"alpha": "nan"}, {"colour": "red", "T": "2"}):
+                {"seed": "99999"}, {"alpha": "nan"}, {"labels": "20.5"}, {"colour": "red", "T": "2"}):
         got, notice = from_query(bad)
         assert got == Settings(), bad
         assert notice and "\n" not in notice and "opened the defaults" in notice, notice

@@ -141,9 +141,10 @@ def _parse(name: str, raw: str):
             raise ValueError
         return value
     options = OPTIONS[name]
-    value = raw if name == "dataset" else type(options[0])(float(raw))
-    if isinstance(value, float):
-        value = next((o for o in options if math.isclose(o, value)), value)
+    if name == "dataset":
+        value = raw
+    else:  # a number: the option it equals (20.5 labels is no option, nor is nan)
+        value = next((o for o in options if math.isclose(o, float(raw))), None)
     if value not in options:
         raise ValueError
     return value
