@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 BAD = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'
 
 
 def start_server(port: int) -> subprocess.Popen:
@@ -110,7 +111,8 @@ def measure(driver, url: str, moves: int) -> list[float]:
     driver.get(url)
     WebDriverWait(driver, 600, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: len(pictures(d)) >= 4 and slider(d, "alpha, the") is not None)
-    time.sleep(3)
+    WebDriverWait(driver, 600, poll_frequency=0.5).until(lambda d: not d.find_elements(By.CSS_SELECTOR, RUNNING))
+    time.sleep(2)  # the whole page has run once (the other tabs too): a move waits for no first run
     driver.execute_script(WATCH)
     times = []
     for label, key in snake(moves):
