@@ -2,12 +2,12 @@
 
 `python bench/playground_speed.py [--moves 30]` (issue 25's target: p50 <= 0.5 s, p95 <= 1 s at the
 default setting). Starts `streamlit run app.py` (quick mode) on a free port and headless Chromium, opens the
-page (the Playground is the first tab), then presses an arrow key on the Playground's T or alpha slider
-`--moves` times, walking a snake through the T x alpha grid so that every move is a setting not trained
-before (no cache hit): both students retrain. Each move is timed in the page (performance.now()) from the
-key press until the distilled student's picture is a new image and nothing in the tab is stale (still
-running). Exits 1 on an error box or a miss of the targets. Needs Debian's chromium + chromium-driver
-(`make system-deps`).
+page (the Playground is the first tab), waits for its first run to end, then presses an arrow key on the
+Playground's T or alpha slider `--moves` times, walking a snake through the T x alpha grid so that every
+move is a setting not trained before (no cache hit): both students retrain. Each move is timed in the page
+(performance.now()) from the key press until the distilled student's picture is a new, loaded image (what
+the targets are about), and until nothing in the tab is stale any more. Exits 1 on an error box or a miss
+of the targets. Needs Debian's chromium + chromium-driver (`make system-deps`).
 """
 from __future__ import annotations
 
@@ -58,17 +58,21 @@ def chromium(profile: Path):
 
 WATCH = """
 const root = () => document.querySelectorAll('[role="tabpanel"]')[0] || document.body;
-window.__pgSrcs = () => Array.from(root().querySelectorAll('[data-testid="stImage"] img')).map(i => i.src);
-window.__pg = {start: null, done: null, before: null};
+const imgs = () => Array.from(root().querySelectorAll('[data-testid="stImage"] img'));
+window.__pgSrcs = () => imgs().map(i => i.src);
+window.__pg = {start: null, drawn: null, done: null, before: null};
 document.addEventListener('keydown', () => { if (window.__pg.start === null) window.__pg.start = performance.now(); },
                           true);
-new MutationObserver(() => {
-  const p = window.__pg;
-  if (p.start === null || p.done !== null) return;
-  const s = window.__pgSrcs();
-  if (s.length >= 4 && s[2] !== p.before && !root().querySelector('[data-stale="true"]')) p.done = performance.now();
-}).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'data-stale']});
-"""  # in the page: the key press and the moment the distilled picture is new and nothing in the tab is stale
+const check = () => {
+  const p = window.__pg, img = imgs()[2];
+  if (p.start === null || p.done !== null || !img || img.src === p.before) return;
+  if (p.drawn === null && img.complete && img.naturalWidth > 0) p.drawn = performance.now();
+  if (p.drawn === null) { img.addEventListener('load', check, {once: true}); return; }
+  if (!root().querySelector('[data-stale="true"]')) p.done = performance.now();
+};
+new MutationObserver(check).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                    attributeFilter: ['src', 'data-stale']});
+"""  # in the page: the key press; the new distilled picture loaded (drawn); then nothing in the tab stale (done)
 
 
 def pictures(driver) -> list[str]:
@@ -100,8 +104,8 @@ def snake(moves: int, t_index: int = 6, a_index: int = 9, n_t: int = 11):
     return out
 
 
-def measure(driver, url: str, moves: int) -> list[float]:
-    """Seconds from each key press to the new distilled picture, timed in the page (performance.now())."""
+def measure(driver, url: str, moves: int) -> list[tuple[float, float]]:
+    """(drawn, settled) per move, seconds from the key press, timed in the page (performance.now())."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -118,12 +122,12 @@ def measure(driver, url: str, moves: int) -> list[float]:
     for label, key in snake(moves):
         knob = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d, label=label: slider(d, label))
-        driver.execute_script("arguments[0].focus(); window.__pg = {start: null, done: null, "
+        driver.execute_script("arguments[0].focus(); window.__pg = {start: null, drawn: null, done: null, "
                               "before: window.__pgSrcs()[2]};", knob)
         ActionChains(driver).send_keys(getattr(Keys, key)).perform()
-        ms = WebDriverWait(driver, 60, poll_frequency=0.1).until(
-            lambda d: d.execute_script("const p = window.__pg; return p.done === null ? null : p.done - p.start;"))
-        times.append(ms / 1000)
+        ms = WebDriverWait(driver, 60, poll_frequency=0.1).until(lambda d: d.execute_script(
+            "const p = window.__pg; return p.done === null ? null : [p.drawn - p.start, p.done - p.start];"))
+        times.append((ms[0] / 1000, ms[1] / 1000))
         if driver.find_elements(By.CSS_SELECTOR, BAD):
             raise RuntimeError("the page shows an error box after a slider move")
         time.sleep(0.7)
@@ -153,14 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-    q = statistics.quantiles(times, n=20, method="inclusive")
-    p50, p95 = statistics.median(times), q[18]
-    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{len(times)} slider moves (each a new T x alpha cell: both students retrain), slider move -> new "
-          f"boundary in Chromium: p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(times):.2f} s "
-          f"(targets p50 <= {args.p50:g} s, p95 <= {args.p95:g} s)")
-    ok = p50 <= args.p50 and p95 <= args.p95
-    print("each move, s:", " ".join(f"{t:.2f}" for t in times))
+    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the end; {len(times)} slider moves, "
+          f"each a new T x alpha cell (both students retrain)")
+    stats = {}
+    for k, what in enumerate(("new boundary drawn (the distilled picture loaded)", "tab settled (nothing stale)")):
+        t = [m[k] for m in times]
+        stats[k] = statistics.median(t), statistics.quantiles(t, n=20, method="inclusive")[18], max(t)
+        print(f"slider move -> {what}: p50 {stats[k][0]:.2f} s, p95 {stats[k][1]:.2f} s, max {stats[k][2]:.2f} s")
+        print("  each move, s:", " ".join(f"{x:.2f}" for x in t))
+    ok = stats[0][0] <= args.p50 and stats[0][1] <= args.p95
+    print(f"targets for the new boundary: p50 <= {args.p50:g} s, p95 <= {args.p95:g} s")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
