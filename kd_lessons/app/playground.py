@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -195,23 +197,39 @@ def frame(st, run: Run, advance: bool = False) -> None:
             state["pg_mode"] = "pause"
             st.rerun(scope="app")  # the end of the replay: stop the timer
         i = state["pg_frame"] = i + 1
-    s, teacher = run.settings, run.teacher
-    students = run.logits(_grid(), i)
-    lab = (run.x_lab, run.y_lab, 4)
-    shown = [picture(_probability(teacher.grid_logits), [(teacher.x[:300], teacher.y[:300], 2)]),
-             picture(_probability(students[0]), [lab]),
-             picture(_probability(students[1]), [(run.x_unlab, None, 1), lab]),
-             picture(_probability(teacher.grid_logits, s.T), [(run.x_unlab, None, 1)], boundary=False)]
-    acc = run.test_accuracy[i]
+    s, teacher, acc = run.settings, run.teacher, run.test_accuracy[i]
     captions = [f"Teacher: {teacher.accuracy:.1%} test accuracy", f"Scratch: {acc[0]:.1%}",
                 f"Distilled: {acc[1]:.1%} ({100 * (acc[1] - acc[0]):+.1f} points)",
                 f"Teacher's soft labels at T = {s.T:g}"]
     st.markdown(f"**Step {run.steps[i]} of {run.steps[-1]}** (Adam, full batch; scratch on {s.labels} labels, "
                 f"distilled on them plus {s.unlabelled} unlabelled points, alpha = {s.alpha:g})")
-    for col, img, caption in zip(st.columns(4), shown, captions):
-        col.image(png_url(img), caption=caption, width=GRID * SCALE)
+    for col, url, caption in zip(st.columns(4), _urls(run, i), captions):
+        col.image(url, caption=caption, width=GRID * SCALE)
     st.caption("Held-out cross-entropy of both students as they train (log scale)")
     st.vega_lite_chart(_loss_spec(run, i), width="stretch")
+
+
+_URLS: OrderedDict = OrderedDict()  # (setting, frame) -> the four pictures: a page rerun redraws nothing
+_URLS_LOCK, URLS_KEEP = threading.Lock(), 64
+
+
+def _urls(run: Run, i: int) -> list[str]:
+    key = (run.settings.key(), i)
+    with _URLS_LOCK:
+        if key in _URLS:
+            _URLS.move_to_end(key)
+            return _URLS[key]
+    teacher, students, lab = run.teacher, run.logits(_grid(), i), (run.x_lab, run.y_lab, 4)
+    shown = [picture(_probability(teacher.grid_logits), [(teacher.x[:300], teacher.y[:300], 2)]),
+             picture(_probability(students[0]), [lab]),
+             picture(_probability(students[1]), [(run.x_unlab, None, 1), lab]),
+             picture(_probability(teacher.grid_logits, run.settings.T), [(run.x_unlab, None, 1)], boundary=False)]
+    urls = [png_url(img) for img in shown]
+    with _URLS_LOCK:
+        _URLS[key] = urls
+        while len(_URLS) > URLS_KEEP:
+            _URLS.popitem(last=False)
+    return urls
 
 
 _GRID_POINTS: list = []
