@@ -209,27 +209,36 @@ def frame(st, run: Run, advance: bool = False) -> None:
     st.vega_lite_chart(_loss_spec(run, i), width="stretch")
 
 
-_URLS: OrderedDict = OrderedDict()  # (setting, frame) -> the four pictures: a page rerun redraws nothing
-_URLS_LOCK, URLS_KEEP = threading.Lock(), 64
+_URLS: OrderedDict = OrderedDict()  # (setting, frame, picture) -> its data: URL: a page rerun redraws nothing
+_URLS_LOCK, URLS_KEEP = threading.Lock(), 256
 
 
-def _urls(run: Run, i: int) -> list[str]:
-    key = (run.settings.key(), i)
-    with _URLS_LOCK:
-        if key in _URLS:
-            _URLS.move_to_end(key)
-            return _URLS[key]
-    teacher, students, lab = run.teacher, run.logits(_grid(), i), (run.x_lab, run.y_lab, 4)
-    shown = [picture(_probability(teacher.grid_logits), [(teacher.x[:300], teacher.y[:300], 2)]),
-             picture(_probability(students[0]), [lab]),
-             picture(_probability(students[1]), [(run.x_unlab, None, 1), lab]),
-             picture(_probability(teacher.grid_logits, run.settings.T), [(run.x_unlab, None, 1)], boundary=False)]
-    urls = [png_url(img) for img in shown]
-    with _URLS_LOCK:
-        _URLS[key] = urls
-        while len(_URLS) > URLS_KEEP:
-            _URLS.popitem(last=False)
-    return urls
+def _picture(run: Run, i: int, k: int) -> np.ndarray:
+    teacher, lab = run.teacher, (run.x_lab, run.y_lab, 4)
+    if k == 0:
+        return picture(_probability(teacher.grid_logits), [(teacher.x[:300], teacher.y[:300], 2)])
+    if k == 3:
+        return picture(_probability(teacher.grid_logits, run.settings.T), [(run.x_unlab, None, 1)], boundary=False)
+    student = run.logits(_grid(), i)[k - 1]
+    return picture(_probability(student), [lab] if k == 1 else [(run.x_unlab, None, 1), lab])
+
+
+def _urls(run: Run, i: int):
+    """The four pictures' data: URLs in order, each made once per server; lazily, so each is sent when made
+    (measured: making all four before sending the first drew the distilled one later in Chromium)."""
+    for k in range(4):
+        key = (run.settings.key(), i, k)
+        with _URLS_LOCK:
+            url = _URLS.get(key)
+            if url is not None:
+                _URLS.move_to_end(key)
+        if url is None:
+            url = png_url(_picture(run, i, k))
+            with _URLS_LOCK:
+                _URLS[key] = url
+                while len(_URLS) > URLS_KEEP:
+                    _URLS.popitem(last=False)
+        yield url
 
 
 _GRID_POINTS: list = []
