@@ -1,7 +1,7 @@
 """Knowledge distillation, live: the classroom app (`streamlit run app.py`, or `make app`).
 
 Page config, sidebar widgets, tabs, and Streamlit's cache and fragment wrappers; every tab is drawn by
-kd_lessons.app (soft_tab, accuracy_tab, loss_tab, methods_tab, kl_direction), given the sidebar's values.
+kd_lessons.app (playground, soft_tab, accuracy_tab, loss_tab, methods_tab, kl_direction), given the sidebar's values.
 Introduced in notebook 00_start_here. KD_QUICK=1 gives small, fast settings for a first launch.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import functools
 import streamlit as st
 
 from kd_lessons import config, datasets
-from kd_lessons.app import accuracy_tab, jobs, kl_direction, loss_tab, methods_tab, page, panels, soft_tab
+from kd_lessons.app import accuracy_tab, jobs, kl_direction, loss_tab, methods_tab, page, panels, playground, soft_tab
 
 st.set_page_config(page_title="Knowledge distillation, live", page_icon="🎓", layout="wide")
 MODE, CACHE = config.mode(), str(config.cache_dir())  # part of every cache key
@@ -64,8 +64,45 @@ def queued_training(request: str, panel: str) -> None:
 
 @st.fragment
 def kl_direction_tab() -> None:
-    with page.guarded(st, page.TABS[5]):  # inside: a fragment's own reruns skip the caller's guard
+    with page.guarded(st, page.TABS[6]):  # inside: a fragment's own reruns skip the caller's guard
         kl_direction.render(st)
+
+
+@st.cache_resource(show_spinner="Training the playground's teacher (once per data set and noise)…", max_entries=64)
+def playground_teacher(dataset: str, noise: float):
+    return playground.train_teacher(dataset, noise)
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def playground_run(key: str, _settings):  # key names the settings
+    return playground.train_students(_settings, playground_teacher(_settings.dataset, _settings.noise))
+
+
+@st.fragment
+def playground_still(run) -> None:
+    with page.guarded(st, page.TABS[0]):  # a fragment's own reruns skip the caller's guard
+        playground.frame(st, run)
+
+
+@st.fragment(run_every=0.4)
+def playground_play(run) -> None:
+    with page.guarded(st, page.TABS[0]):
+        playground.frame(st, run, advance=True)
+
+
+@st.fragment(run_every=1.5)
+def playground_slow(run) -> None:
+    with page.guarded(st, page.TABS[0]):
+        playground.frame(st, run, advance=True)
+
+
+@st.fragment
+def playground_tab() -> None:  # its widgets rerun the tab only, not the page
+    with page.guarded(st, page.TABS[0]):
+        playground.render(st, playground.Tools(run=lambda s: playground_run(s.key(), s), teacher=playground_teacher,
+                                               players={"pause": playground_still, "play": playground_play,
+                                                        "slow": playground_slow}, queue=training_queue(),
+                                               queued=queued_training))
 
 
 SHARED = page.Shared(teacher=get_teacher, pool=functools.partial(get_pool, MODE, CACHE), png=png,
@@ -91,7 +128,9 @@ for line in page.missing_datasets(available):
     side.caption(line)
 
 # ---------------------------------------------------------------- tabs
-tab_soft, tab_acc, tab_loss, tab_cmp, tab_methods, tab_gen, tab_code = st.tabs(list(page.TABS))
+tab_play, tab_soft, tab_acc, tab_loss, tab_cmp, tab_methods, tab_gen, tab_code = st.tabs(list(page.TABS))
+with tab_play:
+    playground_tab()
 pool, shown, kind = None, [], "full"  # what the soft-label tab hands on (None: it failed, and says why)
 with tab_soft, page.guarded(st, "Soft labels"):
     pool, shown, kind = soft_tab.render(st, SHARED, dataset, T, n_images, st.session_state.get("image_seed", 0))

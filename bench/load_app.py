@@ -2,11 +2,13 @@
 
 `make load-test` (or `python bench/load_app.py --sessions 10`). Each session is a Streamlit AppTest of
 app.py in its own thread of this one process, as the sessions of one `streamlit run` server share its
-process, its caches and its cores. Every session opens the page, then moves a random sidebar or Compare
-slider every `--think` seconds (uniform 0.5x-1.5x) and times the full redraw (the script rerun that a
-browser waits for). Meanwhile `--train` sessions press "Train this student now", two of them on the same
-cell: the app's TrainingQueue must train one at a time and that cell once, and the sessions keep moving
-sliders while they wait. Before the sessions start, the page is opened once and the heatmap filled (what
+process, its caches and its cores. Every session opens the page, then moves a random sidebar, Compare or
+Playground slider (a Playground move retrains its two students unless a session trained that setting
+before) every `--think` seconds (uniform 0.5x-1.5x) and times the full redraw (the script rerun that a
+browser waits for; in a browser a Playground move reruns its tab only, bench/playground_speed.py).
+Meanwhile `--train` sessions press "Train this student now", two of them on the same cell: the app's
+TrainingQueue must train one at a time and that cell once, and the sessions keep moving sliders while
+they wait. Before the sessions start, the page is opened once and the heatmap filled (what
 `python -m kd_lessons prepare-class` does before a class). Exits 1 when the p95 redraw exceeds `--target`
 seconds, a redraw shows an error, two trainings overlap, or a cell trains twice.
 """
@@ -26,6 +28,7 @@ from streamlit.testing.v1 import AppTest
 
 from kd_lessons import config
 from kd_lessons.app import jobs, panels
+from kd_lessons.app.playground_data import OPTIONS
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SLIDERS = {  # key -> (kind, values a student may pick)
@@ -34,6 +37,8 @@ SLIDERS = {  # key -> (kind, values a student may pick)
     "n_images": ("slider", list(range(1, 9))),
     "cmp_T_left": ("select_slider", panels.temperatures()),
     "cmp_T_right": ("select_slider", panels.temperatures()),
+    **{f"pg_{name}": ("select_slider", list(OPTIONS[name]))
+       for name in ("T", "alpha", "labels", "unlabelled", "width")},  # the Playground tab (issue 25)
 }
 
 

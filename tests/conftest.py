@@ -92,7 +92,7 @@ LESSONS = {
     "test_app.py": (0,), "test_lab_settings.py": (0,),
     "test_app_browser.py": (0,), "test_app_jobs.py": (0,), "test_load_app.py": (0,),
     "test_app_shutdown.py": (0,),
-    "test_app_datasets.py": (0,), "test_app_layout.py": (0,), "test_ddp.py": (6,),
+    "test_app_datasets.py": (0,), "test_app_playground.py": (0,), "test_app_layout.py": (0,), "test_ddp.py": (6,),
     "test_recipes.py": (4, 5, 6, 7, 10, 11, 12, 13, 14), "test_registry.py": (10, 11),
     "test_app_panels.py": (1, 2, 3, 4), "test_app_kl_direction.py": (10,),
     "test_stats.py": EVERY, "test_results.py": EVERY, "test_run_full.py": EVERY, "test_ledger.py": EVERY,

@@ -49,9 +49,14 @@ def _charts(block, title_start: str = "") -> list[tuple[dict, "object"]]:
     return found
 
 
+def _tab(at: AppTest, label: str):
+    """A tab by its label (the Playground tab came first in issue 25: indices moved)."""
+    return next(t for t in at.tabs if t.label == label)
+
+
 def _heatmap_cells(at: AppTest) -> dict:
     """The Accuracy tab's heatmap as {(T, alpha): accuracy} (NaN: not trained yet; the spec's JSON says null)."""
-    charts = _charts(at.tabs[1], "student test accuracy")
+    charts = _charts(_tab(at, "Accuracy"), "student test accuracy")
     assert len(charts) == 1, f"{len(charts)} heatmaps on the Accuracy tab"
     frame = charts[0][1]
     return {(float(t), float(a)): math.nan if v is None else float(v)
@@ -128,8 +133,8 @@ def app(monkeypatch):
 def test_app_runs_with_every_panel(app):
     _clean(app)
     assert app.title[0].value == "Knowledge distillation, live"
-    assert [t.label for t in app.tabs] == ["Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods",
-                                           "Generative KD: KL direction", "Code"]
+    assert [t.label for t in app.tabs] == ["Playground", "Soft labels", "Accuracy", "Loss anatomy", "Compare",
+                                           "Methods", "Generative KD: KL direction", "Code"]
     assert 0 <= _number(app, "Mean entropy of the soft labels") <= 2.303  # <= log 10
     assert "def kd_loss" in app.code[0].value
     assert app.selectbox(key="dataset").value == "mnist"
@@ -223,7 +228,7 @@ def test_heatmap_shows_every_cell_from_the_start_and_each_one_as_it_finishes(mon
     assert len(no_grid_job) == 1  # the background job was started (and, here, never trains)
     cells = _heatmap_cells(at)
     assert set(cells) == {(t, a) for t in Ts for a in alphas} and all(math.isnan(v) for v in cells.values())
-    bar = at.tabs[1].get("progress")
+    bar = _tab(at, "Accuracy").get("progress")
     assert len(bar) == 1 and bar[0].value == 0
     assert bar[0].proto.text.startswith(f"heatmap: 0 of {n} cells trained; training T = {Ts[0]:g}, alpha = 0 "
                                         f"({rec.steps} steps)")
@@ -235,7 +240,7 @@ def test_heatmap_shows_every_cell_from_the_start_and_each_one_as_it_finishes(mon
         cells = _heatmap_cells(at)
         assert cells[(t, a)] == pytest.approx(row["accuracy"])  # shown on the redraw after it is cached
         assert sum(math.isfinite(v) for v in cells.values()) == done
-        bar = at.tabs[1].get("progress")[0]
+        bar = _tab(at, "Accuracy").get("progress")[0]
         assert bar.value == int(100 * done / total), (bar.value, done, total)
         if done < n:
             assert bar.proto.text.startswith(f"heatmap: {done} of {n} cells trained")
@@ -276,11 +281,11 @@ def test_compare_shows_two_temperatures_in_the_soft_label_tabs_chart_style(app):
     app.select_slider(key="cmp_T_right").set_value(8.0).run()
     _clean(app)
     assert _number(app, "Mean entropy at T = 8") > _number(app, "Mean entropy at T = 1")
-    soft = _charts(app.tabs[0], "soft label entropy")
-    compare = _charts(app.tabs[3], "soft label entropy")
+    soft = _charts(_tab(app, "Soft labels"), "soft label entropy")
+    compare = _charts(_tab(app, "Compare"), "soft label entropy")
     n_images = app.slider(key="n_images").value
     assert len(soft) == n_images and len(compare) == 2 * n_images  # each image at the left and the right T
-    captions = [c for image in app.tabs[3].image for c in image.captions]  # no matplotlib figures: one digit a row
+    captions = [c for image in _tab(app, "Compare").image for c in image.captions]  # no matplotlib: a digit a row
     assert len(captions) == n_images and all(c.startswith("#") for c in captions)
     targets = {spec["encoding"]["color"]["scale"]["domain"][1] for spec, _ in compare}
     assert targets == {"soft label (T=1)", "soft label (T=8)"}
@@ -312,7 +317,7 @@ def test_train_button_yields_an_accuracy_that_joins_the_grid(app):
     assert row["source"].iloc[0] == "live"
     assert "Red box: the current (T, alpha)." in [c.value for c in app.caption]  # the heatmap shows the new cell
     assert _heatmap_cells(app)[(3.0, 0.7)] == pytest.approx(row["accuracy"].iloc[0])  # the new cell, in the heatmap
-    assert len(app.tabs[1].image) == 1  # the training curves (the heatmap is a chart)
+    assert len(_tab(app, "Accuracy").image) == 1  # the training curves (the heatmap is a chart)
     history = grid.history_for(grid.recipe("mnist", student_width=100), 3.0, 0.7)
     assert history["step"][-1] == grid.recipe("mnist", student_width=100).steps
     radio = app.radio(key="anatomy_student")
@@ -493,7 +498,7 @@ def test_methods_tab_trains_a_method_and_its_baseline_and_shows_the_table(app):
         assert gain == f"{100 * (wide['DKD'] - wide['scratch']):+.2f} (one seed)"
     else:
         assert " ± " in gain
-    charts = _charts(app.tabs[4], "test errors per method")
+    charts = _charts(_tab(app, "Methods"), "test errors per method")
     assert len(charts) == 1  # drawn by the browser, from the table this run loaded: a bar for every method
     spec, runs = charts[0]
     assert sorted(zip(runs["method"], runs["seed"])) == sorted(zip(table["method"], table["seed"]))

@@ -1,8 +1,9 @@
 """The real thing: `streamlit run app.py` (quick mode) driven by headless Chromium through selenium.
 
 Checks that the page renders its title and the soft-label panel with no exception or error box, that the
-Accuracy tab's heatmap, the Compare tab's charts and the Methods tab's table and chart render in the browser
-(issue 28), and saves screenshots under artifacts/. Skips (with the install command) without Chromium.
+Playground's slider redraws its boundary pictures (issue 25), that the Accuracy tab's heatmap, the Compare
+tab's charts and the Methods tab's table and chart render in the browser (issue 28), and saves screenshots
+under artifacts/. Skips (with the install command) without Chromium.
 """
 import os
 import shutil
@@ -121,6 +122,7 @@ def _soft_labels_render(server, browser, out: Path) -> None:
     wait = WebDriverWait(browser, WAIT_S)
     title = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "h1")))
     assert "Knowledge distillation" in title.text
+    _open_tab(browser, "Soft labels")  # the Playground is the first tab (issue 25); a hidden tab's text reads ""
 
     def ready_or_broken(driver):
         if driver.find_elements(By.CSS_SELECTOR, BAD):
@@ -149,6 +151,8 @@ def _t_slider_moves_the_heading(browser) -> None:
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    WebDriverWait(browser, 30, ignored_exceptions=_stale()).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "h3").text)
     heading = browser.find_element(By.CSS_SELECTOR, "h3").text
     slider = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')[0]
     browser.execute_script("arguments[0].focus()", slider)
@@ -286,3 +290,43 @@ def test_app_renders_in_a_real_browser(server, browser):
     _compare_draws_soft_label_charts(browser, out)
     _methods_table_fits(browser, out)
     _beta_slider_redraws(browser, out)
+
+
+def _playground_pictures(driver) -> list[str]:
+    """The src of the Playground's four pictures (teacher, scratch, distilled, soft labels) on the visible tab."""
+    from selenium.webdriver.common.by import By
+
+    return [i.get_attribute("src") for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
+            if i.is_displayed()][:4]
+
+
+def test_playground_slider_redraws_the_boundary(server, browser):
+    """The first tab: moving its alpha slider retrains the students and draws a new distilled boundary."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server["url"])
+    wait = WebDriverWait(browser, WAIT_S, ignored_exceptions=_stale())
+    wait.until(lambda d: len(_playground_pictures(d)) == 4)
+    before = _playground_pictures(browser)
+
+    def alpha_slider(driver):
+        for box in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"]'):
+            if box.is_displayed() and box.text.startswith("alpha, the teacher's weight"):
+                return box.find_element(By.CSS_SELECTOR, 'input[type="range"]')
+        return False
+
+    slider = wait.until(alpha_slider)
+    browser.execute_script("arguments[0].focus()", slider)
+    start = time.monotonic()
+    ActionChains(browser).send_keys(Keys.ARROW_LEFT).perform()  # alpha 0.9 -> 0.8
+    wait.until(lambda d: len(_playground_pictures(d)) == 4 and _playground_pictures(d)[2] != before[2])
+    print(f"Playground: alpha slider step -> new distilled boundary in {time.monotonic() - start:.2f} s")
+    after = _playground_pictures(browser)
+    assert after[0] == before[0]  # the teacher is cached per data set and noise: the same picture
+    assert "alpha=0.8" in browser.current_url  # the URL follows the slider
+    time.sleep(1)
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, BAD)]
+    assert not errors, errors

@@ -22,7 +22,8 @@ from kd_lessons.cache import CacheWarning
 __all__ = ["TABS", "NO_POOL", "Shared", "guarded", "teacher_with_progress", "starter_notice", "queued_training",
            "missing_datasets", "figure_png", "cached_chart"]
 
-TABS = ("Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Generative KD: KL direction", "Code")
+TABS = ("Playground", "Soft labels", "Accuracy", "Loss anatomy", "Compare", "Methods", "Generative KD: KL direction",
+        "Code")
 NO_POOL = "This panel uses the soft-label panel's test images, which could not be loaded: see the message there."
 
 
