@@ -96,8 +96,8 @@ def ddim_sample(model: nn.Module, z1: torch.Tensor, steps: int) -> torch.Tensor:
 def check_finite(loss: torch.Tensor, step: int, what: str) -> None:
     """Raise DivergedError (with what to change) when a loss is NaN or infinite. Lesson 17."""
     if not torch.isfinite(loss):
-        raise DivergedError(f"{what}: the loss became {float(loss)} at step {step}; training stopped and nothing "
-                            "was cached. Lower the learning rate (or check the data for NaN) and run again.")
+        raise DivergedError(f"{what}: the loss became {float(loss.detach())} at step {step}; training stopped and "
+                            "nothing was cached. Lower the learning rate (or check the data for NaN) and run again.")
 
 
 def _lr_at(lr: float, i: int, n: int) -> float:
