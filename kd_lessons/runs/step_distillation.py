@@ -90,7 +90,8 @@ def _one_seed(rec: StepDistillRecipe, seed: int, progress: bool) -> tuple[list[d
     def score(arm, k, pts):
         rows.append({"seed": seed, "arm": arm, "steps": k, "sw": sliced_wasserstein(pts, ref, rec.n_proj),
                      "mmd2": mmd2(pts, ref, h)})
-        clouds[f"{arm}@{k}"] = pts[:rec.cloud_points].clone()
+        if arm != "data":
+            clouds[f"{arm}@{k}"] = pts[:rec.cloud_points].clone()
 
     score("data", 0, floor)
     for k in step_counts(rec):
