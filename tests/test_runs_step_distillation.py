@@ -8,7 +8,7 @@ from kd_lessons.diffusion.plots import plot_clouds, plot_quality
 from kd_lessons.runs import step_distillation as sd
 
 TINY = sd.recipe(teacher_steps=4, n_train=300, teacher_iters=20, distill_iters=5, batch_size=32, eval_samples=64,
-                 n_proj=16, cloud_points=20, seeds=(0, 1), hidden=16, depth=2)
+                 n_proj=16, cloud_points=20, seeds=(0, 1), hidden=16, depth=2, consistency_iters=5)
 
 
 @pytest.fixture
@@ -27,11 +27,13 @@ def test_rows_for_every_seed_arm_and_step_count(result):
     assert sd.step_counts(TINY) == [1, 2, 4]
     got = sorted((r["seed"], r["arm"], r["steps"]) for r in rows)
     want = sorted([(s, "data", 0) for s in (0, 1)] + [(s, "teacher", k) for s in (0, 1) for k in (1, 2, 4)]
-                  + [(s, "distilled", k) for s in (0, 1) for k in (1, 2)])
+                  + [(s, "distilled", k) for s in (0, 1) for k in (1, 2)]
+                  + [(s, "consistency", k) for s in (0, 1) for k in (1, 2, 4)])
     assert got == want and all(r["sw"] > 0 for r in rows)
     by = {(r["seed"], r["arm"], r["steps"]): r["sw"] for r in rows}
     assert by[(0, "teacher", 1)] != by[(1, "teacher", 1)]                     # each seed redraws everything
-    assert set(result["clouds"][0]) == {"data", "teacher@1", "teacher@2", "teacher@4", "distilled@1", "distilled@2"}
+    assert set(result["clouds"][0]) == {"data", "teacher@1", "teacher@2", "teacher@4", "distilled@1", "distilled@2",
+                                        "consistency@1", "consistency@2", "consistency@4"}
     assert result["clouds"][0]["teacher@1"].shape == (20, 2)
 
 
@@ -42,6 +44,8 @@ def test_summary_pairs_distilled_with_the_undistilled_teacher(result):
     d = lines[0]["distilled_minus_teacher"]
     assert d.n == 2 and d.values == pytest.approx([by[(s, "distilled", 1)] - by[(s, "teacher", 1)] for s in (0, 1)])
     assert lines[0]["verdict"] in ("better", "worse", "inconclusive")
+    c = lines[2]["consistency_minus_teacher"]
+    assert c.values == pytest.approx([by[(s, "consistency", 4)] - by[(s, "teacher", 4)] for s in (0, 1)])
     assert sd.summary(result, "mmd2")[0]["teacher"].n == 2
     with pytest.raises(ValueError, match="metric"):
         sd.summary(result, "fid")
@@ -78,7 +82,7 @@ def test_cached_once_and_a_nan_run_leaves_the_cache_intact(tmp_cache, monkeypatc
 
 def test_plots_return_figures(result):
     fig = plot_clouds(result, steps=(1, 4))
-    assert isinstance(fig, Figure) and len(fig.axes) == 2 * 3
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 3
     assert isinstance(plot_quality(sd.summary(result)), Figure)
     with pytest.raises(ValueError, match="the run scored"):
         plot_clouds(result, steps=(3,))
@@ -87,12 +91,20 @@ def test_plots_return_figures(result):
 @pytest.mark.parametrize("change, match", [({"teacher_steps": 48}, "power of two"), ({"final_steps": 3}, "power"),
                                            ({"seeds": ()}, "distinct seeds"), ({"seeds": (1, 1)}, "distinct"),
                                            ({"dataset": "moons"}, "use one of"), ({"lr": 0.0}, "> 0"),
-                                           ({"eval_samples": 1}, ">= 2"), ({"teacher_iters": 2.5}, "expected int")])
+                                           ({"eval_samples": 1}, ">= 2"), ({"consistency_ema": 1.0}, "consistency_ema"),
+                                           ({"consistency_iters": -1}, ">= 0"),
+                                           ({"teacher_iters": 2.5}, "expected int")])
 def test_bad_recipes_say_what_to_do(change, match):
     with pytest.raises(ValueError, match=match):
         TINY.replace(**change)
     with pytest.raises(ValueError, match="has no field"):
         sd.recipe(steps=4)
+
+
+def test_consistency_can_be_left_out():
+    rows = sd.run(TINY.replace(seeds=(0,), consistency_iters=0), progress=False)["rows"]
+    assert {r["arm"] for r in rows} == {"data", "teacher", "distilled"}
+    assert sd.summary({"rows": rows})[0]["consistency"] is None
 
 
 def test_quick_and_full_defaults(monkeypatch):
