@@ -126,6 +126,10 @@ LESSONS = {
     "test_generative_logit_store.py": (16,), "test_runs_logit_storage.py": (16,),
     "test_generative_subword.py": (16,), "test_generative_cross_tokenizer.py": (16,),
     "test_runs_cross_tokenizer_students.py": (16,),
+    # lesson 17 (diffusion step distillation): () until notebooks/17_*.ipynb exists, then (17,) (and 9 for ex 38)
+    "test_diffusion_data.py": (), "test_diffusion_model.py": (), "test_diffusion_distill.py": (),
+    "test_diffusion_metrics.py": (), "test_diffusion_consistency.py": (), "test_runs_step_distillation.py": (),
+    "test_exercises_step_distillation.py": (),
 }
 
 

@@ -29,6 +29,7 @@ from kd_lessons.exercises.sequence_kd import GeneralizedJSD, SequenceReverseKL, 
 from kd_lessons.exercises.sequence_kd_fixes import FixJSDCrossEntropy, FixSameLogits, FixSwappedRoles, FixVocabMismatch
 from kd_lessons.exercises.speculative import SpeculativeAccept
 from kd_lessons.exercises.step import DistillationLoss, DistillationStep, FixHardTarget, FixTeacherMode
+from kd_lessons.exercises.step_distillation import ProgressiveDistillationTarget
 from kd_lessons.exercises.teacher_sequences import TeacherSequences
 from kd_lessons.exercises.temperature import FixSofteningT, SoftmaxWithTemperature
 from kd_lessons.exercises.trace_filter import KeepCorrectTraces
@@ -42,5 +43,5 @@ __all__ = [
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
     "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
-    "SpeculativeAccept", "ULDLoss", "TopKRestBucket",
+    "SpeculativeAccept", "ULDLoss", "TopKRestBucket", "ProgressiveDistillationTarget",
 ]
