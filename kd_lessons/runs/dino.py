@@ -20,7 +20,7 @@ from torch import nn
 from kd_lessons import cache, config, stats
 from kd_lessons.data import load_tensors, stratified_subset
 from kd_lessons.figures import new_figure
-from kd_lessons.methods.dino import DINO, DINONet, momentum_at, multi_crop
+from kd_lessons.methods.dino import DINO, DINONet, check_momentum, momentum_at, multi_crop
 from kd_lessons.recipes import Recipe, check_recipe, pick
 
 __all__ = ["DINORecipe", "recipe", "VARIANTS", "knn_accuracy", "train_dino", "train_supervised", "run",
@@ -55,8 +55,8 @@ class DINORecipe(Recipe):
     def _check(self) -> None:
         self._positive("n_train", "n_bank", "n_test", "steps", "batch_size", "lr", "width", "out_dim", "tau_s",
                        "tau_t", "knn_k", "knn_T")
-        self._between("center_momentum", 0, 0.999999)
-        self._between("teacher_momentum", 0, 0.999999)
+        check_momentum(self.center_momentum, "DINORecipe.center_momentum")
+        check_momentum(self.teacher_momentum, "DINORecipe.teacher_momentum")
         if not self.seeds:
             self._fail("seeds", "pass at least one seed")
 
@@ -213,5 +213,4 @@ def plot_diagnostics(result: dict):
     axes[0].set(xlabel="step", ylabel="nats", title="teacher output entropy")
     axes[1].set(xlabel="step", ylabel="nats", title="KL(teacher || student)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
