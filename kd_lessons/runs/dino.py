@@ -36,7 +36,7 @@ class DINORecipe(Recipe):
     n_train: int = pick(12000, 256)   # images DINO trains on (their labels only for the supervised arm)
     n_bank: int = pick(5000, 200)     # labelled train images the k-NN searches
     n_test: int = pick(10000, 200)    # MNIST test images scored
-    steps: int = pick(250, 12)
+    steps: int = pick(250, 8)
     batch_size: int = pick(64, 32)
     lr: float = 1e-3
     width: int = pick(16, 4)
