@@ -126,10 +126,11 @@ LESSONS = {
     "test_generative_logit_store.py": (16,), "test_runs_logit_storage.py": (16,),
     "test_generative_subword.py": (16,), "test_generative_cross_tokenizer.py": (16,),
     "test_runs_cross_tokenizer_students.py": (16,),
-    # lesson 17 (diffusion step distillation): () until notebooks/17_*.ipynb exists, then (17,) (and 9 for ex 38)
+    # lessons 17 (diffusion step distillation) and 18 (DINO): () until their notebooks exist, then (17,) / (18,)
     "test_diffusion_data.py": (), "test_diffusion_model.py": (), "test_diffusion_distill.py": (),
     "test_diffusion_metrics.py": (), "test_diffusion_consistency.py": (), "test_runs_step_distillation.py": (),
-    "test_exercises_step_distillation.py": (),
+    "test_methods_dino.py": (), "test_runs_dino.py": (),
+    "test_exercises_step_distillation.py": (9,), "test_exercises_dino.py": (9,),
 }
 
 

@@ -9,6 +9,7 @@ from kd_lessons.exercises.bn_statistics import BNStatisticsLoss
 from kd_lessons.exercises.caching import FixCachedLogits
 from kd_lessons.exercises.core import EXERCISES, Exercise, Result, results, summary
 from kd_lessons.exercises.cross_tokenizer import ULDLoss
+from kd_lessons.exercises.dino import DINOCenter, EMATeacher
 from kd_lessons.exercises.hint_loss import HintLoss, MakeHintRegressor
 from kd_lessons.exercises.kl_loss import (
     FixLogProbs,
@@ -43,5 +44,6 @@ __all__ = [
     "SequenceReverseKL", "GeneralizedJSD", "TeacherSequences", "TopKRenormalized", "FixVocabMismatch",
     "FixSwappedRoles", "FixSameLogits", "FixJSDCrossEntropy",
     "BNStatisticsLoss", "KeepCorrectTraces", "ReverseKLReward", "GRPOAdvantage", "ClippedRatio",
-    "SpeculativeAccept", "ULDLoss", "TopKRestBucket", "ProgressiveDistillationTarget",
+    "SpeculativeAccept", "ULDLoss", "TopKRestBucket", "DINOCenter", "ProgressiveDistillationTarget",
+    "EMATeacher",
 ]
