@@ -45,8 +45,8 @@ VARIANTS = (
     Variant("inverted_ratio", "The sigma ratio is upside down. A DDIM step keeps the noise direction "
             "eps = (z_t - alpha_t x) / sigma_t and rescales it to sigma'': the ratio is sigma'' / sigma_t.",
             lambda z_t, z_n, a_t, s_t, a_n, s_n: (z_n - (s_t / s_n) * z_t) / (a_n - (s_t / s_n) * a_t)),
-    Variant("no_denominator", "You stopped at z_t'' - (sigma''/sigma_t) z_t. That is x~ times "
-            "(alpha'' - (sigma''/sigma_t) alpha_t): divide by it to get x~.",
+    Variant("no_denominator", "You stopped at z_t'' - (sigma'' / sigma_t) z_t. That is x~ times "
+            "(alpha'' - (sigma'' / sigma_t) alpha_t): divide by it to get x~.",
             lambda z_t, z_n, a_t, s_t, a_n, s_n: z_n - (s_n / s_t) * z_t),
     Variant("no_noise", "You divided z_t'' by alpha'', as if z_t'' held no noise. At t'' > 0 it holds "
             "sigma'' eps, and eps is the one from z_t: eps = (z_t - alpha_t x~) / sigma_t. Solve "
@@ -54,7 +54,7 @@ VARIANTS = (
             lambda z_t, z_n, a_t, s_t, a_n, s_n: z_n / a_n),
     Variant("solved_for_eps", "You solved for the noise eps~ (the alpha ratio, divided by sigma'' - ...). The "
             "student's target here is the clean point x~: use the sigma ratio sigma'' / sigma_t and divide by "
-            "alpha'' - (sigma''/sigma_t) alpha_t.",
+            "alpha'' - (sigma'' / sigma_t) alpha_t.",
             lambda z_t, z_n, a_t, s_t, a_n, s_n: (z_n - (a_n / a_t) * z_t) / (s_n - (a_n / a_t) * s_t)),
     Variant("v_target", "You returned the v target (alpha_t z_t - x~) / sigma_t. It is the right target for a "
             "v-prediction student (kd_lessons.diffusion.distill.pd_target_v), but this exercise asks for x~ itself.",
@@ -97,5 +97,5 @@ class ProgressiveDistillationTarget(Exercise):
         variant = matching_variant(self.variants, outs, trials)
         if variant is not None:
             raise Incorrect(variant.hint, variant.name)
-        raise Incorrect("x~ differs from the reference (z_t'' - r z_t) / (alpha'' - r alpha_t), r = sigma''/sigma_t.",
+        raise Incorrect("x~ differs from the reference (z_t'' - r z_t) / (alpha'' - r alpha_t), r = sigma'' / sigma_t.",
                         None)
