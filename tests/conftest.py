@@ -126,7 +126,7 @@ LESSONS = {
     "test_generative_logit_store.py": (16,), "test_runs_logit_storage.py": (16,),
     "test_generative_subword.py": (16,), "test_generative_cross_tokenizer.py": (16,),
     "test_runs_cross_tokenizer_students.py": (16,),
-    "test_mnist1d.py": (),  # lesson 18
+    "test_mnist1d.py": (), "test_runs_capacity_gap.py": (), "test_runs_kd_map.py": (),  # lesson 18
 }
 
 
