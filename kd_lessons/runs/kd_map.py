@@ -133,6 +133,6 @@ def plot(rows: list[dict]):
     for c in table:
         i, j = widths.index(c["student_width"]), ns.index(c["n_labeled"])
         ax.text(j, i, f"{100 * c['diff']:+.1f}\n[{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]\n{c['verdict']}",
-                ha="center", va="center", fontsize=7)
+                ha="center", va="center", fontsize=7, color="white" if abs(values[i, j]) > 0.6 * limit else "black")
     fig.set_size_inches(2.5 + 1.6 * len(ns), 1.2 + 0.9 * len(widths))
     return fig
