@@ -131,6 +131,7 @@ LESSONS = {
     "test_diffusion_metrics.py": (), "test_diffusion_consistency.py": (), "test_runs_step_distillation.py": (),
     "test_methods_dino.py": (), "test_runs_dino.py": (),
     "test_exercises_step_distillation.py": (9,), "test_exercises_dino.py": (9,),
+    "test_mnist1d.py": (), "test_runs_capacity_gap.py": (), "test_runs_kd_map.py": (),  # lesson 18
 }
 
 
