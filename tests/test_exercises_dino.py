@@ -1,6 +1,7 @@
 """kd_lessons.exercises.dino: exercises 37 (DINO centering) and 39 (EMA teacher), three outcomes, each bug named."""
 import pytest
 import torch
+from exercise_harness import assert_named, assert_three_outcomes
 
 from kd_lessons.exercises.core import EXERCISES
 from kd_lessons.exercises.dino import CENTER_VARIANTS, EMA_VARIANTS, DINOCenter, EMATeacher
@@ -20,20 +21,13 @@ def test_registered_as_exercises_37_and_39():
 
 @pytest.mark.parametrize("cls", [c for c, _ in CASES], ids=lambda c: c.__name__)
 def test_three_outcomes(cls):
-    ex = cls()
-    assert ex.check(solution(cls)).outcome == "correct"
-    assert ex.check(None).outcome == "not_attempted"
-    starter = {}
-    exec(ex.starter_code, starter)
-    assert ex.check(starter[cls.fn_name]).outcome == "not_attempted"
-    assert ex.check(lambda *a: 1 / 0).outcome == "incorrect"
+    assert_three_outcomes(cls())
 
 
 @pytest.mark.parametrize("cls, variant", [(c, v) for c, vs in CASES for v in vs],
                          ids=lambda x: getattr(x, "name", getattr(x, "__name__", "")))
 def test_each_known_bug_gets_its_own_hint(cls, variant):
-    result = cls().check(variant.fn)
-    assert (result.outcome, result.mistake, result.message) == ("incorrect", variant.name, variant.hint)
+    assert_named(cls(), variant)
 
 
 def test_a_detached_student_is_named():

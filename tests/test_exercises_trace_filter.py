@@ -1,15 +1,10 @@
 """kd_lessons.exercises.trace_filter: exercise 30, rejection sampling of teacher traces, and its hints."""
 import pytest
+from exercise_harness import assert_three_outcomes
 
 from kd_lessons.exercises.core import EXERCISES
 from kd_lessons.exercises.trace_filter import VARIANTS, KeepCorrectTraces, _trials, reference_keep_correct
 from kd_lessons.generative import scratchpad as task
-
-
-def solution():
-    namespace = {}
-    exec(KeepCorrectTraces.solution_code, namespace)
-    return namespace[KeepCorrectTraces.fn_name]
 
 
 def test_registered_as_exercise_30():
@@ -17,12 +12,7 @@ def test_registered_as_exercise_30():
 
 
 def test_three_outcomes():
-    ex = KeepCorrectTraces()
-    assert ex.check(solution()).outcome == "correct"
-    assert ex.check(None).outcome == "not_attempted"
-    starter = {}
-    exec(ex.starter_code, starter)
-    assert ex.check(starter["keep_correct"]).outcome == "not_attempted"
+    assert_three_outcomes(KeepCorrectTraces())
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
