@@ -82,18 +82,22 @@ def _extend(model: CharTransformer, ids: torch.Tensor, start: int, cache: list) 
 
 
 class _Cached:
-    """One model with its key/value cache over the committed text: feed the uncached ids, roll back."""
+    """One model with its key/value cache over the committed text: feed the uncached ids, roll back.
+
+    Each model runs on its own device (a CPU draft can serve a CUDA target): ids go to it, logits stay there.
+    """
 
     def __init__(self, model: CharTransformer):
         self.model, self.cache, self.calls = model, [None] * len(model.blocks), 0
+        self.device = _device(model)
 
     def __len__(self) -> int:
         return 0 if self.cache[0] is None else self.cache[0][0].shape[2]
 
-    def feed(self, seq: list, upto: int, device) -> torch.Tensor:
+    def feed(self, seq: list, upto: int) -> torch.Tensor:
         start = len(self)
         self.calls += 1
-        return _extend(self.model, torch.tensor([seq[start:upto]], device=device), start, self.cache)
+        return _extend(self.model, torch.tensor([seq[start:upto]], device=self.device), start, self.cache)
 
     def rollback(self, length: int) -> None:
         self.cache = [kv if kv is None else (kv[0][:, :, :length], kv[1][:, :, :length]) for kv in self.cache]
@@ -170,9 +174,9 @@ def speculative_generate(target: CharTransformer, draft: CharTransformer, prompt
             k = min(gamma, start_len + num_tokens - L)
             q_rows = []
             for _ in range(k):
-                q_rows.append(F.softmax(small.feed(seq, len(seq), device)[-1].float() / T, dim=-1))
+                q_rows.append(F.softmax(small.feed(seq, len(seq))[-1].float() / T, dim=-1).to(device))
                 seq.append(_draw(q_rows[-1], generator))
-            p = F.softmax(big.feed(seq, L + k, device)[-(k + 1):].float() / T, dim=-1)
+            p = F.softmax(big.feed(seq, L + k)[-(k + 1):].float() / T, dim=-1)
             where = generator.device if generator is not None else device
             u = torch.rand(k, generator=generator, device=where).to(device)
             n, dist = verify(p, torch.stack(q_rows), torch.tensor(seq[L:L + k], device=device), u)

@@ -133,10 +133,10 @@ def call_seconds(model, prompt: torch.Tensor, calls: int, width: int = 1) -> flo
     """
     runner, seq, times = sp._Cached(model), prompt.tolist() + [0] * width, []
     with sp._inference(model):
-        runner.feed(seq, len(seq) - width, prompt.device)
+        runner.feed(seq, len(seq) - width)
         for _ in range(calls):
             start = time.thread_time()
-            runner.feed(seq, len(seq), prompt.device)
+            runner.feed(seq, len(seq))
             times.append(time.thread_time() - start)
             runner.rollback(len(seq) - width)
     return float(torch.tensor(times).median())
